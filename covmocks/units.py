@@ -1,0 +1,56 @@
+"""The one place where h-scaled simulation units become the model's physical units.
+
+AbacusSummit (and most N-body codes) store masses in Msun/h and lengths in comoving
+Mpc/h. The diffsky models take Msun and Mpc without h. Catalog outputs keep positions
+in comoving Mpc/h (the simulation's frame) and masses in Msun.
+"""
+
+import numpy as np
+
+# Critical density today in (Msun/h) / (comoving Mpc/h)^3.
+RHO_CRIT0_H = 2.77536627e11
+
+UNITS = {
+    "position": "comoving Mpc/h",
+    "velocity": "km/s (peculiar)",
+    "mass": "Msun",
+    "log_mass": "log10(Msun)",
+    "log_sfr": "log10(Msun/yr)",
+    "log_ssfr": "log10(1/yr)",
+    "time": "Gyr",
+    "radius": "comoving Mpc/h",
+    "dimensionless": "dimensionless",
+}
+
+
+def mass_h_to_msun(mass_msun_h, h):
+    """Msun/h -> Msun."""
+    return np.asarray(mass_msun_h, dtype=np.float64) / h
+
+
+def log_mass_h_to_msun(log_mass_msun_h, h):
+    """log10(Msun/h) -> log10(Msun)."""
+    return np.asarray(log_mass_msun_h, dtype=np.float64) - np.log10(h)
+
+
+def log_mass_msun_to_h(log_mass_msun, h):
+    """log10(Msun) -> log10(Msun/h)."""
+    return np.asarray(log_mass_msun, dtype=np.float64) + np.log10(h)
+
+
+def comoving_h_to_physical_mpc(length_mpc_h, h, redshift):
+    """Comoving Mpc/h -> physical (proper) Mpc at ``redshift``."""
+    return np.asarray(length_mpc_h, dtype=np.float64) / h / (1.0 + redshift)
+
+
+def physical_mpc_to_comoving_h(length_mpc, h, redshift):
+    """Physical Mpc at ``redshift`` -> comoving Mpc/h."""
+    return np.asarray(length_mpc, dtype=np.float64) * h * (1.0 + redshift)
+
+
+def wrap_periodic(pos, box_size):
+    """Wrap positions (any shape, same unit as ``box_size``) into [0, box_size)."""
+    wrapped = np.mod(pos, box_size)
+    # float rounding can map -tiny to exactly box_size
+    return np.where(wrapped >= box_size, wrapped - box_size, wrapped)
+
