@@ -358,3 +358,21 @@ def open_source(
         mmin = 11.0 if not np.isfinite(log10_mmin_msun) else log10_mmin_msun
         return SyntheticSource(n_hosts, mmin, 0.0 if redshift is None else redshift, seed)
     raise InputError(f"unknown halo source {kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
+
+
+def write_hdf5_halos(path, block: HaloBlock, header: SimulationHeader) -> None:
+    """Write ``block`` as a generic HDF5 halo file (the schema ``HDF5Source`` reads)."""
+    import h5py
+
+    c = header.cosmology
+    with h5py.File(path, "w") as f:
+        for name, data in (("id", block.ids), ("pos", block.pos), ("vel", block.vel),
+                           ("mass", block.mass), ("radius", block.radius)):  # fmt: skip
+            f[name] = data
+        f.attrs.update(
+            box_size=header.box_size, h=c.h, Om0=c.Om0, omega_b=c.omega_b, w0=c.w0, wa=c.wa,
+            redshift=header.redshift, sim_name=header.sim_name,
+            mass_definition=header.mass_definition,
+            position_definition=header.position_definition,
+            radius_definition=header.radius_definition,
+        )  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+
 import numpy as np
 
 from covmocks import units
@@ -268,7 +269,9 @@ class DiffskySFH:
         self.n_t_table = int(n_t_table)
         self.batch_min, self.batch_max = int(batch_min), int(batch_max)
         if not (0 < self.batch_min <= self.batch_max):
-            raise InputError(f"batch sizes must satisfy 0 < batch_min <= batch_max: {batch_min}, {batch_max}")
+            raise InputError(
+                f"batch sizes must satisfy 0 < batch_min <= batch_max: {batch_min}, {batch_max}"
+            )
         self.mahpop = _override(DEFAULT_DIFFMAHPOP_PARAMS, diffmahpop, "diffmahpop")
         self.sfhpop = _override(DEFAULT_DIFFSTARPOP_PARAMS, diffstarpop, "diffstarpop")
         self.params = {
@@ -339,9 +342,13 @@ class DiffskySFH:
             u = sat["u_pos"].astype(np.float64)
             conc = concentration_dm14(np.log10(hosts.mass[sat_host]), z)
             r_frac = _qnfw(u[:, 0].copy(), conc)  # _qnfw scales its input in place
-            direction = np.stack(_random_spherical_position(np.concatenate([u[:, 1], u[:, 2]])), axis=1)
+            direction = np.stack(
+                _random_spherical_position(np.concatenate([u[:, 1], u[:, 2]])), axis=1
+            )
             r_host = hosts.radius[sat_host]
-            sat_pos = units.wrap_periodic(hosts.pos[sat_host] + direction * (r_frac * r_host)[:, None], box)
+            sat_pos = units.wrap_periodic(
+                hosts.pos[sat_host] + direction * (r_frac * r_host)[:, None], box
+            )
             vvir = calculate_virial_velocity(
                 units.mass_h_to_msun(hosts.mass[sat_host], h),
                 units.comoving_h_to_physical_mpc(r_host, h, z),

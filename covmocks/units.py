@@ -53,4 +53,3 @@ def wrap_periodic(pos, box_size):
     wrapped = np.mod(pos, box_size)
     # float rounding can map -tiny to exactly box_size
     return np.where(wrapped >= box_size, wrapped - box_size, wrapped)
-

@@ -1,0 +1,153 @@
+"""The galaxy catalog file: HDF5 schema, atomic writer, and reader (schema in docs/schema.md).
+
+One file per (realization, snapshot). Datasets are chunked, compressed and carry a
+``units`` and a ``description`` attribute; file attributes describe the simulation, the
+model, the random seed and the software that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import h5py
+
+from covmocks.errors import OutputError
+
+# name: (dtype, trailing shape, units, description)
+SCHEMA = {
+    "pos": ("f4", (3,), "comoving Mpc/h", "position in [0, box_size)"),
+    "vel": ("f4", (3,), "km/s", "peculiar velocity"),
+    "is_central": ("bool", (), "dimensionless", "True for the central galaxy of a host halo"),
+    "host_index": ("i8", (), "dimensionless", "row of this galaxy's host central in this file"),
+    "halo_id": ("u8", (), "dimensionless", "id of the host halo in the input catalog"),
+    "log10_mhalo": ("f4", (), "log10(Msun)", "(sub)halo mass at the snapshot"),
+    "log10_mpeak": ("f4", (), "log10(Msun)", "peak (sub)halo mass up to the snapshot"),
+    "log10_mstar": ("f4", (), "log10(Msun)", "stellar mass formed by the snapshot"),
+    "log10_sfr": ("f4", (), "log10(Msun/yr)", "star formation rate at the snapshot"),
+    "log10_ssfr": ("f4", (), "log10(1/yr)", "specific star formation rate SFR/Mstar"),
+    "is_quenched": ("bool", (), "dimensionless", "Monte Carlo quenched draw of diffstarpop"),
+}
+COMPRESSIONS = ("gzip", "lzf", "none")
+
+
+def _compression_args(compression: str, level: int | None) -> dict:
+    if compression not in COMPRESSIONS:
+        raise OutputError(f"unknown compression {compression!r}; expected one of {COMPRESSIONS}")
+    if compression == "none":
+        return {}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4 if level is None else level}
+    return {"compression": "lzf"}
+
+
+def _attr_value(value):
+    """HDF5 attributes take scalars and strings: dicts and None become JSON."""
+    if isinstance(value, dict | list | tuple) or value is None:
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def check_output_path(path: Path, overwrite: bool) -> None:
+    """Fail early, with one line, where ``path`` cannot or must not be written."""
+    if path.exists() and not overwrite:
+        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+    parent = path.parent
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output directory {parent}: {exc.strerror}") from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory is not writable: {parent}")
+
+
+class CatalogWriter:
+    """Append galaxy blocks to a temporary file; publish it under the final name on success.
+
+    The temporary file sits beside the final one (same filesystem, so the rename is
+    atomic); it is flushed and fsynced before the rename, and deleted on any error. A
+    crash therefore never leaves a file under the final name.
+    """
+
+    def __init__(self, path, attrs: dict, *, compression="gzip", level=None,
+                 chunk_rows=65536, overwrite=False):  # fmt: skip
+        self.path = Path(path)
+        check_output_path(self.path, overwrite)
+        self.overwrite = overwrite
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.attrs = attrs
+        self.compression = _compression_args(compression, level)
+        self.chunk_rows = chunk_rows
+        self.n = 0
+        self._file = None
+
+    def __enter__(self) -> CatalogWriter:
+        self._file = h5py.File(self.tmp, "w")
+        for name, (dtype, shape, unit, description) in SCHEMA.items():
+            ds = self._file.create_dataset(
+                name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                chunks=(self.chunk_rows, *shape), shuffle=bool(self.compression),
+                **self.compression,
+            )  # fmt: skip
+            ds.attrs["units"] = unit
+            ds.attrs["description"] = description
+        return self
+
+    def append(self, columns: dict) -> None:
+        """Append one block; ``columns`` holds every SCHEMA name, same length."""
+        n = len(columns["halo_id"])
+        for name in SCHEMA:
+            ds = self._file[name]
+            ds.resize(self.n + n, axis=0)
+            ds[self.n : self.n + n] = columns[name]
+        self.n += n
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                for key, value in {**self.attrs, "n_galaxies": self.n}.items():
+                    self._file.attrs[key] = _attr_value(value)
+                self._file.flush()
+                os.fsync(self._file.id.get_vfd_handle())
+            self._file.close()
+            if exc_type is None:
+                if self.path.exists() and not self.overwrite:
+                    raise OutputError(f"output appeared while writing: {self.path}")
+                os.replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+
+@dataclasses.dataclass
+class Catalog:
+    """A catalog read back: ``data[name]`` arrays, ``units[name]`` strings, file ``attrs``."""
+
+    path: Path
+    data: dict
+    units: dict
+    attrs: dict
+
+    def __len__(self) -> int:
+        return int(self.attrs["n_galaxies"])
+
+
+def read_catalog(path, columns=None) -> Catalog:
+    """Read a catalog (all columns, or the named ones) with units and attributes.
+
+    JSON-encoded attributes (dicts, lists) are decoded.
+    """
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        names = list(SCHEMA) if columns is None else list(columns)
+        data = {n: f[n][...] for n in names}
+        unit = {n: str(f[n].attrs["units"]) for n in names}
+        attrs = {}
+        for key, value in f.attrs.items():
+            if isinstance(value, str) and (value[:1] in ("{", "[") or value == "null"):
+                value = json.loads(value)
+            attrs[key] = value
+    return Catalog(path, data, unit, attrs)
