@@ -14,3 +14,20 @@ class InputError(CovmocksError):
 
 class OutputError(CovmocksError):
     """The output location cannot be written, or already holds a finished catalog."""
+
+
+class ConfigError(CovmocksError):
+    """A campaign or machine-profile file is invalid: one line per problem, all at once.
+
+    Each problem reads ``file:line key.path: what was expected``.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} problems:\n" + "\n".join(
+                f"  {p}" for p in self.problems
+            )
+        super().__init__(message)

@@ -1,0 +1,1 @@
+"""Machine profiles shipped with covmocks, as YAML data (format: docs/campaigns.md)."""
