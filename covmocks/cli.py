@@ -82,12 +82,102 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n_bytes: float) -> str:
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    power = 0
+    while n_bytes >= 1000 and power < len(units) - 1:
+        n_bytes /= 1000
+        power += 1
+    return f"{n_bytes:.3g} {units[power]}"
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from covmocks.campaign import Campaign
+    from covmocks.plan import MANIFEST, write_plan
+
+    campaign = Campaign.load(args.campaign)
+    plan = write_plan(campaign)
+    sci, counts = campaign.science, plan.counts
+    print(f"campaign {campaign.name} version {campaign.version}: {len(plan.tasks)} tasks "
+          f"({len(sci.realizations)} realizations x {len(sci.redshifts)} snapshots)")  # fmt: skip
+    print(f"directory {campaign.directory}")
+    print(f"manifest  {campaign.directory / 'metadata' / MANIFEST}")
+    print(" ".join(f"{state} {n}" for state, n in counts.items()))
+    missing = plan.missing_inputs()
+    if missing:
+        print(f"blocked until {len(missing)} halo catalogs appear, e.g.:")
+        for path in missing[:3]:
+            print(f"  {path}")
+    return 0
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    from covmocks.campaign import Campaign
+    from covmocks.plan import estimate
+
+    campaign = Campaign.load(args.campaign)
+    plan = campaign.plan()
+    est = estimate(campaign, plan, args.nodes)
+    counts = " ".join(f"{state} {n}" for state, n in plan.counts.items())
+    print(
+        f"campaign {campaign.name} version {campaign.version}: {len(plan.tasks)} tasks ({counts})"
+    )
+    print(f"basis       {est.basis}")
+    print(f"remaining   {est.remaining} tasks, {est.seconds_per_task:.0f} s each on average")
+    print(f"node-hours  {est.node_hours:.1f}")
+    print(f"GPU-hours   {est.gpu_hours:.1f}")
+    print(f"storage     {_size(est.storage_bytes)} to write ({_size(est.done_bytes)} written)")
+    wall = f"{est.wall_s / 60:.0f} min" if est.wall_s < 7200 else f"{est.wall_s / 3600:.1f} h"
+    print(f"wall-clock  {wall} on {est.nodes} node(s), {est.busy_nodes:.3g} busy with at most "
+          f"{campaign.execution.max_in_flight} tasks in flight (no queue wait)")  # fmt: skip
+    return 0
+
+
+def run_config_show(args: argparse.Namespace) -> int:
+    from covmocks.campaign import Campaign, format_path
+
+    campaign = Campaign.load(args.campaign)
+    rows = [(f"{format_path(path)}: {json.dumps(entry.value, default=str)}", entry.source)
+            for path, entry in campaign.entries.items()]  # fmt: skip
+    width = min(max(len(text) for text, _ in rows), 72)
+    print(f"# {args.campaign}: merged configuration; later tiers win: default -> profile file "
+          "-> campaign file -> override")  # fmt: skip
+    for text, source in rows:
+        print(f"{text:<{width}}  # {source}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _campaign_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("campaign", type=Path, help="campaign file (YAML)")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="covmocks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="populate one halo catalog and write one galaxy catalog")
     add_generate_arguments(gen)
     gen.set_defaults(func=run_generate)
+    plan = sub.add_parser("plan", help="validate a campaign, write its directory and manifest")
+    _campaign_arguments(plan)
+    plan.set_defaults(func=run_plan)
+    est = sub.add_parser("estimate", help="node-hours, GPU-hours, storage, wall-clock time")
+    _campaign_arguments(est)
+    est.add_argument("--nodes", type=_positive, help="nodes (default: the profile's maximum)")
+    est.set_defaults(func=run_estimate)
+    config = sub.add_parser("config", help="inspect a campaign's configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="merged values and where each came from")
+    _campaign_arguments(show)
+    show.set_defaults(func=run_config_show)
     return parser
 
 
