@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import json
 import os
 import re
 import string
@@ -97,11 +98,12 @@ def _yaml_problem(label: str, exc: yaml.MarkedYAMLError) -> str:
     return f"{where}: invalid YAML: {what}"
 
 
-def _walk(loader, node, path: tuple, lines: dict, problems: list, label: str, active: frozenset):
-    """Record the line of every key path under ``node``; report duplicate keys."""
-    if id(node) in active:  # a recursive alias
+def _walk(loader, node, path: tuple, lines: dict, problems: list, label: str, visited: set):
+    """Record the line of every key path under ``node``; report duplicate keys. A node
+    reached again through an alias is not walked again (no blow-up, no recursion)."""
+    if id(node) in visited:
         return
-    active = active | {id(node)}
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key_node, value_node in node.value:
@@ -110,16 +112,15 @@ def _walk(loader, node, path: tuple, lines: dict, problems: list, label: str, ac
             key = loader.construct_object(key_node)
             line = key_node.start_mark.line + 1
             if key in seen:
-                problems.append(
-                    (line, f"{label}:{line} {format_path(path + (key,))}: duplicate key")
-                )
+                message = f"{label}:{line} {format_path(path + (key,))}: duplicate key"
+                problems.append((line, message))
             seen.add(key)
             lines[path + (key,)] = line
-            _walk(loader, value_node, path + (key,), lines, problems, label, active)
+            _walk(loader, value_node, path + (key,), lines, problems, label, visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[path + (i,)] = item.start_mark.line + 1
-            _walk(loader, item, path + (i,), lines, problems, label, active)
+            _walk(loader, item, path + (i,), lines, problems, label, visited)
 
 
 def parse_yaml(text: str, label: str) -> YamlDoc:
@@ -132,7 +133,7 @@ def parse_yaml(text: str, label: str) -> YamlDoc:
         if node is None:
             raise ConfigError([f"{label}: the file is empty; expected a campaign mapping"])
         lines: dict = {}
-        _walk(loader, node, (), lines, problems, label, frozenset())
+        _walk(loader, node, (), lines, problems, label, set())
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_yaml_problem(label, exc)]) from None
@@ -315,6 +316,17 @@ class ScienceSection(_Section):
             raise ValueError(
                 f"unknown galaxy model {value!r}; expected one of: {', '.join(MODELS)}"
             )
+        return value
+
+    @field_validator("model_params")
+    @classmethod
+    def _plain_data(cls, value):
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"expected plain data (numbers, text, lists, mappings): {exc}"
+            ) from None
         return value
 
     @field_validator("realizations")

@@ -1,0 +1,311 @@
+"""Plans: tasks and states, the campaign directory, re-planning, estimates, the CLI verbs."""
+
+import json
+import logging
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from covmocks import cli
+from covmocks.campaign import Campaign
+from covmocks.errors import CovmocksError
+from covmocks.plan import estimate, make_plan, read_manifest, task_id, write_plan
+
+REPO = Path(__file__).resolve().parents[1]
+CAMPAIGNS = REPO / "campaigns"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+SYNTHETIC = """\
+campaign:
+  name: syn
+  seed: 3
+science:
+  source: synthetic
+  n_hosts: 100
+  realizations: {first: 2, last: 4, exclude: [3]}
+  redshifts: [0.0, 1.1]
+resources:
+  by_redshift:
+    0.0: {nodes: 1, walltime_s: 50}
+"""
+
+ABACUS = """\
+campaign:
+  name: aba
+  seed: 3
+science:
+  source: abacus
+  input: sims/ph{realization:03d}/halos/z{redshift:.3f}
+  realizations: [0, 1]
+  redshifts: [0.0, 1.0]
+"""
+
+
+def campaign(tmp_path, text=SYNTHETIC, name="campaign.yaml") -> Campaign:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return Campaign.load(path)
+
+
+def finish(task, wall_s=10.0, file_bytes=1000) -> None:
+    """Pretend the runner finished ``task``: its catalog, then its QA record."""
+    task.output.parent.mkdir(parents=True, exist_ok=True)
+    task.output.write_bytes(b"catalog " + task.task_id.encode())
+    task.qa_record.parent.mkdir(parents=True, exist_ok=True)
+    task.qa_record.write_text(json.dumps({"wall_s": wall_s, "file_bytes": file_bytes}))
+
+
+def fake_abacus(root: Path, realization: int, redshift: float, slab=True) -> None:
+    halo_info = root / f"sims/ph{realization:03d}/halos/z{redshift:.3f}/halo_info"
+    halo_info.mkdir(parents=True)
+    if slab:
+        (halo_info / "halo_info_000.asdf").touch()
+
+
+def test_tasks_name_paths_and_resources(tmp_path):
+    c = campaign(tmp_path)
+    plan = c.plan()
+    assert [t.task_id for t in plan.tasks] == [
+        "r0002_z0.000", "r0002_z1.100", "r0004_z0.000", "r0004_z1.100"
+    ]  # fmt: skip
+    assert task_id(3, 1.1) == "r0003_z1.100"
+    t = plan.tasks[1]
+    d = c.directory
+    assert (t.realization, t.redshift, t.snapshot, t.source, t.input) == (
+        2,
+        1.1,
+        1100,
+        "synthetic",
+        None,
+    )
+    assert t.output == d / "catalogs" / "r0002" / "mock_z1.100.hdf5"
+    assert t.qa_record == d / "qa" / "r0002_z1.100.json"
+    assert t.log_stem == d / "logs" / "r0002_z1.100"
+    assert t.state == "todo" and plan.counts == {"done": 0, "todo": 4, "blocked": 0}
+    assert plan.tasks[0].resources.walltime_s == 50
+    assert t.resources.walltime_s == c.execution.task_walltime_s
+    assert not d.exists(), "planning in memory writes nothing"
+
+
+def test_write_plan_makes_the_directory_and_metadata(tmp_path):
+    c = campaign(tmp_path)
+    plan = write_plan(c)
+    d = c.directory
+    assert {p.name for p in d.iterdir()} == {"metadata", "catalogs", "logs", "qa"}
+    meta = d / "metadata"
+    assert (meta / "campaign.yaml").read_bytes() == (tmp_path / "campaign.yaml").read_bytes()
+    config = json.loads((meta / "config.json").read_text())
+    assert config["values"]["campaign"]["seed"] == 3
+    assert config["sources"]["campaign.seed"] == "campaign file campaign.yaml:3"
+    prov = json.loads((meta / "provenance.json").read_text())
+    assert {"software", "git_commit", "host", "user", "time_utc"} <= set(prov)
+    assert "covmocks" in prov["software"]
+    science = json.loads((meta / "science.json").read_text())
+    assert science["record"]["science.realizations"] == [2, 4] and len(science["sha256"]) == 64
+    summary = json.loads((meta / "plan.json").read_text())
+    assert summary["counts"] == {"done": 0, "todo": 4, "blocked": 0} and summary["tasks"] == 4
+    rows = read_manifest(d)
+    assert [r["task_id"] for r in rows] == [t.task_id for t in plan.tasks]
+    assert rows[0] == {
+        "task_id": "r0002_z0.000", "realization": 2, "redshift": 0.0, "snapshot": 0,
+        "state": "todo", "source": "synthetic", "input": None,
+        "output": "catalogs/r0002/mock_z0.000.hdf5", "qa_record": "qa/r0002_z0.000.json",
+        "log_stem": "logs/r0002_z0.000", "nodes": 1, "ranks": 1, "gpus": 0, "walltime_s": 50.0,
+    }  # fmt: skip
+
+
+def test_missing_inputs_are_blocked_until_they_appear(tmp_path, caplog):
+    c = campaign(tmp_path, ABACUS)
+    with caplog.at_level(logging.WARNING, logger="covmocks.plan"):
+        plan = c.plan()
+    assert plan.counts == {"done": 0, "todo": 0, "blocked": 4}
+    assert "4 of 4 tasks blocked: 4 halo catalogs missing, e.g. " in caplog.text
+    assert str(tmp_path / "sims/ph000/halos/z0.000") in caplog.text
+    assert plan.missing_inputs()[0] == str(tmp_path / "sims/ph000/halos/z0.000")
+
+    fake_abacus(tmp_path, 1, 1.0)
+    fake_abacus(tmp_path, 0, 1.0, slab=False)  # a directory without halo_info_*.asdf
+    states = {t.task_id: t.state for t in c.plan().tasks}
+    assert states == {"r0000_z0.000": "blocked", "r0000_z1.000": "blocked",
+                      "r0001_z0.000": "blocked", "r0001_z1.000": "todo"}  # fmt: skip
+
+
+def test_hdf5_inputs_are_files(tmp_path):
+    text = ABACUS.replace("source: abacus", "source: hdf5").replace(
+        "sims/ph{realization:03d}/halos/z{redshift:.3f}", "halos_{realization}_{redshift:.1f}.h5"
+    )
+    c = campaign(tmp_path, text)
+    assert c.plan().counts["blocked"] == 4
+    (tmp_path / "halos_1_0.0.h5").touch()
+    assert [t.task_id for t in c.plan().select("todo")] == ["r0001_z0.000"]
+
+
+def test_done_needs_catalog_and_qa_record(tmp_path):
+    c = campaign(tmp_path)
+    first, second, third = c.plan().tasks[:3]
+    finish(first)
+    second.output.parent.mkdir(parents=True, exist_ok=True)
+    second.output.touch()  # a catalog without QA record: not finished
+    third.qa_record.write_text("{}")  # a QA record without catalog: not finished
+    assert [t.state for t in c.plan().tasks] == ["done", "todo", "todo", "todo"]
+
+
+def test_replanning_keeps_finished_work(tmp_path):
+    c = campaign(tmp_path)
+    plan = write_plan(c)
+    finish(plan.tasks[0])
+    log = plan.tasks[0].log_stem.with_suffix(".out")
+    log.write_text("log")
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (plan.tasks[0].output,
+              plan.tasks[0].qa_record, log)}  # fmt: skip
+    manifests = []
+    for _ in range(2):
+        replanned = write_plan(c)
+        manifests.append(read_manifest(c.directory))
+    assert replanned.counts == {"done": 1, "todo": 3, "blocked": 0}
+    assert manifests[0] == manifests[1] and manifests[0][0]["state"] == "done"
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in before} == before
+
+
+def test_changing_science_of_a_started_campaign_is_refused(tmp_path):
+    c = campaign(tmp_path)
+    write_plan(c)
+    cut = SYNTHETIC.replace("n_hosts: 100", "n_hosts: 100\n  log10_mhost_min_msun: 12.0")
+    write_plan(campaign(tmp_path, cut))  # no catalogs yet: allowed, and recorded
+    finish(c.plan().tasks[0])
+    with pytest.raises(CovmocksError, match=(
+        r"already has catalogs .* different values of science.log10_mhost_min_msun .* "
+        r"bump campaign.version"
+    )):  # fmt: skip
+        write_plan(c)
+    with pytest.raises(CovmocksError, match="different values of campaign.seed"):
+        write_plan(campaign(tmp_path, cut.replace("seed: 3", "seed: 4")))
+    with pytest.raises(CovmocksError, match="values of science.realizations"):
+        write_plan(campaign(tmp_path, cut.replace("exclude: [3]", "exclude: []")))
+    # Execution and resources may change; the same science re-plans.
+    write_plan(campaign(tmp_path, cut + "execution: {max_in_flight: 1}\n"))
+    bumped = campaign(tmp_path, cut.replace("seed: 3", "seed: 4\n  version: 2"))
+    assert write_plan(bumped).counts["todo"] == 4 and bumped.directory.name == "syn_2"
+
+
+def test_estimate_from_profile_cost_figures(tmp_path):
+    (tmp_path / "prof.yaml").write_text(textwrap.dedent("""\
+        provider: {workers_per_node: 4, max_blocks: 2, nodes_per_block: 3}
+        resources: {gpus: 1}
+        cost: {seconds_per_task: 360, seconds_by_redshift: {1.1: 720}, gigabytes_per_task: 2}
+        """))  # fmt: skip
+    c = campaign(tmp_path, SYNTHETIC + "execution: {profile: prof.yaml, max_in_flight: 100}\n")
+    est = estimate(c, c.plan())
+    assert est.basis.startswith("profile prof.yaml: cost figures")
+    assert est.remaining == 4 and est.done == 0 and est.nodes == 6
+    assert est.seconds_per_task == pytest.approx(540)
+    assert est.node_hours == pytest.approx(2 * (360 + 720) / 4 / 3600)
+    assert est.gpu_hours == pytest.approx(2 * (360 + 720) / 3600)
+    assert est.storage_bytes == pytest.approx(8e9) and est.done_bytes == 0
+    assert est.wall_s == 720  # the longest task: 6 nodes hold all four at once
+    assert estimate(c, c.plan(), nodes=1).busy_nodes == 1
+
+
+def test_estimate_from_measured_tasks(tmp_path):
+    c = campaign(tmp_path, SYNTHETIC + "execution: {max_in_flight: 1}\n")
+    plan = c.plan()
+    finish(plan.tasks[0], wall_s=100, file_bytes=4000)  # z = 0.0
+    finish(plan.tasks[1], wall_s=300, file_bytes=2000)  # z = 1.1
+    finish(plan.tasks[2], wall_s=200, file_bytes=6000)  # z = 0.0
+    est = estimate(c, c.plan(), nodes=4)
+    assert est.basis == "measured: medians of 3 QA records of this campaign"
+    assert est.remaining == 1 and est.done == 3
+    assert est.seconds_per_task == 300  # the z = 1.1 median, not the overall 200
+    assert est.storage_bytes == 4000 and est.done_bytes == 12000
+    workers = c.execution.profile["provider"]["workers_per_node"]
+    assert est.busy_nodes == pytest.approx(1 / workers) and est.wall_s == 300
+
+
+def test_estimate_needs_enough_nodes_for_one_task(tmp_path):
+    c = campaign(tmp_path, SYNTHETIC.replace("{nodes: 1, walltime_s: 50}", "{nodes: 3}"))
+    with pytest.raises(CovmocksError, match="--nodes 2: some tasks need 3 nodes each"):
+        estimate(c, c.plan(), nodes=2)
+
+
+def test_shipped_campaigns_plan():
+    demo = Campaign.load(CAMPAIGNS / "demo.yaml").plan()
+    assert len(demo.tasks) == 12 and demo.counts["blocked"] == 0
+    mini = Campaign.load(CAMPAIGNS / "mini_abacus.yaml").plan()
+    expected = "blocked" if not (SHARED_DATA / "Mini_N64_L32").is_dir() else "todo"
+    assert len(mini.tasks) == 1 and mini.tasks[0].state in (expected, "done")
+    roman = Campaign.load(CAMPAIGNS / "roman_grs_covariance.yaml")
+    if Path(roman.science.input_path(3000, 0.5)).exists():
+        pytest.skip("AbacusSummit is mounted here: the roman inputs are not all missing")
+    assert roman.plan().counts == {"done": 0, "todo": 0, "blocked": 40000}
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """The shipped campaign files copied to tmp/campaigns, runs under tmp/campaign-runs."""
+    shutil.copytree(CAMPAIGNS, tmp_path / "campaigns")
+    monkeypatch.delenv("SCRATCH", raising=False)
+    monkeypatch.setenv("COVMOCKS_DATA", str(SHARED_DATA))
+    return tmp_path / "campaigns"
+
+
+def test_cli_plan(shipped, capsys):
+    assert cli.main(["plan", str(shipped / "demo.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "campaign demo version 1: 12 tasks (4 realizations x 3 snapshots)" in out
+    assert "done 0 todo 12 blocked 0" in out
+    runs = shipped.parent / "campaign-runs" / "demo_1"
+    assert len(read_manifest(runs)) == 12 and (runs / "qa").is_dir()
+
+    assert cli.main(["plan", "-q", str(shipped / "roman_grs_covariance.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "40000 tasks (2000 realizations x 20 snapshots)" in out
+    assert "blocked until 40000 halo catalogs appear, e.g.:\n  /global/cfs/" in out
+    rows = read_manifest(shipped.parent / "campaign-runs" / "roman_grs_covariance_1")
+    assert len(rows) == 40000 and rows[-1]["task_id"] == "r4999_z2.500"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "Mini_N64_L32").is_dir(), reason="no Mini_N64_L32 data")
+def test_cli_plan_mini_abacus_is_runnable(shipped, capsys):
+    assert cli.main(["plan", str(shipped / "mini_abacus.yaml")]) == 0
+    assert "done 0 todo 1 blocked 0" in capsys.readouterr().out
+
+
+def test_cli_config_show(shipped, capsys):
+    assert cli.main(["config", "show", str(shipped / "roman_grs_covariance.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# ") and "profile file -> campaign file -> override" in lines[0]
+    shown = {line.split(":")[0]: line for line in lines[1:]}
+    assert shown["execution.retries"].endswith("# campaign file roman_grs_covariance.yaml:29")
+    assert shown["execution.backoff_base_s"].endswith("# profile file perlmutter-gpu.yaml:25")
+    assert shown["execution.provider.partition"].endswith("# default")
+    assert "# override roman_grs_covariance.yaml:" in shown["resources.by_redshift[0.5].walltime_s"]
+
+
+def test_cli_estimate(shipped, capsys):
+    assert (
+        cli.main(["estimate", "-q", str(shipped / "roman_grs_covariance.yaml"), "--nodes", "8"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "basis       profile perlmutter-gpu: cost figures" in out
+    assert "node-hours  833.3" in out and "GPU-hours   3333.3" in out
+    assert "storage     20 TB to write" in out and "on 8 node(s)" in out
+
+
+def test_cli_reports_bad_files_in_one_line_each(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SYNTHETIC.replace("n_hosts: 100", "n_hosts: many"))
+    for verb in (["plan"], ["estimate"], ["config", "show"]):
+        assert cli.main([*verb, str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"covmocks: error: {bad}:6 science.n_hosts: expected an integer, got 'many'\n"
+    assert cli.main(["plan", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: no such file" in capsys.readouterr().err
+
+
+def test_make_plan_never_writes(tmp_path):
+    c = campaign(tmp_path, ABACUS)
+    make_plan(c)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.yaml"]
