@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 
 from covmocks import provenance
@@ -73,9 +74,16 @@ class Task:
             "source": self.source,
             "input": self.input,
         }
+        prefix = f"{directory}{os.sep}"
         for key in ("output", "qa_record", "log_stem"):
-            row[key] = os.path.relpath(getattr(self, key), directory)
-        return row | dataclasses.asdict(self.resources)
+            row[key] = str(getattr(self, key)).removeprefix(prefix)
+        r = self.resources
+        return row | {
+            "nodes": r.nodes,
+            "ranks": r.ranks,
+            "gpus": r.gpus,
+            "walltime_s": r.walltime_s,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,9 +198,11 @@ def make_plan(campaign: Campaign) -> Plan:
 # ---------------------------------------------------------------- campaign directory
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text`` (or its pieces, streamed) to a temporary file, then rename it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.writelines([text] if isinstance(text, str) else text)
     os.replace(tmp, path)
 
 
@@ -259,8 +269,7 @@ def write_plan(campaign: Campaign) -> Plan:
         "git_commit": provenance.git_commit(),
         **provenance.environment(),
     })  # fmt: skip
-    rows = (json.dumps(t.manifest_row(d)) for t in plan.tasks)
-    _write_atomic(meta / MANIFEST, "".join(f"{row}\n" for row in rows))
+    _write_atomic(meta / MANIFEST, (f"{json.dumps(t.manifest_row(d))}\n" for t in plan.tasks))
     _write_json(meta / "plan.json", {
         "campaign": f"{campaign.name}_{campaign.version}",
         "planned_utc": provenance.utc_now(),
