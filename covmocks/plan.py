@@ -248,18 +248,9 @@ def check_science(campaign: Campaign) -> None:
     )
 
 
-def write_plan(campaign: Campaign) -> Plan:
-    """``covmocks plan``: create the campaign directory, then (re)write its metadata and
-    manifest. Never touches catalogs, QA records or logs."""
-    check_science(campaign)
+def _write_metadata(campaign: Campaign, plan: Plan) -> None:
     d = campaign.directory
     meta = d / "metadata"
-    try:
-        for sub in SUBDIRS:
-            (d / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create campaign directory {d}: {exc.strerror}") from None
-    plan = make_plan(campaign)
     _write_atomic(meta / "campaign.yaml", campaign.text)
     _write_json(meta / "config.json", {"values": campaign.config(), "sources": campaign.sources()})
     record = campaign.science_record
@@ -277,6 +268,20 @@ def write_plan(campaign: Campaign) -> Plan:
         "counts": plan.counts,
         "manifest": MANIFEST,
     })  # fmt: skip
+
+
+def write_plan(campaign: Campaign) -> Plan:
+    """``covmocks plan``: create the campaign directory, then (re)write its metadata and
+    manifest. Never touches catalogs, QA records or logs."""
+    check_science(campaign)
+    d = campaign.directory
+    try:
+        for sub in SUBDIRS:
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        plan = make_plan(campaign)
+        _write_metadata(campaign, plan)
+    except OSError as exc:
+        raise OutputError(f"cannot write campaign directory {d}: {exc}") from None
     return plan
 
 

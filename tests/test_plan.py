@@ -309,3 +309,11 @@ def test_make_plan_never_writes(tmp_path):
     c = campaign(tmp_path, ABACUS)
     make_plan(c)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.yaml"]
+
+
+def test_unwritable_campaign_directory_is_a_clean_error(tmp_path, capsys):
+    (tmp_path / "a-file").touch()
+    path = tmp_path / "campaign.yaml"
+    path.write_text(SYNTHETIC + "outputs: {base: a-file}\n")
+    assert cli.main(["plan", str(path)]) == 2
+    assert "cannot write campaign directory" in capsys.readouterr().err
