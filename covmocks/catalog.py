@@ -55,6 +55,8 @@ def check_output_path(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"cannot create output directory {parent}: a file is in the way")
     if not parent.exists():
         try:
             parent.mkdir(parents=True, exist_ok=True)

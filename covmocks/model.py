@@ -13,6 +13,7 @@ from (seed, realization, snapshot).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -132,8 +133,13 @@ def concentration_dm14(log10_mass_msun_h, redshift):
     return 10 ** (a + b * (log10_mass_msun_h - 12.0))
 
 
+@functools.cache
 def _build_kernels(n_t: int):
-    """JIT-compiled per-object kernels, vmapped over a batch. Compiled once per shape."""
+    """JIT-compiled per-object kernels, vmapped over a batch.
+
+    Cached per process, so every model instance shares the compiled kernels: each padded
+    batch shape compiles once per process (or loads from the persistent cache).
+    """
     import jax
     from diffmah.diffmah_kernels import DiffmahParams, _log_mah_kern
     from diffmah.diffmahpop_kernels.mc_bimod_cens import mc_diffmah_params_singlecen
@@ -152,7 +158,7 @@ def _build_kernels(n_t: int):
     argus_cdf, argus_x = (jnp.asarray(a) for a in _argus_inverse_cdf_table(ARGUS_CHI))
 
     def pick(is_a, a, b):
-        return DiffmahParams(*[jnp.where(is_a, x, y) for x, y in zip(a, b)])
+        return DiffmahParams(*[jnp.where(is_a, x, y) for x, y in zip(a, b, strict=True)])
 
     def corrected(mah, lgm_obs, t_obs, lgt0):
         # diffmahpop's draws land ~0.025 dex above the requested mass at t_obs; shift
@@ -294,7 +300,7 @@ class DiffskySFH:
         }
 
     def populate(self, hosts: HaloBlock, snap: Snapshot, root_key) -> dict:
-        """Galaxies of ``hosts`` as a dict of ``GALAXY_COLUMNS``, each central then its satellites."""
+        """Galaxies of ``hosts``: ``GALAXY_COLUMNS``, each central followed by its satellites."""
         header = snap.header
         h, z, box = header.cosmology.h, header.redshift, header.box_size
         ctx = self.context(snap)

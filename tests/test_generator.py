@@ -1,0 +1,126 @@
+"""The single-box generator on the real AbacusSummit-format catalog."""
+
+import h5py
+import numpy as np
+import pytest
+
+from covmocks import catalog, generator, halos
+from covmocks.model import get_model
+
+
+def _generate(tmp_path, mini_catalog_dir, model, name, **request):
+    out = tmp_path / f"{name}.hdf5"
+    source = halos.open_source("abacus", mini_catalog_dir, redshift=0.0)
+    args = dict(seed=7, realization=0, snapshot=0, max_hosts=1000) | request
+    generator.generate_box(source, model, generator.BoxRequest(output=out, **args))
+    return catalog.read_catalog(out)
+
+
+def test_schema_units_and_attributes(mini_mock):
+    for name, (_, _, unit, _) in catalog.SCHEMA.items():
+        assert mini_mock.units[name] == unit
+        assert len(mini_mock.data[name]) == len(mini_mock)
+    a = mini_mock.attrs
+    assert a["box_size"] == 32.0 and a["h"] == pytest.approx(0.6736)
+    assert a["n_hosts"] == 381 and a["n_centrals"] == 381
+    assert a["n_galaxies"] == a["n_centrals"] + a["n_satellites"]
+    assert a["model_name"] == "diffsky_sfh" and a["model_version"] == "1.0"
+    assert a["seed"] == 7 and a["realization"] == 0 and a["snapshot"] == 0
+    assert set(a["versions"]) >= {"covmocks", "diffmah", "diffstar", "diffsky", "dsps", "jax"}
+    assert a["jax_platform"].startswith("cpu")
+    assert 13.0 < a["t_obs_gyr"] < 14.5 and a["t_obs_gyr"] == pytest.approx(a["t0_gyr"])
+    with h5py.File(mini_mock.path) as f:
+        assert f["pos"].compression == "gzip" and f["pos"].chunks is not None
+        assert f["pos"].dtype == np.float32
+
+
+def test_galaxies_are_physical(mini_mock):
+    d = mini_mock.data
+    for name in catalog.SCHEMA:
+        if d[name].dtype.kind == "f":
+            assert np.all(np.isfinite(d[name])), name
+    assert d["pos"].min() >= 0 and d["pos"].max() < 32.0
+    cen = d["is_central"]
+    assert cen.sum() == 381 and (~cen).sum() > 0
+    # every host index points at a central of the same halo
+    assert np.all(cen[d["host_index"]])
+    assert np.all(d["host_index"][cen] == np.flatnonzero(cen))
+    assert np.all(d["halo_id"] == d["halo_id"][d["host_index"]])
+    # centrals sit on their halos' masses; satellites are less massive than their hosts
+    host_mass = d["log10_mhalo"][d["host_index"]]
+    assert np.all(d["log10_mpeak"][~cen] < host_mass[~cen] + 0.05)
+    # sSFR = SFR / Mstar
+    np.testing.assert_allclose(d["log10_ssfr"], d["log10_sfr"] - d["log10_mstar"], atol=1e-5)
+
+
+def test_satellites_lie_within_their_host_radius(mini_mock, mini_catalog_dir):
+    d = mini_mock.data
+    src = halos.open_source("abacus", mini_catalog_dir)
+    blocks = list(src.iter_blocks(10**6))
+    radius = dict(zip(np.concatenate([b.ids for b in blocks]),
+                      np.concatenate([b.radius for b in blocks]), strict=True))  # fmt: skip
+    sat = ~d["is_central"]
+    delta = d["pos"][sat] - d["pos"][d["host_index"][sat]]
+    delta = (delta + 16.0) % 32.0 - 16.0  # periodic
+    dist = np.linalg.norm(delta, axis=1)
+    r_host = np.array([radius[i] for i in d["halo_id"][sat]])
+    assert np.all(dist <= r_host * 1.0001 + 1e-4)
+    assert np.median(dist / r_host) < 0.7  # NFW: concentrated toward the centre
+
+
+def test_mean_stellar_mass_rises_with_halo_mass(mini_mock):
+    d = mini_mock.data
+    cen = d["is_central"]
+    lgmh, lgms = d["log10_mhalo"][cen], d["log10_mstar"][cen]
+    edges = np.quantile(lgmh, [0, 0.25, 0.5, 0.75, 1.0])
+    means = [lgms[(lgmh >= lo) & (lgmh <= hi)].mean() for lo, hi in zip(edges, edges[1:])]
+    assert np.all(np.diff(means) > 0), means
+    assert 8.0 < np.median(lgms) < 11.5
+
+
+def test_same_seed_is_bit_identical_whatever_the_chunking(tmp_path, mini_catalog_dir, model,
+                                                          mini_mock):  # fmt: skip
+    again = _generate(tmp_path, mini_catalog_dir, model, "again")
+    four = _generate(tmp_path, mini_catalog_dir, model, "chunks", max_hosts=96)
+    other_batches = _generate(
+        tmp_path, mini_catalog_dir, get_model("diffsky_sfh", {"batch_min": 512, "batch_max": 512}),
+        "batches",
+    )  # fmt: skip
+    for name in catalog.SCHEMA:
+        for cat in (again, four, other_batches):
+            np.testing.assert_array_equal(cat.data[name], mini_mock.data[name], err_msg=name)
+
+
+def test_other_realization_or_snapshot_draws_differently(tmp_path, mini_catalog_dir, model,
+                                                         mini_mock):  # fmt: skip
+    base = mini_mock.data["log10_mstar"][mini_mock.data["is_central"]]
+    for name, req in (("real1", {"realization": 1}), ("snap1", {"snapshot": 1}),
+                      ("seed8", {"seed": 8})):  # fmt: skip
+        cat = _generate(tmp_path, mini_catalog_dir, model, name, **req)
+        other = cat.data["log10_mstar"][cat.data["is_central"]]
+        assert not np.array_equal(other, base), name
+        assert np.mean(other == base) < 0.01, name
+
+
+def test_host_limit(tmp_path, mini_catalog_dir, model):
+    cat = _generate(tmp_path, mini_catalog_dir, model, "limit", host_limit=50, max_hosts=30)
+    assert cat.attrs["n_hosts"] == 50 and cat.data["is_central"].sum() == 50
+
+
+def test_crash_mid_write_leaves_no_file(tmp_path, mini_catalog_dir, model, monkeypatch):
+    out = tmp_path / "crash.hdf5"
+    calls = {"n": 0}
+    real_append = catalog.CatalogWriter.append
+
+    def failing_append(self, columns):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        real_append(self, columns)
+
+    monkeypatch.setattr(catalog.CatalogWriter, "append", failing_append)
+    source = halos.open_source("abacus", mini_catalog_dir)
+    req = generator.BoxRequest(output=out, seed=1, realization=0, snapshot=0, max_hosts=100)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generator.generate_box(source, model, req)
+    assert list(tmp_path.iterdir()) == []
