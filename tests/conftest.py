@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.slurm_cluster"]
-
 import covmocks  # noqa: F401  (sets the XLA flag before anything imports jax)
+
+pytest_plugins = ["tests.slurm_cluster"]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COVMOCKS_TEST_DATA", REPO.parent / "shared" / "data" / "Mini_N64_L32"))

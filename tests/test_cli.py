@@ -49,8 +49,9 @@ def test_unwritable_output_directory(tmp_path, capsys):
 def test_output_under_a_file_is_refused(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _fails(capsys, ["generate", "--source", "synthetic", "--n-hosts", "10",
-                    "--output", str(blocker / "o.hdf5")], "cannot create output directory")  # fmt: skip
+    argv = ["generate", "--source", "synthetic", "--n-hosts", "10", "--output",
+            str(blocker / "o.hdf5")]  # fmt: skip
+    _fails(capsys, argv, "cannot create output directory")
 
 
 def test_existing_output_is_kept(tmp_path, capsys):
