@@ -73,7 +73,8 @@ def test_mean_stellar_mass_rises_with_halo_mass(mini_mock):
     cen = d["is_central"]
     lgmh, lgms = d["log10_mhalo"][cen], d["log10_mstar"][cen]
     edges = np.quantile(lgmh, [0, 0.25, 0.5, 0.75, 1.0])
-    means = [lgms[(lgmh >= lo) & (lgmh <= hi)].mean() for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    bins = zip(edges[:-1], edges[1:], strict=True)
+    means = [lgms[(lgmh >= lo) & (lgmh <= hi)].mean() for lo, hi in bins]
     assert np.all(np.diff(means) > 0), means
     assert 8.0 < np.median(lgms) < 11.5
 
