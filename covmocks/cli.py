@@ -13,10 +13,18 @@ from covmocks.errors import CovmocksError
 log = logging.getLogger("covmocks")
 
 
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Console filter: Parsl and JAX speak only of warnings (Parsl's own log keeps the rest)."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(
+        ("parsl", "jax", "asyncio", "sqlalchemy")
+    )
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("jax").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_libraries)
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -147,6 +155,42 @@ def run_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(args: argparse.Namespace) -> int:
+    from covmocks.campaign import Campaign
+    from covmocks.state import campaign_status
+
+    campaign = Campaign.load(args.campaign)
+    status = campaign_status(campaign)
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=1))
+        return 0
+    total = sum(status.counts.values())
+    print(f"campaign {campaign.name} version {campaign.version}: {total} tasks; "
+          f"driver: {status.driver or 'not running'}")  # fmt: skip
+    states = list(status.counts)
+    print(f"{'snapshot':>8} " + " ".join(f"{s:>10}" for s in states))
+    for z, counts in sorted(status.by_snapshot.items()):
+        print(f"{z:>8} " + " ".join(f"{counts[s]:>10}" for s in states))
+    print(f"{'all':>8} " + " ".join(f"{status.counts[s]:>10}" for s in states))
+    eta = "unknown" if status.eta_s is None else f"{status.eta_s / 3600:.2f} h"
+    print(f"done in the last hour: {status.done_last_hour}; ETA {eta}")
+    for f in status.failed:
+        print(f"failed {f['task']}: {f['error']} (log {f['log']})")
+    return 0
+
+
+def run_campaign(args: argparse.Namespace) -> int:
+    from covmocks.run import run_command
+
+    return run_command(args)
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    from covmocks.run import run_command
+
+    return run_command(args, retry=args.tasks or ["all"])
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -178,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_sub.add_parser("show", help="merged values and where each came from")
     _campaign_arguments(show)
     show.set_defaults(func=run_config_show)
+    runp = sub.add_parser("run", help="run a campaign through Parsl (= python -m covmocks.run)")
+    _campaign_arguments(runp)
+    runp.add_argument("--no-monitoring", action="store_true", help="no Parsl monitoring database")
+    runp.set_defaults(func=run_campaign)
+    status = sub.add_parser("status", help="counts by state, throughput, ETA, failed tasks")
+    _campaign_arguments(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=run_status)
+    retry = sub.add_parser("retry", help="run failed tasks again (all, or the ones named)")
+    _campaign_arguments(retry)
+    retry.add_argument("tasks", nargs="*", help="task ids such as r0003_z1.100 (default: all)")
+    retry.add_argument("--no-monitoring", action="store_true", help="no Parsl monitoring database")
+    retry.set_defaults(func=run_retry)
     return parser
 
 

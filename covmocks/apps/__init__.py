@@ -1,0 +1,1 @@
+"""Parsl apps: the code that runs on workers. ``box`` generates and validates one box."""

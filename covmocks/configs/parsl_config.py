@@ -1,0 +1,117 @@
+"""Parsl configurations built from a campaign's machine profile (the profile YAML is data).
+
+- ``htex`` + ``local``: HighThroughputExecutor with LocalProvider (the embedded default).
+- ``htex`` + ``slurm``: HighThroughputExecutor + SlurmProvider + SrunLauncher, pilot jobs
+  (on GPU nodes one worker per accelerator via ``available_accelerators``).
+- ``mpi`` + ``slurm``/``local``: MPIExecutor + SimpleLauncher, tasks launched with srun or
+  mpiexec inside the block.
+Monitoring goes to ``<campaign>/metadata/monitoring.db``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def _interchange_cmd() -> list[str]:
+    """The driver starts interchange.py; name it explicitly, PATH may lack the venv's bin."""
+    script = BIN / "interchange.py"
+    if not script.exists():
+        script = Path(shutil.which("interchange.py") or "interchange.py")
+    return [sys.executable, str(script)]
+
+
+def _worker_init(provider: dict) -> str:
+    """Put this Python's bin first on PATH (process_worker_pool.py), then the profile's lines."""
+    return "\n".join(filter(None, [f"export PATH={BIN}:$PATH", provider.get("worker_init", "")]))
+
+
+def build_provider(provider: dict, launcher):
+    from parsl.providers import LocalProvider, SlurmProvider
+
+    common = dict(
+        nodes_per_block=provider["nodes_per_block"],
+        init_blocks=provider["init_blocks"],
+        min_blocks=provider["min_blocks"],
+        max_blocks=provider["max_blocks"],
+        worker_init=_worker_init(provider),
+        launcher=launcher,
+    )
+    if provider["kind"] == "local":
+        return LocalProvider(**common)
+    slurm = {k: provider.get(k) for k in ("account", "qos", "constraint", "partition")}
+    return SlurmProvider(
+        **{k: v for k, v in slurm.items() if v},
+        walltime=provider["walltime"],
+        scheduler_options=provider.get("scheduler_options") or "",
+        exclusive=provider["kind"] == "slurm" and provider.get("gpus_per_node", 0) > 0,
+        **common,
+    )
+
+
+def _launcher(provider: dict):
+    from parsl.launchers import SimpleLauncher, SingleNodeLauncher, SrunLauncher
+
+    if provider["launcher"] == "srun":
+        return SrunLauncher()
+    return SingleNodeLauncher() if provider["kind"] == "local" else SimpleLauncher()
+
+
+def build_executor(profile: dict, label: str = "covmocks"):
+    """The Parsl executor that a profile describes."""
+    provider = profile["provider"]
+    if profile["executor"] == "mpi":
+        from parsl.executors import MPIExecutor
+        from parsl.launchers import SimpleLauncher
+
+        return MPIExecutor(
+            label=label,
+            provider=build_provider(provider, SimpleLauncher()),
+            mpi_launcher=provider["mpi_launcher"],
+            max_workers_per_block=provider.get("workers_per_node", 1),
+            interchange_launch_cmd=_interchange_cmd(),
+        )
+    from parsl.executors import HighThroughputExecutor
+
+    accelerators = provider.get("available_accelerators") or ()
+    return HighThroughputExecutor(
+        label=label,
+        provider=build_provider(provider, _launcher(provider)),
+        interchange_launch_cmd=_interchange_cmd(),
+        address="127.0.0.1" if provider["kind"] == "local" else None,
+        max_workers_per_node=provider["workers_per_node"],
+        available_accelerators=accelerators,
+        cores_per_worker=1,
+        heartbeat_period=5,
+        heartbeat_threshold=30,
+        encrypted=False,
+    )
+
+
+def build_config(profile: dict, directory: Path, *, monitoring: bool = True):
+    """A Parsl Config for a campaign directory: run_dir under logs/, monitoring in metadata/.
+
+    Retries stay with covmocks (Parsl's are immediate; the runner backs off and tells a
+    lost block from a failed task).
+    """
+    from parsl.config import Config
+
+    hub = None
+    if monitoring:
+        from parsl.monitoring import MonitoringHub
+
+        db = (directory / "metadata" / "monitoring.db").resolve()
+        hub = MonitoringHub(logging_endpoint=f"sqlite:///{db}", resource_monitoring_interval=10)
+    return Config(
+        executors=[build_executor(profile)],
+        run_dir=str(directory / "logs" / "parsl"),
+        retries=0,
+        strategy="simple",
+        max_idletime=60,
+        monitoring=hub,
+        initialize_logging=True,
+    )
