@@ -33,6 +33,10 @@ SCHEMA = {
 COMPRESSIONS = ("gzip", "lzf", "none")
 
 
+class OutputExistsError(OutputError):
+    """The final catalog appeared while this one was being written."""
+
+
 def _compression_args(compression: str, level: int | None) -> dict:
     if compression not in COMPRESSIONS:
         raise OutputError(f"unknown compression {compression!r}; expected one of {COMPRESSIONS}")
@@ -117,7 +121,7 @@ class CatalogWriter:
             self._file.close()
             if exc_type is None:
                 if self.path.exists() and not self.overwrite:
-                    raise OutputError(f"output appeared while writing: {self.path}")
+                    raise OutputExistsError(f"output appeared while writing: {self.path}")
                 os.replace(self.tmp, self.path)
         finally:
             if self.tmp.exists():

@@ -58,6 +58,7 @@ def task_spec(campaign, task) -> dict:
         "qa_record": str(task.qa_record),
         "log_stem": str(task.log_stem),
         "jax_cache": str(campaign.directory / "metadata" / "jax-cache"),
+        "campaign_dir": str(campaign.directory),
     }
 
 
@@ -215,8 +216,11 @@ class Runner:
             self.journal.write(tid, "done", wall_s=record.get("wall_s"))
             outcome["done"] += 1
             return None
-        kind = classify(exc, Path(f"{task.log_stem}.timeout"))
+        marker = Path(f"{task.log_stem}.timeout")
+        kind = classify(exc, marker)
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        if kind == "timeout":
+            error = f"killed: {marker.read_text().strip()}"
         if kind == "lost" and lost.get(tid, 0) < MAX_LOST:
             lost[tid] = lost.get(tid, 0) + 1
             self.journal.write(tid, "lost", error=error, lost=lost[tid])

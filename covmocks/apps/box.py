@@ -76,13 +76,15 @@ def generate_and_validate(spec: dict) -> dict:
     Returns the QA record.
     """
     import covmocks  # noqa: F401  (XLA flag before jax)
-    from covmocks import generator, halos, jaxenv, model, validation
+    from covmocks import faults, generator, halos, jaxenv, model, validation
+    from covmocks.catalog import OutputExistsError
 
     log_stem = Path(spec["log_stem"])
     output = Path(spec["output"])
     with task_logs(log_stem), watchdog(spec["walltime_s"], Path(f"{log_stem}.timeout")):
         log = logging.getLogger("covmocks.apps.box")
         log.info("task %s on %s pid %d", spec["task_id"], os.uname().nodename, os.getpid())
+        faults.inject(spec["campaign_dir"], spec["task_id"], log_stem)
         wall_s = None
         if not output.exists():
             jaxenv.enable_compilation_cache(spec["jax_cache"])
@@ -98,8 +100,14 @@ def generate_and_validate(spec: dict) -> dict:
                 snapshot=spec["snapshot"], max_hosts=spec["chunk_hosts"],
                 compression=spec["compression"],
             )  # fmt: skip
-            generator.generate_box(source, model.get_model(spec["model"], spec["model_params"]),
-                                   request)  # fmt: skip
+            try:
+                generator.generate_box(
+                    source, model.get_model(spec["model"], spec["model_params"]), request
+                )
+            except OutputExistsError:
+                # another worker of this task (e.g. orphaned by a killed driver) finished
+                # first; same seed, same catalog: validate that one
+                log.warning("catalog appeared while writing, keeping it: %s", output)
             wall_s = time.perf_counter() - t0
         else:
             log.info("catalog exists, validating only: %s", output)

@@ -1,0 +1,47 @@
+"""Fault injection for rehearsals and tests: make chosen tasks fail on their workers.
+
+A campaign directory may hold ``metadata/faults.json``::
+
+    {"r0000_z0.000": {"action": "raise", "times": 2}}
+
+``raise`` throws a transient error, ``kill`` SIGKILLs the worker process (as a node
+failure would), ``hang`` sleeps past any walltime. Each fault fires ``times`` times
+(default 1) per task, counted in ``logs/<task>.faults`` so the count survives workers and
+drivers. Without the file nothing happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+FAULTS = "faults.json"
+
+
+class InjectedFault(RuntimeError):
+    """A transient failure injected on purpose."""
+
+
+def inject(directory: Path, task_id: str, log_stem: Path) -> None:
+    """Fire this task's fault if one is planned and not yet used up."""
+    path = Path(directory) / "metadata" / FAULTS
+    if not path.exists():
+        return
+    fault = json.loads(path.read_text()).get(task_id)
+    if fault is None:
+        return
+    counter = Path(f"{log_stem}.faults")
+    fired = len(counter.read_text().splitlines()) if counter.exists() else 0
+    if fired >= fault.get("times", 1):
+        return
+    with open(counter, "a") as f:
+        f.write(f"{fault['action']} {time.time()}\n")
+    if fault["action"] == "raise":
+        raise InjectedFault(f"injected fault {fired + 1} of {fault.get('times', 1)}")
+    if fault["action"] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault["action"] == "hang":
+        time.sleep(10**6)

@@ -1,0 +1,350 @@
+"""Multi-rank boxes: ``mpiexec -n N python -m covmocks.mpibox`` against the single-process
+generator. Every dataset must be bit-identical for 1, 2 and 4 ranks (seeds never depend on
+the rank), host indices must point into the whole file, and a failure on one rank must
+fail the task promptly with nothing under the output name and no shards left behind.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from covmocks import catalog, generator, halos
+from covmocks.model import get_model
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300
+
+
+def _find_mpiexec() -> str | None:
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mpiexec")
+
+
+MPIEXEC = _find_mpiexec()
+
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.slow,
+    pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found beside python or on PATH"),
+]
+
+
+@pytest.fixture(scope="module")
+def mpi_env(tmp_path_factory):
+    """Environment of the ranks: a JAX compilation cache shared by all runs of this module
+    (kernels compile once, not once per rank per run)."""
+    pytest.importorskip("mpi4py")
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
+
+
+def _run(cmd, env, timeout=TIMEOUT_S):
+    """Run ``cmd`` in its own process group; kill the whole group on timeout."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd[:4]} hung for {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
+    return proc.returncode, out, err, time.perf_counter() - t0
+
+
+def mpibox(n_ranks: int, args: list, env) -> tuple:
+    cmd = [MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "covmocks.mpibox", *map(str, args)]
+    return _run(cmd, env)
+
+
+def _reference(tmp_path_factory, source, **request) -> catalog.Catalog:
+    out = tmp_path_factory.mktemp("reference") / "single.hdf5"
+    req = generator.BoxRequest(output=out, **request)
+    generator.generate_box(source, get_model("diffsky_sfh"), req)
+    return catalog.read_catalog(out)
+
+
+def assert_same_catalog(got: catalog.Catalog, want: catalog.Catalog) -> None:
+    """Every dataset bit-identical; attributes equal except the creation time."""
+    import h5py
+
+    with h5py.File(got.path, "r") as g, h5py.File(want.path, "r") as w:
+        assert sorted(g) == sorted(w)
+        for name in w:
+            a, b = g[name][...], w[name][...]
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            assert a.tobytes() == b.tobytes(), f"{name} differs"
+            assert dict(g[name].attrs) == dict(w[name].attrs), name
+    skip = {"created_utc"}
+    assert {k: v for k, v in got.attrs.items() if k not in skip} == {
+        k: v for k, v in want.attrs.items() if k not in skip
+    }
+
+
+def assert_global_host_index(cat: catalog.Catalog) -> None:
+    d = cat.data
+    rows = np.arange(len(cat))
+    host = d["host_index"]
+    assert host.min() >= 0 and host.max() < len(cat)
+    assert d["is_central"][host].all()
+    assert (host[d["is_central"]] == rows[d["is_central"]]).all()
+    assert (d["halo_id"][host] == d["halo_id"]).all()
+    assert (host <= rows).all()
+
+
+def assert_clean_directory(directory: Path, expected: set) -> None:
+    """Only ``expected`` names remain: no temporary catalog, no shard directory."""
+    assert {p.name for p in directory.iterdir()} == expected
+
+
+# -- the real AbacusSummit-format mini catalog (3 slab files) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def mini_reference(tmp_path_factory, mini_catalog_dir):
+    source = halos.open_source("abacus", mini_catalog_dir, redshift=0.0)
+    return _reference(tmp_path_factory, source, seed=7, realization=0, snapshot=0)
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 4])
+def test_mini_catalog_identical_for_any_rank_count(
+    n_ranks, tmp_path, mini_catalog_dir, mini_reference, mpi_env
+):
+    out = tmp_path / "mock.hdf5"
+    rc, stdout, stderr, wall = mpibox(
+        n_ranks,
+        [
+            "--source",
+            "abacus",
+            "--input",
+            mini_catalog_dir,
+            "--redshift",
+            0.0,
+            "--seed",
+            7,
+            "--snapshot",
+            0,
+            "--output",
+            out,
+        ],  # fmt: skip
+        mpi_env,
+    )
+    assert rc == 0, stderr
+    got = catalog.read_catalog(out)
+    assert_same_catalog(got, mini_reference)
+    assert_global_host_index(got)
+    # Rows of the second and third slabs point past the first slab's rows.
+    assert got.data["host_index"].max() > len(got) // 2
+    assert f'"n_ranks": {n_ranks}' in stdout
+    assert_clean_directory(tmp_path, {"mock.hdf5"})
+    print(f"mini catalog, {n_ranks} ranks: {wall:.1f} s")
+
+
+# -- a small synthetic box (several host blocks per rank) ------------------------------------
+
+SYNTH = {"n_hosts": 3000, "seed": 3, "chunk": 400}
+
+
+@pytest.fixture(scope="module")
+def synthetic_source():
+    return halos.open_source("synthetic", n_hosts=SYNTH["n_hosts"], seed=SYNTH["seed"])
+
+
+@pytest.fixture(scope="module")
+def synthetic_reference(tmp_path_factory, synthetic_source):
+    return _reference(tmp_path_factory, synthetic_source, seed=SYNTH["seed"], realization=2,
+                      snapshot=0, max_hosts=SYNTH["chunk"])  # fmt: skip
+
+
+def _synthetic_args(out, *extra):
+    n_hosts, seed, chunk = SYNTH["n_hosts"], SYNTH["seed"], SYNTH["chunk"]
+    return ["--source", "synthetic", "--n-hosts", n_hosts, "--seed", seed, "--realization", 2,
+            "--chunk-hosts", chunk, "--output", out, *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 4])
+def test_synthetic_box_identical_for_any_rank_count(
+    n_ranks, tmp_path, synthetic_reference, mpi_env
+):
+    out = tmp_path / "mock.hdf5"
+    rc, _, stderr, wall = mpibox(n_ranks, _synthetic_args(out), mpi_env)
+    assert rc == 0, stderr
+    got = catalog.read_catalog(out)
+    assert_same_catalog(got, synthetic_reference)
+    assert_global_host_index(got)
+    assert_clean_directory(tmp_path, {"mock.hdf5"})
+    print(f"synthetic box, {n_ranks} ranks: {wall:.1f} s")
+
+
+def test_host_limit_counts_hosts_in_catalog_order(
+    tmp_path, tmp_path_factory, synthetic_source, mpi_env
+):
+    """A host limit that ends inside the third block, with 3 ranks: the ranks must count
+    the hosts before their units to know where the limit falls."""
+    want = _reference(tmp_path_factory, synthetic_source, seed=SYNTH["seed"], realization=2,
+                      snapshot=0, max_hosts=SYNTH["chunk"], host_limit=1000)  # fmt: skip
+    out = tmp_path / "mock.hdf5"
+    rc, _, stderr, _ = mpibox(3, _synthetic_args(out, "--host-limit", 1000), mpi_env)
+    assert rc == 0, stderr
+    got = catalog.read_catalog(out)
+    assert got.attrs["n_hosts"] == 1000
+    assert_same_catalog(got, want)
+
+
+def test_hdf5_source_with_mass_cut(tmp_path, tmp_path_factory, synthetic_source, mpi_env):
+    """The generic HDF5 reader, cut by mass at the source, shared among 2 ranks."""
+    path = tmp_path_factory.mktemp("halos") / "halos.hdf5"
+    block = next(synthetic_source.iter_blocks(SYNTH["n_hosts"]))
+    halos.write_hdf5_halos(path, block, synthetic_source.header)
+    source = halos.open_source("hdf5", path, log10_mmin_msun=11.3)
+    want = _reference(tmp_path_factory, source, seed=1, realization=0, snapshot=0, max_hosts=500)
+    out = tmp_path / "mock.hdf5"
+    rc, _, stderr, _ = mpibox(
+        2,
+        [
+            "--source",
+            "hdf5",
+            "--input",
+            path,
+            "--log10-mmin",
+            11.3,
+            "--seed",
+            1,
+            "--snapshot",
+            0,
+            "--chunk-hosts",
+            500,
+            "--output",
+            out,
+        ],  # fmt: skip
+        mpi_env,
+    )
+    assert rc == 0, stderr
+    assert_same_catalog(catalog.read_catalog(out), want)
+
+
+# -- failures -------------------------------------------------------------------------------
+
+
+def test_unreadable_slab_on_one_rank_fails_all_promptly(tmp_path, mini_catalog_dir, mpi_env):
+    """Rank 1's first slab is corrupt while rank 0 works on a good one: both stop, exit 2,
+    one line from rank 0, no catalog and no shards."""
+    catalog_dir = tmp_path / "Mini_N64_L32" / "halos" / "z0.000"
+    shutil.copytree(mini_catalog_dir, catalog_dir)
+    (catalog_dir / "halo_info" / "halo_info_001.asdf").write_bytes(b"#ASDF 1.0.0\nnot asdf\n")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    rc, stdout, stderr, wall = mpibox(
+        2, ["--source", "abacus", "--input", catalog_dir, "--output", out_dir / "mock.hdf5"],
+        mpi_env,
+    )  # fmt: skip
+    assert rc == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("covmocks: error:")]
+    assert len(errors) == 1 and "rank 1" in errors[0] and "halo_info_001" in errors[0], stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+    assert_clean_directory(out_dir, set())
+    assert wall < TIMEOUT_S
+
+
+def test_missing_catalog_is_one_line_exit_2(tmp_path, mpi_env):
+    rc, stdout, stderr, _ = mpibox(
+        2,
+        [
+            "--source",
+            "abacus",
+            "--input",
+            tmp_path / "nowhere",
+            "--output",
+            tmp_path / "out" / "mock.hdf5",
+        ],  # fmt: skip
+        mpi_env,
+    )
+    assert rc == 2
+    assert stderr.strip().splitlines() == [
+        f"covmocks: error: halo catalog not found: {tmp_path / 'nowhere'} "
+        "(no halo_info/halo_info_*.asdf)"
+    ]
+    assert stdout == ""
+    assert not (tmp_path / "out" / "mock.hdf5").exists()
+
+
+def test_usage_error_is_reported_once(tmp_path, mpi_env):
+    rc, _, stderr, _ = mpibox(2, ["--source", "synthetic", "--output", tmp_path / "m.hdf5",
+                                  "--no-such-option"], mpi_env)  # fmt: skip
+    assert rc == 2
+    assert stderr.count("unrecognized arguments") == 1
+
+
+_FAILING_RANK_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    from mpi4py import MPI
+
+    from covmocks import generator, halos, mpibox
+    from covmocks.model import get_model
+
+    comm = MPI.COMM_WORLD
+    model = get_model("diffsky_sfh")
+    populate = model.populate
+
+    def flaky(hosts, snap, root):
+        if comm.rank == 1:
+            {failure}
+        return populate(hosts, snap, root)
+
+    model.populate = flaky
+    source = halos.open_source("synthetic", n_hosts=800, seed=5)
+    req = generator.BoxRequest(output=Path(sys.argv[1]), seed=5, realization=0, snapshot=0,
+                               max_hosts=200)
+    try:
+        mpibox.generate_box_mpi(comm, source, model, req)
+    except mpibox.RankFailure as exc:
+        if comm.rank == 0:
+            print(f"failed: {{exc}}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    """
+)
+
+
+def test_exception_on_one_rank_fails_all(tmp_path, mpi_env):
+    """A bug (not bad input) on rank 1: every rank raises RankFailure at the next sync
+    point; exit status 1; nothing left in the output directory."""
+    script = tmp_path / "flaky.py"
+    script.write_text(_FAILING_RANK_SCRIPT.format(failure='raise ValueError("injected")'))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cmd = [MPIEXEC, "-n", "2", sys.executable, str(script), str(out_dir / "mock.hdf5")]
+    rc, _, stderr, _ = _run(cmd, mpi_env)
+    assert rc == 1, stderr
+    assert "failed: rank 1: ValueError: injected" in stderr
+    assert_clean_directory(out_dir, set())
+
+
+def test_rank_that_dies_takes_the_job_down(tmp_path, mpi_env):
+    """A rank killed outright (no Python exception to catch): the launcher ends the
+    others, and nothing appears under the output name."""
+    script = tmp_path / "dies.py"
+    script.write_text(_FAILING_RANK_SCRIPT.format(failure="import os; os._exit(9)"))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cmd = [MPIEXEC, "-n", "2", sys.executable, str(script), str(out_dir / "mock.hdf5")]
+    rc, _, stderr, _ = _run(cmd, mpi_env)
+    assert rc != 0, stderr
+    assert not (out_dir / "mock.hdf5").exists()
