@@ -720,6 +720,21 @@ class Campaign:
 
         return make_plan(self)
 
+    def run(self, block: bool = True, monitoring: bool = True):
+        """Run the campaign: here until done (returns outcome counts), or, with
+        ``block=False``, in a driver process (returns a ``covmocks.run.RunHandle``)."""
+        from covmocks.run import RunHandle, Runner
+
+        if not block:
+            return RunHandle(self, monitoring=monitoring)
+        return Runner(self, monitoring=monitoring).run()
+
+    def status(self):
+        """Counts by state, throughput, ETA and failures (``covmocks.state.Status``)."""
+        from covmocks.state import campaign_status
+
+        return campaign_status(self)
+
 
 def profile_names() -> list[str]:
     """Names of the machine profiles shipped in ``covmocks/configs``."""

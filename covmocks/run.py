@@ -13,6 +13,8 @@ import argparse
 import concurrent.futures
 import heapq
 import logging
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -253,9 +255,75 @@ def _driver_log(directory: Path) -> logging.Handler:
     return handler
 
 
+class RunHandle:
+    """A campaign driver running in its own process, for notebooks (``Campaign.run(block=False)``).
+
+    The driver is the same ``python -m covmocks.run``; the notebook only reads state from disk,
+    so closing the notebook does not stop the campaign, and ``status()`` works from anywhere.
+    """
+
+    def __init__(self, campaign, *, monitoring: bool = True):
+        self.campaign = campaign
+        cmd = [sys.executable, "-m", "covmocks.run", str(campaign.path)]
+        if not monitoring:
+            cmd.append("--no-monitoring")
+        logs = campaign.directory / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self._console = open(logs / "driver.console", "a")
+        self.process = subprocess.Popen(cmd, stdout=self._console, stderr=subprocess.STDOUT)
+
+    def status(self):
+        """Counts by state per snapshot (rows: redshift, plus 'all') as a pandas DataFrame."""
+        import pandas as pd
+
+        st = state.campaign_status(self.campaign)
+        frame = pd.DataFrame.from_dict(st.by_snapshot, orient="index").sort_index()
+        frame.loc["all"] = pd.Series(st.counts)
+        frame.index.name = "redshift"
+        return frame
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float | None = None, progress: bool = True) -> int:
+        """Wait for the driver to finish (a progress bar in notebooks); its exit status."""
+        from tqdm.auto import tqdm
+
+        total = len(self.campaign.science.realizations) * len(self.campaign.science.redshifts)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with tqdm(total=total, disable=not progress, desc=self.campaign.name) as bar:
+            while self.running and (deadline is None or time.monotonic() < deadline):
+                bar.n = state.campaign_status(self.campaign).counts["done"]
+                bar.refresh()
+                time.sleep(1.0)
+            bar.n = state.campaign_status(self.campaign).counts["done"]
+            bar.refresh()
+        if self.running:
+            raise TimeoutError(f"campaign {self.campaign.name} still running after {timeout} s")
+        self._console.close()
+        return self.process.returncode
+
+    def cancel(self) -> int:
+        """Stop the driver cleanly (SIGTERM: tasks in flight are abandoned, workers stopped)."""
+        if self.running:
+            self.process.terminate()
+        return self.wait(progress=False)
+
+
+def _stop_on_sigterm() -> None:
+    """Let SIGTERM unwind the driver like Ctrl-C, so Parsl shuts its workers down."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_command(args: argparse.Namespace, retry: list[str] | None = None) -> int:
     from covmocks.campaign import Campaign
 
+    _stop_on_sigterm()
     campaign = Campaign.load(args.campaign)
     outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
     status = state.campaign_status(campaign)

@@ -1,0 +1,23 @@
+"""The example notebook in docs/ runs a campaign end to end through the notebook API."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_run import make_campaign
+
+pytestmark = pytest.mark.slow
+NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "demo_campaign.ipynb"
+
+
+def test_notebook_runs_a_campaign(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat", reason="install the [test] extra")
+    nbclient = pytest.importorskip("nbclient", reason="install the [test] extra")
+    campaign = make_campaign(tmp_path, redshifts="[0.0, 0.5]")
+    monkeypatch.setenv("COVMOCKS_NOTEBOOK_CAMPAIGN", str(campaign.path))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
+    assert campaign.plan().counts["done"] == 4
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
