@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -175,3 +176,23 @@ def test_driver_killed_mid_campaign_then_restarted(tmp_path):
         assert next(t for t in plan.tasks if t.task_id == tid).output.stat().st_mtime_ns == stamp
     leftovers = [p.name for p in (campaign.directory / "catalogs").rglob("*") if p.is_file()]
     assert sorted(leftovers) == ["mock_z0.000.hdf5"] * 6  # no duplicates or partial files
+
+
+def test_the_demo_campaign_runs_end_to_end(tmp_path):
+    demo = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
+    text = demo.read_text()
+    assert "base: ../campaign-runs" in text
+    path = tmp_path / "demo.yaml"
+    path.write_text(text.replace("base: ../campaign-runs", f"base: {tmp_path / 'runs'}"))
+    proc = subprocess.run([sys.executable, "-m", "covmocks.run", str(path)], capture_output=True,
+                          text=True, timeout=1200)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    campaign = Campaign.load(path)
+    plan = campaign.plan()
+    assert plan.counts == {"done": 12, "todo": 0, "blocked": 0}
+    assert all(json.loads(t.qa_record.read_text())["passed"] for t in plan.tasks)
+    with sqlite3.connect(campaign.directory / "metadata" / "monitoring.db") as con:
+        (n,) = con.execute("select count(*) from task").fetchone()
+        (name,) = con.execute("select workflow_name from workflow").fetchone()
+    assert n == 12 and name == "demo"
+    assert (campaign.directory / "logs" / "driver.log").read_text().count("run finished") == 1
