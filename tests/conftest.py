@@ -42,3 +42,18 @@ def mini_mock(tmp_path_factory, mini_catalog_dir, model):
     req = generator.BoxRequest(output=out, seed=7, realization=0, snapshot=0, max_hosts=1000)
     generator.generate_box(source, model, req)
     return catalog.read_catalog(out)
+
+
+@pytest.fixture
+def halo_file_without_box_size(tmp_path):
+    """A generic HDF5 halo file whose header lacks ``box_size``."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "no_box.hdf5"
+    with h5py.File(path, "w") as f:
+        for name in ("id", "mass", "radius"):
+            f[name] = np.ones(3)
+        f["pos"] = f["vel"] = np.ones((3, 3))
+        f.attrs.update(h=0.7, Om0=0.3, omega_b=0.022, redshift=0.0)
+    return path

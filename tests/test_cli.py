@@ -24,18 +24,10 @@ def test_missing_catalog_names_the_path(tmp_path, capsys):
                     "--output", str(tmp_path / "o.hdf5")], str(missing))  # fmt: skip
 
 
-def test_header_without_box_size(tmp_path, capsys):
-    import h5py
-    import numpy as np
-
-    path = tmp_path / "halos.hdf5"
-    with h5py.File(path, "w") as f:
-        for name in ("id", "mass", "radius"):
-            f[name] = np.ones(2)
-        f["pos"] = f["vel"] = np.ones((2, 3))
-        f.attrs.update(h=0.7, Om0=0.3, omega_b=0.022, redshift=0.0)
-    _fails(capsys, ["generate", "--source", "hdf5", "--input", str(path),
-                    "--output", str(tmp_path / "o.hdf5")], "box_size")  # fmt: skip
+def test_header_without_box_size(tmp_path, capsys, halo_file_without_box_size):
+    argv = ["generate", "--source", "hdf5", "--input", str(halo_file_without_box_size),
+            "--output", str(tmp_path / "o.hdf5")]  # fmt: skip
+    _fails(capsys, argv, "box_size")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

@@ -68,17 +68,9 @@ def test_hdf5_source_round_trip(tmp_path, mini_catalog_dir):
     np.testing.assert_array_equal(_all(back).pos, block.pos)
 
 
-def test_hdf5_source_without_box_size(tmp_path):
-    import h5py
-
-    path = tmp_path / "bad.hdf5"
-    with h5py.File(path, "w") as f:
-        for name in ("id", "mass", "radius"):
-            f[name] = np.ones(3)
-        f["pos"] = f["vel"] = np.ones((3, 3))
-        f.attrs.update(h=0.7, Om0=0.3, omega_b=0.022, redshift=0.0)
+def test_hdf5_source_without_box_size(halo_file_without_box_size):
     with pytest.raises(InputError, match="box_size"):
-        halos.open_source("hdf5", path)
+        halos.open_source("hdf5", halo_file_without_box_size)
 
 
 def test_synthetic_is_reproducible_and_chunk_independent():
