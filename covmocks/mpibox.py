@@ -120,7 +120,7 @@ class _Blocks:
 
 @dataclasses.dataclass
 class _Failure:
-    rank: int
+    rank: int | None  # None: a step only rank 0 runs (setup), reported like the CLI
     message: str
     input_error: bool
 
@@ -131,8 +131,9 @@ class RankFailure(CovmocksError):
     def __init__(self, failures: list[_Failure]):
         self.failures = failures
         first = failures[0]
+        where = "" if first.rank is None else f"rank {first.rank}: "
         others = f" (and {len(failures) - 1} more ranks)" if len(failures) > 1 else ""
-        super().__init__(f"rank {first.rank}: {first.message}{others}")
+        super().__init__(f"{where}{first.message}{others}")
 
     @property
     def exit_code(self) -> int:
@@ -142,10 +143,16 @@ class RankFailure(CovmocksError):
 
 class _Guard:
     """Runs one rank's share of a step; an exception is recorded, not raised, and
-    ``check`` (collective) raises ``RankFailure`` on every rank if any rank recorded one."""
+    ``check`` (collective) raises ``RankFailure`` on every rank if any rank recorded one.
 
-    def __init__(self, comm):
+    ``context`` (e.g. the unit being worked on) prefixes the message; ``name_rank=False``
+    leaves the rank out, for steps that only rank 0 runs.
+    """
+
+    def __init__(self, comm, name_rank: bool = True):
         self.comm = comm
+        self.name_rank = name_rank
+        self.context = ""
         self.error: _Failure | None = None
 
     def __enter__(self) -> _Guard:
@@ -157,9 +164,11 @@ class _Guard:
         if self.error is None:
             known = isinstance(exc, CovmocksError)
             message = str(exc) if known else f"{type(exc).__name__}: {exc}"
+            if self.context:
+                message = f"{self.context}: {message}"
             if not known:
                 log.error("rank %d failed", self.comm.rank, exc_info=exc)
-            self.error = _Failure(self.comm.rank, message, known)
+            self.error = _Failure(self.comm.rank if self.name_rank else None, message, known)
         return True
 
     def check(self) -> None:
@@ -186,13 +195,12 @@ def generate_box_mpi(comm, source, model, req: generator.BoxRequest) -> dict:
     rank, size = comm.rank, comm.size
     shard_dir = None
     try:
-        guard = _Guard(comm)
+        guard = _Guard(comm, name_rank=False)
         with guard:
             if rank == 0:
-                catalog.check_output_path(Path(req.output), req.overwrite)
-                shard_dir = Path(
-                    tempfile.mkdtemp(prefix=f".{Path(req.output).name}.mpi-", dir=req.output.parent)
-                )
+                output = Path(req.output)
+                catalog.check_output_path(output, req.overwrite)
+                shard_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.mpi-", dir=output.parent))
             units = work_units(source, req.max_hosts)
             mine = [units[i] for i in rank_share(len(units), size, rank)]
         guard.check()
@@ -200,7 +208,9 @@ def generate_box_mpi(comm, source, model, req: generator.BoxRequest) -> dict:
         limits = _unit_host_limits(comm, source, req, units, mine)
         counts = _populate_units(comm, source, model, req, units, mine, limits, shard_dir)
         summary = _summary(req, counts, size)
-        if _parallel_hdf5():
+        t_write = time.perf_counter()
+        parallel = _parallel_hdf5()
+        if parallel:
             _write_parallel(comm, source, model, req, units, mine, counts, shard_dir)
         else:
             guard = _Guard(comm)
@@ -208,6 +218,9 @@ def generate_box_mpi(comm, source, model, req: generator.BoxRequest) -> dict:
                 if rank == 0:
                     _assemble(source, model, req, units, counts, shard_dir)
             guard.check()
+        if rank == 0:
+            log.info("%s: %.2f s", "parallel HDF5 write (mpio)" if parallel else
+                     "shards copied by rank 0", time.perf_counter() - t_write)  # fmt: skip
     except RankFailure:
         comm.Barrier()  # every rank raised at the same sync point: none still reads a shard
         if rank == 0 and shard_dir is not None:
@@ -245,6 +258,7 @@ def _unit_host_limits(comm, source, req, units, mine) -> list[int | None]:
         reader = _UnitReader(source, req.max_hosts)
         try:
             for unit in mine:
+                guard.context = unit.describe()
                 local[unit.index] = sum(len(b) for b in reader.blocks(unit))
         finally:
             reader.close()
@@ -282,6 +296,7 @@ def _populate_units(comm, source, model, req, units, mine, limits, shard_dir) ->
             with guard:
                 if i < len(mine):
                     unit = mine[i]
+                    guard.context = unit.describe()
                     local[unit.index] = _populate_unit(
                         reader, model, snap, root, req, unit, limits[unit.index], shard_dir
                     )
@@ -485,6 +500,27 @@ def request_from_args(args: argparse.Namespace):
     return source, req
 
 
+def _jax_x64() -> bool:
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
+
+
+def _match_jax_x64(enabled: bool) -> None:
+    """Give this rank the 64-bit mode rank 0 had when it built the model.
+
+    diffsky turns ``jax_enable_x64`` on when imported, and the model's default population
+    parameters are created as float32 or float64 depending on whether that happened before
+    diffmah was imported. Opening a synthetic source imports diffsky (its mass function);
+    the other ranks receive the opened source without importing it. Setting the flag here,
+    before the model is built, makes every rank's parameters those of a single process.
+    """
+    import jax
+
+    if enabled != _jax_x64():
+        jax.config.update("jax_enable_x64", enabled)
+
+
 def _setup_logging(args, rank: int, size: int) -> None:
     verbose = -1 if args.quiet else args.verbose
     if rank != 0:
@@ -524,17 +560,20 @@ def _run(comm, argv) -> int:
         return status
     _setup_logging(args, rank, comm.size)
 
-    guard = _Guard(comm)
-    source = req = None
+    guard = _Guard(comm, name_rank=False)
+    source = req = x64 = None
     with guard:
         if rank == 0:
             source, req = request_from_args(args)
+            x64 = _jax_x64()
             get_model(args.model)  # an unknown name fails here, once
     try:
         guard.check()
-        source, req = comm.bcast((source, req), root=0)
+        source, req, x64 = comm.bcast((source, req, x64), root=0)
         guard = _Guard(comm)
         with guard:
+            if rank != 0:
+                _match_jax_x64(x64)
             model = get_model(args.model)
         guard.check()
         summary = generate_box_mpi(comm, source, model, req)

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covmocks import catalog, generator, halos
-from covmocks.model import get_model
+from covmocks import catalog, halos
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -71,10 +70,15 @@ def mpibox(n_ranks: int, args: list, env) -> tuple:
     return _run(cmd, env)
 
 
-def _reference(tmp_path_factory, source, **request) -> catalog.Catalog:
+def reference(tmp_path_factory, args: list, env) -> catalog.Catalog:
+    """The single-process output (``generator.generate_box`` through ``python -m
+    covmocks.generate``) for the same arguments, made in a fresh process: the JAX kernels'
+    results depend on the process's import history (diffsky switches on 64-bit mode when
+    imported), so a reference made inside the test process could differ in the last bit."""
     out = tmp_path_factory.mktemp("reference") / "single.hdf5"
-    req = generator.BoxRequest(output=out, **request)
-    generator.generate_box(source, get_model("diffsky_sfh"), req)
+    cmd = [sys.executable, "-m", "covmocks.generate", *map(str, args), "--output", str(out)]
+    rc, _, stderr, _ = _run(cmd, env)
+    assert rc == 0, stderr
     return catalog.read_catalog(out)
 
 
@@ -114,35 +118,23 @@ def assert_clean_directory(directory: Path, expected: set) -> None:
 # -- the real AbacusSummit-format mini catalog (3 slab files) -------------------------------
 
 
+def _mini_args(mini_catalog_dir) -> list:
+    return ["--source", "abacus", "--input", mini_catalog_dir, "--redshift", 0.0, "--seed", 7]
+
+
 @pytest.fixture(scope="module")
-def mini_reference(tmp_path_factory, mini_catalog_dir):
-    source = halos.open_source("abacus", mini_catalog_dir, redshift=0.0)
-    return _reference(tmp_path_factory, source, seed=7, realization=0, snapshot=0)
+def mini_reference(tmp_path_factory, mini_catalog_dir, mpi_env):
+    return reference(tmp_path_factory, _mini_args(mini_catalog_dir), mpi_env)
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 4])
 def test_mini_catalog_identical_for_any_rank_count(
     n_ranks, tmp_path, mini_catalog_dir, mini_reference, mpi_env
 ):
+    """One slab file per unit: with 4 ranks, rank 0 has none and only writes."""
     out = tmp_path / "mock.hdf5"
-    rc, stdout, stderr, wall = mpibox(
-        n_ranks,
-        [
-            "--source",
-            "abacus",
-            "--input",
-            mini_catalog_dir,
-            "--redshift",
-            0.0,
-            "--seed",
-            7,
-            "--snapshot",
-            0,
-            "--output",
-            out,
-        ],  # fmt: skip
-        mpi_env,
-    )
+    args = [*_mini_args(mini_catalog_dir), "--output", out]
+    rc, stdout, stderr, wall = mpibox(n_ranks, args, mpi_env)
     assert rc == 0, stderr
     got = catalog.read_catalog(out)
     assert_same_catalog(got, mini_reference)
@@ -156,32 +148,23 @@ def test_mini_catalog_identical_for_any_rank_count(
 
 # -- a small synthetic box (several host blocks per rank) ------------------------------------
 
-SYNTH = {"n_hosts": 3000, "seed": 3, "chunk": 400}
+SYNTHETIC = ["--source", "synthetic", "--n-hosts", 3000, "--seed", 3, "--realization", 2,
+             "--chunk-hosts", 400]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def synthetic_source():
-    return halos.open_source("synthetic", n_hosts=SYNTH["n_hosts"], seed=SYNTH["seed"])
-
-
-@pytest.fixture(scope="module")
-def synthetic_reference(tmp_path_factory, synthetic_source):
-    return _reference(tmp_path_factory, synthetic_source, seed=SYNTH["seed"], realization=2,
-                      snapshot=0, max_hosts=SYNTH["chunk"])  # fmt: skip
-
-
-def _synthetic_args(out, *extra):
-    n_hosts, seed, chunk = SYNTH["n_hosts"], SYNTH["seed"], SYNTH["chunk"]
-    return ["--source", "synthetic", "--n-hosts", n_hosts, "--seed", seed, "--realization", 2,
-            "--chunk-hosts", chunk, "--output", out, *extra]  # fmt: skip
+def synthetic_reference(tmp_path_factory, mpi_env):
+    return reference(tmp_path_factory, SYNTHETIC, mpi_env)
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 4])
 def test_synthetic_box_identical_for_any_rank_count(
     n_ranks, tmp_path, synthetic_reference, mpi_env
 ):
+    """8 blocks of 400 hosts: several units per rank. Rank 0 opens the source (which
+    imports diffsky), the others receive it: all must still match one process."""
     out = tmp_path / "mock.hdf5"
-    rc, _, stderr, wall = mpibox(n_ranks, _synthetic_args(out), mpi_env)
+    rc, _, stderr, wall = mpibox(n_ranks, [*SYNTHETIC, "--output", out], mpi_env)
     assert rc == 0, stderr
     got = catalog.read_catalog(out)
     assert_same_catalog(got, synthetic_reference)
@@ -190,49 +173,29 @@ def test_synthetic_box_identical_for_any_rank_count(
     print(f"synthetic box, {n_ranks} ranks: {wall:.1f} s")
 
 
-def test_host_limit_counts_hosts_in_catalog_order(
-    tmp_path, tmp_path_factory, synthetic_source, mpi_env
-):
+def test_host_limit_counts_hosts_in_catalog_order(tmp_path, tmp_path_factory, mpi_env):
     """A host limit that ends inside the third block, with 3 ranks: the ranks must count
     the hosts before their units to know where the limit falls."""
-    want = _reference(tmp_path_factory, synthetic_source, seed=SYNTH["seed"], realization=2,
-                      snapshot=0, max_hosts=SYNTH["chunk"], host_limit=1000)  # fmt: skip
+    args = [*SYNTHETIC, "--host-limit", 1000]
+    want = reference(tmp_path_factory, args, mpi_env)
     out = tmp_path / "mock.hdf5"
-    rc, _, stderr, _ = mpibox(3, _synthetic_args(out, "--host-limit", 1000), mpi_env)
+    rc, _, stderr, _ = mpibox(3, [*args, "--output", out], mpi_env)
     assert rc == 0, stderr
     got = catalog.read_catalog(out)
     assert got.attrs["n_hosts"] == 1000
     assert_same_catalog(got, want)
 
 
-def test_hdf5_source_with_mass_cut(tmp_path, tmp_path_factory, synthetic_source, mpi_env):
+def test_hdf5_source_with_mass_cut(tmp_path, tmp_path_factory, mpi_env):
     """The generic HDF5 reader, cut by mass at the source, shared among 2 ranks."""
     path = tmp_path_factory.mktemp("halos") / "halos.hdf5"
-    block = next(synthetic_source.iter_blocks(SYNTH["n_hosts"]))
-    halos.write_hdf5_halos(path, block, synthetic_source.header)
-    source = halos.open_source("hdf5", path, log10_mmin_msun=11.3)
-    want = _reference(tmp_path_factory, source, seed=1, realization=0, snapshot=0, max_hosts=500)
+    synthetic = halos.open_source("synthetic", n_hosts=3000, seed=3)
+    halos.write_hdf5_halos(path, next(synthetic.iter_blocks(3000)), synthetic.header)
+    args = ["--source", "hdf5", "--input", path, "--log10-mmin", 11.3, "--seed", 1,
+            "--chunk-hosts", 500]  # fmt: skip
+    want = reference(tmp_path_factory, args, mpi_env)
     out = tmp_path / "mock.hdf5"
-    rc, _, stderr, _ = mpibox(
-        2,
-        [
-            "--source",
-            "hdf5",
-            "--input",
-            path,
-            "--log10-mmin",
-            11.3,
-            "--seed",
-            1,
-            "--snapshot",
-            0,
-            "--chunk-hosts",
-            500,
-            "--output",
-            out,
-        ],  # fmt: skip
-        mpi_env,
-    )
+    rc, _, stderr, _ = mpibox(2, [*args, "--output", out], mpi_env)
     assert rc == 0, stderr
     assert_same_catalog(catalog.read_catalog(out), want)
 
@@ -333,7 +296,7 @@ def test_exception_on_one_rank_fails_all(tmp_path, mpi_env):
     cmd = [MPIEXEC, "-n", "2", sys.executable, str(script), str(out_dir / "mock.hdf5")]
     rc, _, stderr, _ = _run(cmd, mpi_env)
     assert rc == 1, stderr
-    assert "failed: rank 1: ValueError: injected" in stderr
+    assert "failed: rank 1: host block 2: ValueError: injected" in stderr
     assert_clean_directory(out_dir, set())
 
 
