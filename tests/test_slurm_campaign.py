@@ -53,5 +53,5 @@ def test_campaign_runs_through_slurm_pilot_blocks(slurm_cluster, tmp_path, monke
                if not p.name.endswith((".sh", ".stdout", ".stderr"))]  # fmt: skip
     assert scripts and f"#SBATCH --partition={slurm_cluster.partition}" in scripts[0].read_text()
     queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True,
-                           env=slurm_cluster.env)  # fmt: skip
+                           env=slurm_cluster.env())  # fmt: skip
     assert queue.stdout.strip() == ""  # the block was cancelled when the driver finished
