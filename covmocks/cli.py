@@ -13,7 +13,7 @@ from covmocks.errors import CovmocksError
 log = logging.getLogger("covmocks")
 
 
-def _quiet_libraries(record: logging.LogRecord) -> bool:
+def quiet_libraries(record: logging.LogRecord) -> bool:
     """Console filter: Parsl and JAX speak only of warnings (Parsl's own log keeps the rest)."""
     return record.levelno >= logging.WARNING or not record.name.startswith(
         ("parsl", "jax", "asyncio", "sqlalchemy")
@@ -24,7 +24,7 @@ def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_quiet_libraries)
+        handler.addFilter(quiet_libraries)
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:

@@ -247,10 +247,13 @@ class Runner:
 
 def _driver_log(directory: Path) -> logging.Handler:
     """Copy the driver's log records to ``logs/driver.log``."""
+    from covmocks.cli import quiet_libraries
+
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(directory / "logs" / "driver.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
+    handler.addFilter(quiet_libraries)  # Parsl's own DEBUG/INFO stay in logs/parsl/
     logging.getLogger().addHandler(handler)
     return handler
 
