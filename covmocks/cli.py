@@ -57,10 +57,11 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def box_from_args(args: argparse.Namespace):
+    """``generate`` arguments -> (halo source, BoxRequest), checked; bad input raises."""
     import math
 
-    from covmocks import catalog, generator, halos, model
+    from covmocks import catalog, generator, halos
 
     if args.source in ("abacus", "hdf5") and args.input is None:
         raise CovmocksError(f"--source {args.source} needs --input PATH")
@@ -85,6 +86,13 @@ def run_generate(args: argparse.Namespace) -> int:
         compression=args.compression,
         overwrite=args.overwrite,
     )
+    return source, req
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from covmocks import generator, model
+
+    source, req = box_from_args(args)
     summary = generator.generate_box(source, model.get_model(args.model), req)
     print(json.dumps(summary))
     return 0

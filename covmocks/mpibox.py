@@ -41,6 +41,7 @@ from pathlib import Path
 
 import covmocks  # noqa: F401  (configures XLA before anything imports jax)
 from covmocks import catalog, generator, halos
+from covmocks.cli import box_from_args
 from covmocks.errors import CovmocksError, InputError, OutputError
 
 log = logging.getLogger("covmocks.mpibox")
@@ -472,34 +473,6 @@ def _mpi_max():
     return MPI.MAX
 
 
-def request_from_args(args: argparse.Namespace):
-    """``covmocks generate`` arguments -> (source, request), checked like the CLI does."""
-    if args.source in ("abacus", "hdf5") and args.input is None:
-        raise CovmocksError(f"--source {args.source} needs --input PATH")
-    if args.source == "synthetic" and not args.n_hosts:
-        raise CovmocksError("--source synthetic needs --n-hosts N")
-    if args.chunk_hosts < 1:
-        raise CovmocksError("--chunk-hosts must be at least 1")
-    catalog.check_output_path(args.output, args.overwrite)
-    mmin = args.log10_mmin if args.log10_mmin is not None else -math.inf
-    source = halos.open_source(
-        args.source, args.input, redshift=args.redshift, log10_mmin_msun=mmin,
-        n_hosts=args.n_hosts, seed=args.seed,
-    )  # fmt: skip
-    z = source.header.redshift
-    req = generator.BoxRequest(
-        output=args.output,
-        seed=args.seed,
-        realization=args.realization,
-        snapshot=generator.snapshot_id(z) if args.snapshot is None else args.snapshot,
-        max_hosts=args.chunk_hosts,
-        host_limit=args.host_limit,
-        compression=args.compression,
-        overwrite=args.overwrite,
-    )
-    return source, req
-
-
 def _jax_x64() -> bool:
     import jax
 
@@ -564,7 +537,7 @@ def _run(comm, argv) -> int:
     source = req = x64 = None
     with guard:
         if rank == 0:
-            source, req = request_from_args(args)
+            source, req = box_from_args(args)
             x64 = _jax_x64()
             get_model(args.model)  # an unknown name fails here, once
     try:
