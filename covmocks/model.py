@@ -268,6 +268,12 @@ class DiffskySFH:
         batch_min: int = 1024,
         batch_max: int = 65536,
     ):
+        import jax
+
+        # Importing diffsky switches jax_enable_x64 on. Switch it on before any population
+        # parameter array exists, so the arrays' dtypes (and the output's last bits) never
+        # depend on whether a halo source happened to import diffsky first.
+        jax.config.update("jax_enable_x64", True)
         from diffmah.diffmahpop_kernels.bimod_censat_params import DEFAULT_DIFFMAHPOP_PARAMS
         from diffstar.diffstarpop import DEFAULT_DIFFSTARPOP_PARAMS
 

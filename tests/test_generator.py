@@ -125,3 +125,29 @@ def test_crash_mid_write_leaves_no_file(tmp_path, mini_catalog_dir, model, monke
     with pytest.raises(RuntimeError, match="simulated crash"):
         generator.generate_box(source, model, req)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_does_not_depend_on_import_order(tmp_path, mini_catalog_dir):
+    """diffsky switches on jax_enable_x64 when imported; the model must not care whether a
+    halo source imported diffsky before the model was built (fresh processes, both orders)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, covmocks
+from covmocks import generator, halos, model
+if sys.argv[2] == "diffsky_first":
+    import diffsky  # noqa: F401
+m = model.get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 1024})
+src = halos.open_source("abacus", sys.argv[3])
+generator.generate_box(src, m, generator.BoxRequest(output=sys.argv[1], seed=2, realization=0,
+                                                    snapshot=0))
+"""
+    outs = []
+    for order in ("model_first", "diffsky_first"):
+        out = tmp_path / f"{order}.hdf5"
+        subprocess.run([sys.executable, "-c", code, str(out), order, str(mini_catalog_dir)],
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+        outs.append(catalog.read_catalog(out))
+    for name in catalog.SCHEMA:
+        np.testing.assert_array_equal(outs[0].data[name], outs[1].data[name], err_msg=name)
