@@ -473,27 +473,6 @@ def _mpi_max():
     return MPI.MAX
 
 
-def _jax_x64() -> bool:
-    import jax
-
-    return bool(jax.config.jax_enable_x64)
-
-
-def _match_jax_x64(enabled: bool) -> None:
-    """Give this rank the 64-bit mode rank 0 had when it built the model.
-
-    diffsky turns ``jax_enable_x64`` on when imported, and the model's default population
-    parameters are created as float32 or float64 depending on whether that happened before
-    diffmah was imported. Opening a synthetic source imports diffsky (its mass function);
-    the other ranks receive the opened source without importing it. Setting the flag here,
-    before the model is built, makes every rank's parameters those of a single process.
-    """
-    import jax
-
-    if enabled != _jax_x64():
-        jax.config.update("jax_enable_x64", enabled)
-
-
 def _setup_logging(args, rank: int, size: int) -> None:
     verbose = -1 if args.quiet else args.verbose
     if rank != 0:
@@ -534,19 +513,16 @@ def _run(comm, argv) -> int:
     _setup_logging(args, rank, comm.size)
 
     guard = _Guard(comm, name_rank=False)
-    source = req = x64 = None
+    source = req = None
     with guard:
         if rank == 0:
             source, req = box_from_args(args)
-            x64 = _jax_x64()
             get_model(args.model)  # an unknown name fails here, once
     try:
         guard.check()
-        source, req, x64 = comm.bcast((source, req, x64), root=0)
+        source, req = comm.bcast((source, req), root=0)
         guard = _Guard(comm)
         with guard:
-            if rank != 0:
-                _match_jax_x64(x64)
             model = get_model(args.model)
         guard.check()
         summary = generate_box_mpi(comm, source, model, req)
