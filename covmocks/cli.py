@@ -38,6 +38,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output", type=Path, required=True, help="output HDF5 catalog")
     p.add_argument("--seed", type=int, default=0, help="campaign random seed")
+    p.add_argument(
+        "--halo-seed", type=int, help="synthetic source: seed of the halos (default: --seed)"
+    )
     p.add_argument("--realization", type=int, default=0, help="realization id")
     p.add_argument(
         "--snapshot", type=int, help="snapshot id for the random stream (default: round(1000 z))"
@@ -51,6 +54,10 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host-limit", type=int, help="use only the first N hosts (after the cut)")
     p.add_argument("--chunk-hosts", type=int, default=65536, help="hosts per chunk (memory)")
     p.add_argument("--model", default="diffsky_sfh", help="galaxy model name")
+    p.add_argument(
+        "--model-params", type=json.loads, default=None, metavar="JSON",
+        help='model parameters as a JSON object, e.g. \'{"batch_max": 4096}\'',
+    )  # fmt: skip
     p.add_argument("--compression", choices=catalog.COMPRESSIONS, default="gzip")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -73,7 +80,7 @@ def box_from_args(args: argparse.Namespace):
     mmin = args.log10_mmin if args.log10_mmin is not None else -math.inf
     source = halos.open_source(
         args.source, args.input, redshift=args.redshift, log10_mmin_msun=mmin,
-        n_hosts=args.n_hosts, seed=args.seed,
+        n_hosts=args.n_hosts, seed=args.seed if args.halo_seed is None else args.halo_seed,
     )  # fmt: skip
     z = source.header.redshift
     req = generator.BoxRequest(
@@ -93,7 +100,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from covmocks import generator, model
 
     source, req = box_from_args(args)
-    summary = generator.generate_box(source, model.get_model(args.model), req)
+    summary = generator.generate_box(source, model.get_model(args.model, args.model_params), req)
     print(json.dumps(summary))
     return 0
 

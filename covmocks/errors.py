@@ -16,6 +16,10 @@ class OutputError(CovmocksError):
     """The output location cannot be written, or already holds a finished catalog."""
 
 
+class WalltimeExceeded(CovmocksError):
+    """A task ran past its walltime and was killed; counts against its retries."""
+
+
 class ConfigError(CovmocksError):
     """A campaign or machine-profile file is invalid: one line per problem, all at once.
 

@@ -517,13 +517,13 @@ def _run(comm, argv) -> int:
     with guard:
         if rank == 0:
             source, req = box_from_args(args)
-            get_model(args.model)  # an unknown name fails here, once
+            get_model(args.model, args.model_params)  # an unknown name fails here, once
     try:
         guard.check()
         source, req = comm.bcast((source, req), root=0)
         guard = _Guard(comm)
         with guard:
-            model = get_model(args.model)
+            model = get_model(args.model, args.model_params)
         guard.check()
         summary = generate_box_mpi(comm, source, model, req)
     except RankFailure as exc:

@@ -13,6 +13,7 @@ import argparse
 import concurrent.futures
 import heapq
 import logging
+import math
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from covmocks import state
-from covmocks.errors import CovmocksError, InputError, OutputError
+from covmocks.errors import CovmocksError, InputError, OutputError, WalltimeExceeded
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,26 @@ def halo_seed(seed: int, realization: int) -> int:
     return int(np.random.SeedSequence([seed, realization]).generate_state(1, np.uint64)[0])
 
 
-def task_spec(campaign, task) -> dict:
-    """Everything a worker needs for one box, as plain data."""
+def uses_mpi(campaign) -> bool:
+    """Whether boxes run on MPI ranks: the profile's executor is ``mpi``, or a snapshot asks
+    for more than one rank per task."""
+    ranks = (campaign.resources_for(z).ranks for z in campaign.science.redshifts)
+    return campaign.execution.profile["executor"] == "mpi" or max(ranks) > 1
+
+
+def mpi_resources(task, mpi_launcher: str) -> dict:
+    """Parsl's ``parsl_resource_specification`` for one MPI task (GPUs split among ranks)."""
+    r = task.resources
+    spec = {"num_nodes": r.nodes, "num_ranks": r.ranks,
+            "ranks_per_node": math.ceil(r.ranks / r.nodes)}  # fmt: skip
+    if r.gpus and mpi_launcher == "srun":
+        spec["launcher_options"] = f"--gpus-per-task={max(1, r.gpus // r.ranks)}"
+    return spec
+
+
+def task_spec(campaign, task, mpi: bool = False) -> dict:
+    """Everything a worker needs for one box, as plain data; ``mpi``: run it on
+    ``task.resources.ranks`` MPI ranks."""
     sci, ex = campaign.science, campaign.execution
     mmin = sci.log10_mhost_min_msun
     return {
@@ -56,6 +75,8 @@ def task_spec(campaign, task) -> dict:
         "chunk_hosts": ex.chunk_hosts,
         "compression": ex.compression,
         "walltime_s": task.resources.walltime_s,
+        "mpi": mpi,
+        "ranks": task.resources.ranks,
         "output": str(task.output),
         "qa_record": str(task.qa_record),
         "log_stem": str(task.log_stem),
@@ -70,8 +91,10 @@ def classify(exc: BaseException, timeout_marker: Path) -> str:
 
     from covmocks.validation import ValidationError
 
-    if isinstance(exc, InputError | OutputError | ValidationError):
-        return "deterministic"
+    if isinstance(exc, InputError | OutputError | ValidationError | ImportError):
+        return "deterministic"  # ImportError: the workers' environment lacks a package
+    if isinstance(exc, WalltimeExceeded):
+        return "timeout"
     if isinstance(exc, ManagerLost | WorkerLost):
         return "timeout" if timeout_marker.exists() else "lost"
     return "transient"
@@ -163,7 +186,9 @@ class Runner:
         from covmocks.configs.parsl_config import build_config
 
         ex = self.campaign.execution
-        config = build_config(ex.profile, self.campaign.directory, monitoring=self.monitoring)
+        mpi = uses_mpi(self.campaign)
+        config = build_config(ex.profile, self.campaign.directory, monitoring=self.monitoring,
+                              mpi=mpi)  # fmt: skip
         if config.monitoring is not None:
             config.monitoring.workflow_name = self.campaign.name
             config.monitoring.workflow_version = str(self.campaign.version)
@@ -185,7 +210,13 @@ class Runner:
                 while pending and len(in_flight) < ex.max_in_flight:
                     task = pending.pop()
                     Path(f"{task.log_stem}.timeout").unlink(missing_ok=True)
-                    future = app(task_spec(self.campaign, task))
+                    spec = task_spec(self.campaign, task, mpi)
+                    if mpi:
+                        launcher = ex.profile["provider"]["mpi_launcher"]
+                        resources = mpi_resources(task, launcher)
+                        future = app(spec, parsl_resource_specification=resources)
+                    else:
+                        future = app(spec)
                     in_flight[future] = task
                     self.journal.write(task.task_id, "submitted",
                                        attempt=charged.get(task.task_id, 0) + 1)  # fmt: skip

@@ -3,8 +3,9 @@
 - ``htex`` + ``local``: HighThroughputExecutor with LocalProvider (the embedded default).
 - ``htex`` + ``slurm``: HighThroughputExecutor + SlurmProvider + SrunLauncher, pilot jobs
   (on GPU nodes one worker per accelerator via ``available_accelerators``).
-- ``mpi`` + ``slurm``/``local``: MPIExecutor + SimpleLauncher, tasks launched with srun or
-  mpiexec inside the block.
+- ``mpi`` + ``slurm``/``local``: MPIExecutor + SimpleLauncher, each task launching its ranks
+  with the provider's ``mpi_launcher`` (srun or mpiexec) inside the block. Used when the
+  profile says ``executor: mpi`` or when a campaign asks for more than one rank per task.
 Monitoring goes to ``<campaign>/metadata/monitoring.db``.
 """
 
@@ -61,39 +62,55 @@ def _launcher(provider: dict):
     return SingleNodeLauncher() if provider["kind"] == "local" else SimpleLauncher()
 
 
-def build_executor(profile: dict, label: str = "covmocks"):
-    """The Parsl executor that a profile describes."""
+# Parsl's MPIExecutor learns its block's nodes from Slurm or PBS only; a local block names
+# its one node in a PBS-style node file (mpiexec then runs every rank on this machine).
+LOCAL_NODEFILE = 'export PBS_NODEFILE="$(mktemp)" && echo localhost > "$PBS_NODEFILE"'
+
+
+def build_executor(profile: dict, label: str = "covmocks", *, mpi: bool = False):
+    """The Parsl executor that a profile describes; an MPIExecutor when ``mpi`` is set or the
+    profile's executor is ``mpi``."""
     provider = profile["provider"]
-    if profile["executor"] == "mpi":
+    common = dict(
+        label=label,
+        address="127.0.0.1" if provider["kind"] == "local" else None,
+        heartbeat_period=5,
+        heartbeat_threshold=30,  # a lost block's tasks re-run after 30 s, not 120
+        encrypted=False,
+    )
+    if mpi or profile["executor"] == "mpi":
         from parsl.executors import MPIExecutor
         from parsl.launchers import SimpleLauncher
 
-        return MPIExecutor(
-            label=label,
+        if provider["kind"] == "local":
+            init = "\n".join(filter(None, [LOCAL_NODEFILE, provider.get("worker_init")]))
+            provider = {**provider, "worker_init": init}
+        executor = MPIExecutor(
             provider=build_provider(provider, SimpleLauncher()),
             mpi_launcher=provider["mpi_launcher"],
             max_workers_per_block=provider.get("workers_per_node", 1),
-            interchange_launch_cmd=_interchange_cmd(),
+            **common,
         )
+        # MPIExecutor annotates interchange_launch_cmd as a str (typeguard refuses a list)
+        # but hands it to Popen as HTEX does, where a str names one program: set it after.
+        executor.interchange_launch_cmd = _interchange_cmd()
+        return executor
     from parsl.executors import HighThroughputExecutor
 
     accelerators = provider.get("available_accelerators") or ()
     return HighThroughputExecutor(
-        label=label,
         provider=build_provider(provider, _launcher(provider)),
         interchange_launch_cmd=_interchange_cmd(),
-        address="127.0.0.1" if provider["kind"] == "local" else None,
         max_workers_per_node=provider["workers_per_node"],
         available_accelerators=accelerators,
         cores_per_worker=1,
-        heartbeat_period=5,
-        heartbeat_threshold=30,
-        encrypted=False,
+        **common,
     )
 
 
-def build_config(profile: dict, directory: Path, *, monitoring: bool = True):
-    """A Parsl Config for a campaign directory: run_dir under logs/, monitoring in metadata/.
+def build_config(profile: dict, directory: Path, *, monitoring: bool = True, mpi: bool = False):
+    """A Parsl Config for a campaign directory: run_dir under logs/, monitoring in metadata/;
+    ``mpi``: tasks run on several ranks (see build_executor).
 
     Retries stay with covmocks (Parsl's are immediate; the runner backs off and tells a
     lost block from a failed task).
@@ -107,7 +124,7 @@ def build_config(profile: dict, directory: Path, *, monitoring: bool = True):
         db = (directory / "metadata" / "monitoring.db").resolve()
         hub = MonitoringHub(logging_endpoint=f"sqlite:///{db}", resource_monitoring_interval=10)
     return Config(
-        executors=[build_executor(profile)],
+        executors=[build_executor(profile, mpi=mpi)],
         run_dir=str(directory / "logs" / "parsl"),
         retries=0,
         strategy="simple",
