@@ -39,15 +39,18 @@ execution:
   task_walltime_s: {walltime}
   provider: {{workers_per_node: 1}}
 outputs: {{base: {base}}}
+{extra}
 """
 
 
 def make_campaign(tmp_path, *, source="synthetic", science="n_hosts: 200", realizations="[0, 1]",
-                  redshifts="[0.0]", walltime=600, faults=None):  # fmt: skip
-    path = tmp_path / "campaign.yaml"
+                  redshifts="[0.0]", walltime=600, faults=None, extra="",
+                  name="campaign"):  # fmt: skip
+    """A small campaign on the local profile; ``extra``: more top-level YAML (e.g. resources)."""
+    path = tmp_path / f"{name}.yaml"
     path.write_text(CAMPAIGN.format(source=source, science=science, realizations=realizations,
-                                    redshifts=redshifts, walltime=walltime,
-                                    base=tmp_path / "runs"))  # fmt: skip
+                                    redshifts=redshifts, walltime=walltime, extra=extra,
+                                    base=tmp_path / name))  # fmt: skip
     campaign = Campaign.load(path)
     if faults:
         (campaign.directory / "metadata").mkdir(parents=True, exist_ok=True)

@@ -124,8 +124,9 @@ def _stop_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def generate_mpi(spec: dict, out, err, walltime_s: float) -> None:
-    """Run ``covmocks.mpibox`` on the task's ranks; raise on failure or overrun.
+def generate_mpi(spec: dict, out, err, deadline: float) -> None:
+    """Run ``covmocks.mpibox`` on the task's ranks; raise on failure or when they are still
+    running at ``deadline`` (``time.monotonic()``: the task's start plus its walltime).
 
     Exit status 2 (bad input or output, on any rank) raises InputError: no retry.
     """
@@ -142,8 +143,9 @@ def generate_mpi(spec: dict, out, err, walltime_s: float) -> None:
     }
     proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
     try:
-        status = proc.wait(timeout=walltime_s)
+        status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
+        walltime_s = spec["walltime_s"]
         Path(f"{spec['log_stem']}.timeout").write_text(f"walltime {walltime_s} s exceeded\n")
         _stop_group(proc)
         raise WalltimeExceeded(f"walltime {walltime_s} s exceeded; ranks stopped") from None
@@ -210,7 +212,7 @@ def generate_and_validate(spec: dict, parsl_resource_specification: dict | None 
             _remove_stale_temporaries(output)
             t0 = time.perf_counter()
             if spec["mpi"]:
-                generate_mpi(spec, out, err, walltime_s - (time.monotonic() - started))
+                generate_mpi(spec, out, err, started + walltime_s)
             else:
                 _generate_here(spec, output)
             wall_s = time.perf_counter() - t0

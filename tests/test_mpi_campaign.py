@@ -1,0 +1,93 @@
+"""Multi-rank boxes inside a campaign: Parsl's MPIExecutor launches ``covmocks.mpibox`` with
+the ``$PARSL_MPI_PREFIX`` of each task (mpiexec under the local profile, srun inside a Slurm
+pilot block). The catalogs must equal the single-process runner's, a box that overruns its
+walltime must have its ranks stopped, and bad input must fail at once without a retry.
+"""
+
+import json
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from covmocks import halos
+from covmocks.campaign import Campaign
+from covmocks.run import Runner, uses_mpi
+from tests.test_mpi import MPIEXEC
+from tests.test_run import events_of, make_campaign
+
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.slow,
+    pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found beside python or on PATH"),
+]
+
+TWO_RANKS = "resources: {nodes: 1, ranks: 2}"
+
+
+def _ranks_of(task) -> int:
+    """Ranks that wrote the catalog, from the mpibox summary in the task's stdout log."""
+    lines = [json.loads(line) for line in open(f"{task.log_stem}.out") if line.startswith("{")]
+    return lines[-1]["n_ranks"]
+
+
+def _assert_same_catalogs(a: Campaign, b: Campaign) -> None:
+    for ta, tb in zip(a.plan().tasks, b.plan().tasks, strict=True):
+        with h5py.File(ta.output) as fa, h5py.File(tb.output) as fb:
+            assert sorted(fa) == sorted(fb)
+            for name in fa:
+                np.testing.assert_array_equal(fa[name][:], fb[name][:], err_msg=name)
+
+
+def test_two_rank_boxes_through_mpiexecutor_equal_single_process_boxes(tmp_path):
+    mpi = make_campaign(tmp_path, name="mpi", extra=TWO_RANKS,
+                        science="n_hosts: 300")  # fmt: skip
+    assert uses_mpi(mpi)
+    assert Runner(mpi, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
+    plan = mpi.plan()
+    assert plan.counts["done"] == 2
+    for task in plan.tasks:
+        assert json.loads(task.qa_record.read_text())["passed"]
+        assert _ranks_of(task) == 2
+        assert "launching: mpiexec -n 2" in open(f"{task.log_stem}.err").read()
+    single = make_campaign(tmp_path, name="single", science="n_hosts: 300")
+    assert not uses_mpi(single)
+    assert Runner(single, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
+    _assert_same_catalogs(mpi, single)
+
+
+def _mpibox_processes(directory) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [p for p in ps.splitlines() if "covmocks.mpibox" in p and str(directory) in p]
+
+
+def test_mpi_box_past_its_walltime_has_its_ranks_stopped(tmp_path):
+    # 3 s: the ranks are still importing JAX when the walltime ends
+    campaign = make_campaign(tmp_path, realizations="[0]", walltime=3, extra=TWO_RANKS)
+    t0 = time.monotonic()
+    assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 0, "failed": 1}
+    events = events_of(campaign, "r0000_z0.000")
+    # retries: 2 in make_campaign, so three attempts, each stopped at its walltime
+    assert [e["event"] for e in events] == ["submitted", "timeout"] * 2 + ["submitted", "failed"]
+    assert all("walltime 3" in e["error"] for e in events if e["event"] != "submitted")
+    assert events[-1]["kind"] == "timeout"
+    assert time.monotonic() - t0 < 240
+    assert _mpibox_processes(campaign.directory) == []
+    output = campaign.plan().tasks[0].output
+    assert not output.exists() and list(output.parent.glob(".*")) == []
+
+
+def test_bad_input_on_mpi_ranks_fails_at_once(tmp_path):
+    src = halos.open_source("synthetic", n_hosts=300)
+    block = next(src.iter_blocks(1000))
+    halos.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
+    (tmp_path / "halos_1.hdf5").write_bytes(b"\x89HDF this is not a catalog")
+    campaign = make_campaign(tmp_path, source="hdf5", extra=TWO_RANKS,
+                             science=f'input: "{tmp_path}/halos_{{realization}}.hdf5"')  # fmt: skip
+    assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 1, "failed": 1}
+    events = events_of(campaign, "r0001_z0.000")
+    assert [e["event"] for e in events] == ["submitted", "failed"]
+    assert events[-1]["kind"] == "deterministic"
+    assert "2 MPI ranks" in events[-1]["error"] and "halos_1.hdf5" in events[-1]["error"]
