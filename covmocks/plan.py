@@ -48,8 +48,10 @@ def task_id(realization: int, redshift: float) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Task:
-    """One box. Paths are absolute, under the campaign directory; ``input`` is None for
-    synthetic halos; ``log_stem`` takes the suffixes ``.out`` and ``.err``."""
+    """One box. ``directory`` is the campaign directory; ``output``, ``qa_record`` and
+    ``log_stem`` (which takes the suffixes ``.out`` and ``.err``) are absolute paths under it,
+    built on demand (a 40,000-task plan would otherwise parse 120,000 paths).
+    ``input`` is None for synthetic halos."""
 
     task_id: str
     realization: int
@@ -57,11 +59,22 @@ class Task:
     snapshot: int  # covmocks.generator.snapshot_id(redshift), keys the random stream
     source: str
     input: str | None
-    output: Path
-    qa_record: Path
-    log_stem: Path
+    directory: Path
     resources: Resources
     state: str
+
+    @property
+    def output(self) -> Path:
+        name = f"r{self.realization:04d}/mock_z{snapshot_name(self.redshift)}.hdf5"
+        return self.directory / "catalogs" / name
+
+    @property
+    def qa_record(self) -> Path:
+        return self.directory / "qa" / f"{self.task_id}.json"
+
+    @property
+    def log_stem(self) -> Path:
+        return self.directory / "logs" / self.task_id
 
     def manifest_row(self, directory: Path) -> dict:
         """The task as one manifest record, paths relative to the campaign directory."""
@@ -156,25 +169,23 @@ def make_plan(campaign: Campaign) -> Plan:
     qa_names = _names(d / "qa")
     listed: dict[str, set[str]] = {}
 
-    def catalogs(rdir: str, path: Path) -> set[str]:
+    def catalogs(rdir: str) -> set[str]:
         if rdir not in listed:
-            listed[rdir] = _names(path)
+            listed[rdir] = _names(d / "catalogs" / rdir)
         return listed[rdir]
 
     inputs = _InputCheck(sci.source)
     snapshots = [
         (z, snapshot_name(z), snapshot_id(z), campaign.resources_for(z)) for z in sci.redshifts
     ]
-    qa_dir, logs_dir = d / "qa", d / "logs"
     tasks = []
     for r in sci.realizations:
         rdir = f"r{r:04d}"
-        catalog_dir = d / "catalogs" / rdir
         for z, zname, snap, resources in snapshots:
             stem = task_id(r, z)
             output = f"mock_z{zname}.hdf5"
             path = sci.input_path(r, z)
-            if f"{stem}.json" in qa_names and output in catalogs(rdir, catalog_dir):
+            if f"{stem}.json" in qa_names and output in catalogs(rdir):
                 state = "done"
             elif path is not None and not inputs.ready(path):
                 state = "blocked"
@@ -182,8 +193,7 @@ def make_plan(campaign: Campaign) -> Plan:
                 state = "todo"
             tasks.append(Task(
                 task_id=stem, realization=r, redshift=z, snapshot=snap, source=sci.source,
-                input=path, output=catalog_dir / output, qa_record=qa_dir / f"{stem}.json",
-                log_stem=logs_dir / stem, resources=resources, state=state,
+                input=path, directory=d, resources=resources, state=state,
             ))  # fmt: skip
     plan = Plan(d, tuple(tasks))
     missing = plan.missing_inputs()

@@ -134,7 +134,7 @@ def task_states(plan, events: list[dict], directory: Path) -> dict[str, str]:
     """State of every task: the plan's disk state refined by the journal and the logs."""
     latest = last_events(events)
     alive = driver_alive(directory) is not None
-    started = _log_mtimes(Path(directory) / "logs")
+    logs = os.path.join(directory, "logs")
     states = {}
     for task in plan.tasks:
         state = task.state
@@ -143,7 +143,7 @@ def task_states(plan, events: list[dict], directory: Path) -> dict[str, str]:
             if last["event"] == "failed":
                 state = "failed"
             elif alive and last["event"] == "submitted":
-                began = started.get(task.task_id, 0.0)
+                began = _started(os.path.join(logs, f"{task.task_id}.err"))
                 state = "running" if began >= last["t"] - 1.0 else "queued"
             elif alive and last["event"] in ("retry", "lost", "timeout"):
                 state = "retry_wait"
@@ -151,15 +151,13 @@ def task_states(plan, events: list[dict], directory: Path) -> dict[str, str]:
     return states
 
 
-def _log_mtimes(logs: Path) -> dict[str, float]:
-    """Task id -> mtime of its ``.err`` log (touched when the task starts on a worker)."""
-    if not logs.is_dir():
-        return {}
-    return {
-        entry.name[:-4]: entry.stat().st_mtime
-        for entry in os.scandir(logs)
-        if entry.name.endswith(".err")
-    }
+def _started(err_log: str) -> float:
+    """When a task last started on a worker: the mtime of its ``.err`` log (touched then);
+    0 if it never did. Only tasks in flight are asked, at most ``max_in_flight`` stats."""
+    try:
+        return os.stat(err_log).st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def campaign_status(campaign, plan=None) -> Status:
