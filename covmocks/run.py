@@ -366,6 +366,10 @@ def run_command(args: argparse.Namespace, retry: list[str] | None = None) -> int
 
     _stop_on_sigterm()
     campaign = Campaign.load(args.campaign)
+    if args.dry_run:
+        from covmocks.dryrun import dry_run
+
+        return dry_run(campaign, monitoring=not args.no_monitoring, retry=retry)
     outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
     status = state.campaign_status(campaign)
     print(" ".join(f"{k}={v}" for k, v in status.counts.items() if v))
