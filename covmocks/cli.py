@@ -219,6 +219,9 @@ def _campaign_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
 
 
+DRY_RUN_HELP = "plan, write the batch scripts, print the Parsl configuration; start nothing"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="covmocks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     runp = sub.add_parser("run", help="run a campaign through Parsl (= python -m covmocks.run)")
     _campaign_arguments(runp)
     runp.add_argument("--no-monitoring", action="store_true", help="no Parsl monitoring database")
+    runp.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     runp.set_defaults(func=run_campaign)
     status = sub.add_parser("status", help="counts by state, throughput, ETA, failed tasks")
     _campaign_arguments(status)
@@ -249,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     _campaign_arguments(retry)
     retry.add_argument("tasks", nargs="*", help="task ids such as r0003_z1.100 (default: all)")
     retry.add_argument("--no-monitoring", action="store_true", help="no Parsl monitoring database")
+    retry.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     retry.set_defaults(func=run_retry)
     return parser
 

@@ -44,6 +44,19 @@ def uses_mpi(campaign) -> bool:
     return campaign.execution.profile["executor"] == "mpi" or max(ranks) > 1
 
 
+def parsl_config(campaign, *, monitoring: bool = True):
+    """The Parsl Config a run of ``campaign`` loads, and whether its boxes run on MPI ranks."""
+    from covmocks.configs.parsl_config import build_config
+
+    mpi = uses_mpi(campaign)
+    config = build_config(campaign.execution.profile, campaign.directory, monitoring=monitoring,
+                          mpi=mpi)  # fmt: skip
+    if config.monitoring is not None:
+        config.monitoring.workflow_name = campaign.name
+        config.monitoring.workflow_version = str(campaign.version)
+    return config, mpi
+
+
 def mpi_resources(task, mpi_launcher: str) -> dict:
     """Parsl's ``parsl_resource_specification`` for one MPI task (GPUs split among ranks)."""
     r = task.resources
@@ -183,15 +196,9 @@ class Runner:
         import parsl
 
         from covmocks.apps.box import generate_and_validate
-        from covmocks.configs.parsl_config import build_config
 
         ex = self.campaign.execution
-        mpi = uses_mpi(self.campaign)
-        config = build_config(ex.profile, self.campaign.directory, monitoring=self.monitoring,
-                              mpi=mpi)  # fmt: skip
-        if config.monitoring is not None:
-            config.monitoring.workflow_name = self.campaign.name
-            config.monitoring.workflow_version = str(self.campaign.version)
+        config, mpi = parsl_config(self.campaign, monitoring=self.monitoring)
         dfk = parsl.load(config)
         app = parsl.python_app(self.box_function or generate_and_validate, executors=["covmocks"])
         pending = list(reversed(tasks))  # pop() from the end keeps plan order
@@ -359,6 +366,10 @@ def run_command(args: argparse.Namespace, retry: list[str] | None = None) -> int
 
     _stop_on_sigterm()
     campaign = Campaign.load(args.campaign)
+    if args.dry_run:
+        from covmocks.dryrun import dry_run
+
+        return dry_run(campaign, monitoring=not args.no_monitoring, retry=retry)
     outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
     status = state.campaign_status(campaign)
     print(" ".join(f"{k}={v}" for k, v in status.counts.items() if v))
