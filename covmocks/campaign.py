@@ -396,8 +396,9 @@ class ProviderValues(_Section):
     max_blocks: PosInt = 1
     worker_init: str = ""
     scheduler_options: str = ""
-    cores_per_node: PosInt | None = None
+    cores_per_node: PosInt | None = None  # Slurm: the block asks for these CPUs per node
     gpus_per_node: NonNegInt = 0
+    exclusive: bool | None = None  # Slurm: whole nodes; default: yes when gpus_per_node > 0
     workers_per_node: PosInt = 1
     available_accelerators: NonNegInt | None = None
     launcher: Literal["srun", "simple"] = "simple"

@@ -91,3 +91,49 @@ def test_bad_input_on_mpi_ranks_fails_at_once(tmp_path):
     assert [e["event"] for e in events] == ["submitted", "failed"]
     assert events[-1]["kind"] == "deterministic"
     assert "2 MPI ranks" in events[-1]["error"] and "halos_1.hdf5" in events[-1]["error"]
+
+
+SLURM_MPI = """
+campaign: {{name: mpislurm, version: 1, seed: 5}}
+science:
+  source: synthetic
+  n_hosts: 300
+  realizations: [0, 1]
+  redshifts: [0.0]
+  log10_mhost_min_msun: 11.0
+  model: diffsky_sfh
+  model_params: {{batch_min: 256, batch_max: 1024}}
+execution:
+  profile: slurm
+  max_in_flight: 2
+  retries: 0
+  task_walltime_s: 600
+  provider:
+    partition: {partition}
+    walltime: "00:10:00"
+    init_blocks: 1
+    max_blocks: 1
+    workers_per_node: 1
+    cores_per_node: {cpus}
+    worker_init: "export SLURM_CONF={conf}"
+resources: {{nodes: 1, ranks: 2}}
+outputs: {{base: {base}}}
+"""
+
+
+@pytest.mark.slurm
+def test_two_rank_boxes_through_srun_in_a_slurm_pilot_block(slurm_cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    path = tmp_path / "mpislurm.yaml"
+    path.write_text(SLURM_MPI.format(partition=slurm_cluster.partition, cpus=slurm_cluster.cpus,
+                                     conf=slurm_cluster.conf, base=tmp_path))  # fmt: skip
+    campaign = Campaign.load(path)
+    assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
+    for task in campaign.plan().tasks:
+        assert json.loads(task.qa_record.read_text())["passed"]
+        assert _ranks_of(task) == 2
+        assert "launching: srun --ntasks 2" in open(f"{task.log_stem}.err").read()
+    # the same boxes as the single-process runner's (local profile, same seeds)
+    single = make_campaign(tmp_path, name="single", science="n_hosts: 300")
+    assert Runner(single, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
+    _assert_same_catalogs(campaign, single)

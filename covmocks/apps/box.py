@@ -105,11 +105,15 @@ def mpibox_command(spec: dict, prefix: str) -> list[str]:
     return cmd
 
 
-def _last_error(err_path: Path) -> str:
-    """The ranks' one-line error (``covmocks: error: ...``) from the task's .err log."""
+def _last_error(err_path: Path, offset: int) -> str:
+    """Why the ranks failed, from what they (or the launcher) wrote to the task's .err log
+    after ``offset``: the ranks' one-line error (``covmocks: error: ...``), else the last
+    line (e.g. ``srun: error: ...``)."""
     with open(err_path, errors="replace") as f:
-        lines = [line.strip() for line in f if line.startswith("covmocks: error:")]
-    return lines[-1].removeprefix("covmocks: error: ") if lines else ""
+        f.seek(offset)
+        lines = [line.strip() for line in f if line.strip()]
+    errors = [line for line in lines if line.startswith("covmocks: error:")]
+    return errors[-1].removeprefix("covmocks: error: ") if errors else (lines or [""])[-1]
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -141,6 +145,7 @@ def generate_mpi(spec: dict, out, err, deadline: float) -> None:
         "JAX_COMPILATION_CACHE_DIR": spec["jax_cache"],
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
+    offset = err.tell()
     proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
     try:
         status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -153,8 +158,7 @@ def generate_mpi(spec: dict, out, err, deadline: float) -> None:
         _stop_group(proc)
         raise
     if status != 0:
-        err.flush()
-        reason = _last_error(Path(f"{spec['log_stem']}.err")) or f"exit status {status}"
+        reason = _last_error(Path(f"{spec['log_stem']}.err"), offset) or f"exit status {status}"
         ranks = f"{spec['ranks']} MPI ranks"
         if status == 2:
             raise InputError(f"{ranks}: {reason}")

@@ -31,6 +31,13 @@ def _worker_init(provider: dict) -> str:
     return "\n".join(filter(None, [f"export PATH={BIN}:$PATH", provider.get("worker_init", "")]))
 
 
+def _exclusive(provider: dict) -> bool:
+    """Whole nodes for a Slurm block: as the profile says, else when the nodes have GPUs."""
+    if provider.get("exclusive") is not None:
+        return provider["exclusive"]
+    return provider.get("gpus_per_node", 0) > 0
+
+
 def build_provider(provider: dict, launcher):
     from parsl.providers import LocalProvider, SlurmProvider
 
@@ -49,7 +56,10 @@ def build_provider(provider: dict, launcher):
         **{k: v for k, v in slurm.items() if v},
         walltime=provider["walltime"],
         scheduler_options=provider.get("scheduler_options") or "",
-        exclusive=provider["kind"] == "slurm" and provider.get("gpus_per_node", 0) > 0,
+        # a block asks for its CPUs (one Slurm task per node runs the workers, or an MPI
+        # task's srun step): without cores_per_node or exclusive it would get one CPU
+        cores_per_node=provider.get("cores_per_node"),
+        exclusive=_exclusive(provider),
         **common,
     )
 
