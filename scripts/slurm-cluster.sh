@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # slurm-cluster.sh: a real one-node Slurm cluster on this machine, for tests and benchmarks.
 #
-# Usage: scripts/slurm-cluster.sh {install|start|stop|status|env}
+# Usage: scripts/slurm-cluster.sh {install|start|stop|status|env|stop-ctld|start-ctld}
 #
 #   install  apt-get install munge, slurmctld, slurmd and slurm-client (Debian's slurm-wlm
 #            22.05), quietly; does nothing when the binaries are already there. Needs root.
@@ -14,6 +14,10 @@
 #            then KILL) and remove the PID files; the state directory stays for the logs.
 #   status   say which daemons run and show `sinfo`; exit 0 only when the node is usable.
 #   env      print `export SLURM_CONF=...` for `eval "$(scripts/slurm-cluster.sh env)"`.
+#   stop-ctld   stop slurmctld only (TERM: it saves its state first), leaving munged, slurmd
+#               and the running jobs alone: a controller outage, for fault tests.
+#   start-ctld  start slurmctld again WITHOUT -c/-i, so it recovers the saved job state and
+#               running jobs carry on; wait until it answers `sinfo` (same timeout as start).
 #
 # State directory: $COVMOCKS_SLURM_DIR, default /tmp/covmocks-slurm. Layout:
 #   slurm.conf                  written by a cold `start` (not while slurmctld runs)
@@ -263,6 +267,38 @@ cmd_stop() {
     log "stopped (logs kept in $LOG_DIR)"
 }
 
+cmd_stop_ctld() {
+    need_root
+    pid_alive "$RUN_DIR/slurmctld.pid" slurmctld || die "slurmctld is not running"
+    stop_daemon slurmctld "$RUN_DIR/slurmctld.pid"
+    log "slurmctld stopped (slurmd, munged and jobs left running)"
+}
+
+cmd_start_ctld() {
+    need_root
+    [[ -s "$CONF" ]] || die "no $CONF: use start for a cold start"
+    pid_alive "$RUN_DIR/slurmd.pid" slurmd || die "slurmd is not running: use start"
+    if ! pid_alive "$RUN_DIR/slurmctld.pid" slurmctld; then
+        # No -c (clear job state) and no -i: recover the jobs saved by the stopped controller.
+        slurmctld -f "$CONF" || die "slurmctld did not start; see $LOG_DIR/slurmctld.log"
+    fi
+    # The recovered node stays "unknown" until its slurmd registers again (seconds).
+    local waited=0 state=""
+    while ((waited < TIMEOUT)); do
+        state=$(node_state)
+        case "$state" in
+        idle | mixed | allocated | completing) break ;;
+        esac
+        sleep 1
+        waited=$((waited + 1))
+    done
+    case "$state" in
+    idle | mixed | allocated | completing) ;;
+    *) die "node $NODE not usable ${TIMEOUT}s after slurmctld restarted (state: '${state:-no answer}')" ;;
+    esac
+    log "slurmctld up again: node $NODE $state"
+}
+
 cmd_status() {
     local ok=0 name pidfile
     for name in munged slurmctld slurmd; do
@@ -293,8 +329,10 @@ start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 env) echo "export SLURM_CONF=$CONF" ;;
+stop-ctld) cmd_stop_ctld ;;
+start-ctld) cmd_start_ctld ;;
 *)
-    echo "usage: $0 {install|start|stop|status|env}" >&2
+    echo "usage: $0 {install|start|stop|status|env|stop-ctld|start-ctld}" >&2
     exit 2
     ;;
 esac
