@@ -390,6 +390,7 @@ class ProviderValues(_Section):
     constraint: str | None = None
     partition: str | None = None
     walltime: Annotated[str, Field(pattern=WALLTIME_PATTERN)] = "01:00:00"
+    status_polling_s: Seconds = 60.0  # how often Slurm is asked about the blocks (squeue)
     nodes_per_block: PosInt = 1
     init_blocks: NonNegInt = 1
     min_blocks: NonNegInt = 0

@@ -11,10 +11,15 @@ Monitoring goes to ``<campaign>/metadata/monitoring.db``.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
+from parsl.providers import SlurmProvider
+
+log = logging.getLogger(__name__)
 BIN = Path(sys.executable).parent
 
 
@@ -38,8 +43,67 @@ def _exclusive(provider: dict) -> bool:
     return provider.get("gpus_per_node", 0) > 0
 
 
+# Slurm client errors that mean "the controller did not answer", not "the request is bad".
+CONTROLLER_DOWN = ("Unable to contact slurm controller", "Socket timed out", "Connection refused")
+
+
+class PilotSlurmProvider(SlurmProvider):
+    """Parsl's SlurmProvider with a settable status polling interval, a longer default command
+    timeout, and block submissions that wait out a controller outage.
+
+    - ``status_polling_s``: Parsl fixes SlurmProvider's squeue/sacct polling at 60 s, and the
+      scaling strategy counts a block as alive until a poll says otherwise, so a block killed by
+      scancel or by its walltime is replaced up to a minute late. 60 s stays the default
+      (polite to a big controller); the tests poll every 2 s.
+    - ``cmd_timeout`` 30 s (Parsl: 10 s): with the controller down every Slurm command waits
+      MessageTimeout (10 s by default; 9 s measured here) before it fails, and Parsl's
+      execute_wait raises TimeoutExpired at cmd_timeout, without killing the command.
+    - ``submit_patience_s``: a sbatch that fails because the controller does not answer is
+      retried every ``SUBMIT_RETRY_S`` seconds for up to this long. Parsl marks a block whose
+      submission failed FAILED, and its default block error handler fails every task of the
+      executor (BadStateException) once all the blocks it knows of are FAILED: a driver that
+      needs its first block while slurmctld is down would lose the whole campaign. Other
+      sbatch errors (bad partition, account) fail at once, and a sbatch that timed out is not
+      retried (it may have submitted the job). The wait blocks Parsl's job status poller
+      thread (or parsl.load, for init_blocks); no block can start meanwhile anyway.
+    """
+
+    SUBMIT_RETRY_S = 10.0
+
+    def __init__(self, *args, status_polling_s: float = 60, cmd_timeout: int = 30,
+                 submit_patience_s: float = 600, **kwargs):  # fmt: skip
+        super().__init__(*args, cmd_timeout=cmd_timeout, **kwargs)
+        self.status_polling_s = status_polling_s
+        self.submit_patience_s = submit_patience_s
+
+    @property
+    def status_polling_interval(self):
+        return self.status_polling_s
+
+    def submit(self, command, tasks_per_node, job_name="parsl.slurm"):
+        from parsl.providers.errors import SubmitException
+
+        deadline = time.monotonic() + self.submit_patience_s
+        while True:
+            try:
+                return super().submit(command, tasks_per_node, job_name)
+            except SubmitException as exc:
+                stderr = (exc.stderr or "").strip()
+                down = any(text in stderr for text in CONTROLLER_DOWN)
+                if not down or time.monotonic() + self.SUBMIT_RETRY_S > deadline:
+                    raise
+                log.warning("sbatch: the Slurm controller does not answer (%s); retrying in "
+                            "%.0f s", stderr, self.SUBMIT_RETRY_S)  # fmt: skip
+                time.sleep(self.SUBMIT_RETRY_S)
+
+
 def build_provider(provider: dict, launcher):
-    from parsl.providers import LocalProvider, SlurmProvider
+    """The Parsl provider of a profile's ``provider`` section (a plain dict).
+
+    Slurm: ``PilotSlurmProvider``; the optional keys ``status_polling_s``, ``cmd_timeout`` and
+    ``submit_patience_s`` go to it (see its docstring), the rest to Parsl's SlurmProvider.
+    """
+    from parsl.providers import LocalProvider
 
     common = dict(
         nodes_per_block=provider["nodes_per_block"],
@@ -52,8 +116,10 @@ def build_provider(provider: dict, launcher):
     if provider["kind"] == "local":
         return LocalProvider(**common)
     slurm = {k: provider.get(k) for k in ("account", "qos", "constraint", "partition")}
-    return SlurmProvider(
+    tuning = ("status_polling_s", "cmd_timeout", "submit_patience_s")
+    return PilotSlurmProvider(
         **{k: v for k, v in slurm.items() if v},
+        **{k: provider[k] for k in tuning if provider.get(k) is not None},
         walltime=provider["walltime"],
         scheduler_options=provider.get("scheduler_options") or "",
         # a block asks for its CPUs (one Slurm task per node runs the workers, or an MPI
