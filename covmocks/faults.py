@@ -5,7 +5,8 @@ A campaign directory may hold ``metadata/faults.json``::
     {"r0000_z0.000": {"action": "raise", "times": 2}}
 
 ``raise`` throws a transient error, ``kill`` SIGKILLs the worker process (as a node
-failure would), ``hang`` sleeps past any walltime. Each fault fires ``times`` times
+failure would), ``hang`` sleeps past any walltime, ``sleep`` waits ``seconds`` (default 60)
+and then runs the box normally (a slow box). Each fault fires ``times`` times
 (default 1) per task, counted in ``logs/<task>.faults`` so the count survives workers and
 drivers. Without the file nothing happens.
 """
@@ -45,3 +46,5 @@ def inject(directory: Path, task_id: str, log_stem: Path) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if fault["action"] == "hang":
         time.sleep(10**6)
+    if fault["action"] == "sleep":
+        time.sleep(fault.get("seconds", 60))

@@ -207,7 +207,8 @@ def generate_and_validate(spec: dict, parsl_resource_specification: dict | None 
     guard_s = walltime_s + 3 * MPI_GRACE_S if spec["mpi"] else walltime_s
     with task_logs(log_stem) as (out, err), watchdog(guard_s, Path(f"{log_stem}.timeout")):
         log = logging.getLogger("covmocks.apps.box")
-        log.info("task %s on %s pid %d", spec["task_id"], os.uname().nodename, os.getpid())
+        log.info("task %s on %s pid %d slurm job %s", spec["task_id"], os.uname().nodename,
+                 os.getpid(), os.environ.get("SLURM_JOB_ID", "-"))  # fmt: skip
         started = time.monotonic()
         faults.inject(spec["campaign_dir"], spec["task_id"], log_stem)
         wall_s = None
