@@ -27,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 DEFAULT_CONF = Path(os.environ.get("COVMOCKS_SLURM_DIR", "/tmp/covmocks-slurm")) / "slurm.conf"
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
 
@@ -107,7 +105,8 @@ def run_pilot(n: int, seconds: float, partition: str, workers: int, workdir: Pat
     from parsl.config import Config
     from parsl.executors import HighThroughputExecutor
     from parsl.launchers import SrunLauncher
-    from parsl.providers import SlurmProvider
+
+    from covmocks.configs.parsl_config import _interchange_cmd, build_provider
 
     @python_app
     def nap(s):
@@ -116,22 +115,25 @@ def run_pilot(n: int, seconds: float, partition: str, workers: int, workdir: Pat
         time.sleep(s)
         return s
 
-    worker_init = f"export PATH={VENV_BIN}:$PATH\ncd {workdir}"
-    provider = SlurmProvider(
-        partition=partition,
-        nodes_per_block=1,
-        init_blocks=1,
-        min_blocks=0,
-        max_blocks=1,
-        walltime="00:10:00",
-        worker_init=worker_init,
-        launcher=SrunLauncher(),
+    # The provider covmocks campaigns use (PilotSlurmProvider, squeue polled every 60 s).
+    provider = build_provider(
+        {
+            "kind": "slurm",
+            "partition": partition,
+            "walltime": "00:10:00",
+            "nodes_per_block": 1,
+            "init_blocks": 1,
+            "min_blocks": 0,
+            "max_blocks": 1,
+            "worker_init": f"cd {workdir}",
+        },
+        SrunLauncher(),
     )
     executor = HighThroughputExecutor(
         label="slurm_pilot",
         provider=provider,
         address="127.0.0.1",
-        interchange_launch_cmd=[sys.executable, str(VENV_BIN / "interchange.py")],
+        interchange_launch_cmd=_interchange_cmd(),
         max_workers_per_node=workers,
         cores_per_worker=1,
         encrypted=False,

@@ -7,7 +7,6 @@ it, or skips with the reason).
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,65 +18,49 @@ from parsl.executors import HighThroughputExecutor
 from parsl.executors.high_throughput.errors import ManagerLost
 from parsl.jobs.states import JobState
 from parsl.launchers import SrunLauncher
-from parsl.providers import SlurmProvider
 
+from covmocks.configs.parsl_config import PilotSlurmProvider, _interchange_cmd, build_provider
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-
-
-class PromptSlurmProvider(SlurmProvider):
-    """SlurmProvider that asks squeue every few seconds instead of every 60.
-
-    Surprise: SlurmProvider.status_polling_interval is a fixed 60 s property, and the strategy
-    counts a block as alive until a poll says otherwise, so a block killed by scancel or by its
-    walltime is replaced up to a minute late. Polite on a big machine, too slow for a test.
-    """
-
-    def __init__(self, *args, status_polling_interval: int = 2, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._status_polling_interval = status_polling_interval
-
-    @property
-    def status_polling_interval(self):
-        return self._status_polling_interval
 
 
 def pilot_config(
     cluster: SlurmCluster, run_dir: Path, *, heartbeat_threshold: int = 10, **config
 ) -> Config:
     """HTEX on one-node pilot blocks submitted with sbatch and launched with srun."""
-    worker_init = "\n".join(
-        [
-            # The batch job inherits the submitting environment, but be explicit: the pilot
-            # must find process_worker_pool.py (and the driver interchange.py) in the venv,
-            # and the workers must import this module (apps are pickled by reference).
-            f"export PATH={VENV_BIN}:$PATH",
-            f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}",
-            f"export SLURM_CONF={cluster.conf}",
-            f"cd {REPO}",
-        ]
-    )
-    provider = PromptSlurmProvider(
-        partition=cluster.partition,
-        nodes_per_block=1,
-        init_blocks=1,
-        min_blocks=0,
-        max_blocks=1,
-        walltime="00:10:00",
-        worker_init=worker_init,
-        launcher=SrunLauncher(),
-        cmd_timeout=30,
+    # The provider covmocks campaigns use (PilotSlurmProvider), polling squeue every 2 s
+    # instead of Parsl's fixed 60 s, so a killed block is noticed and replaced promptly.
+    provider = build_provider(
+        {
+            "kind": "slurm",
+            "partition": cluster.partition,
+            "walltime": "00:10:00",
+            "nodes_per_block": 1,
+            "init_blocks": 1,
+            "min_blocks": 0,
+            "max_blocks": 1,
+            "status_polling_s": 2,
+            # build_provider puts the venv's bin first on PATH (process_worker_pool.py); the
+            # workers must also import this module (apps are pickled by reference).
+            "worker_init": "\n".join(
+                [
+                    f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}",
+                    f"export SLURM_CONF={cluster.conf}",
+                    f"cd {REPO}",
+                ]
+            ),
+        },
+        SrunLauncher(),
     )
     executor = HighThroughputExecutor(
         label="slurm_htex",
         provider=provider,
         # The driver starts interchange.py from PATH; pytest run as .venv/bin/pytest does not
         # put the venv's bin on PATH, so name the script.
-        interchange_launch_cmd=[sys.executable, str(VENV_BIN / "interchange.py")],
+        interchange_launch_cmd=_interchange_cmd(),
         address="127.0.0.1",
         max_workers_per_node=cluster.cpus,
         cores_per_worker=1,
@@ -207,6 +190,8 @@ def test_htex_pilot_runs_twenty_apps(pilot, tmp_path):
     assert len(jobs) == 1 and None not in jobs
     (executor,) = [e for e in dfk.executors.values() if e.label == "slurm_htex"]
     assert set(executor.provider.resources) == jobs
+    assert isinstance(executor.provider, PilotSlurmProvider)
+    assert executor.status_polling_interval == 2
     assert elapsed < 90
 
 
