@@ -55,9 +55,11 @@ class PilotSlurmProvider(SlurmProvider):
       scaling strategy counts a block as alive until a poll says otherwise, so a block killed by
       scancel or by its walltime is replaced up to a minute late. 60 s stays the default
       (polite to a big controller); the tests poll every 2 s.
-    - ``cmd_timeout`` 30 s (Parsl: 10 s): with the controller down every Slurm command waits
-      MessageTimeout (10 s by default; 9 s measured here) before it fails, and Parsl's
-      execute_wait raises TimeoutExpired at cmd_timeout, without killing the command.
+    - ``cmd_timeout`` 30 s (Parsl: 10 s): with the controller down Slurm commands wait for it
+      before failing: sbatch and scancel 9 s here (MessageTimeout 10 s), and the
+      ``squeue --job`` that Parsl polls with 18 s. Past cmd_timeout, Parsl's execute_wait
+      raises TimeoutExpired (leaving the command running) and the poller logs a traceback and
+      skips that round's error handling and scaling, instead of a plain "squeue failed".
     - ``submit_patience_s``: a sbatch that fails because the controller does not answer is
       retried every ``SUBMIT_RETRY_S`` seconds for up to this long. Parsl marks a block whose
       submission failed FAILED, and its default block error handler fails every task of the
