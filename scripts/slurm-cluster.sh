@@ -53,6 +53,10 @@
 #     through PMI2. So MpiDefault=pmi2 (as on Perlmutter, srun needs no --mpi option);
 #     $COVMOCKS_SLURM_MPI_DEFAULT=none restores Slurm's default.
 #   - Harmless log noise: "mpi/pmix_v4: can not load PMIx library" (no libpmix; pmix unused).
+#   - With slurmctld down (stop-ctld), client commands wait for it before failing: sbatch,
+#     scancel and plain squeue 9 s, `squeue --job ID` (what Parsl polls with) 18 s. Running
+#     jobs and their steps carry on under slurmd. After start-ctld the node reads "unknown"
+#     until its slurmd registers again (about a second); the recovered jobs keep running.
 set -euo pipefail
 
 STATE_DIR="${COVMOCKS_SLURM_DIR:-/tmp/covmocks-slurm}"
