@@ -99,7 +99,8 @@ def test_slurm_profile_writes_the_block_script(tmp_path, slurm_calls, capsys):
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     # the printout: the Config, one argument per line, and the summary
     assert "\n    executors=(HighThroughputExecutor(\n" in out
-    assert "\n        provider=SlurmProvider(\n" in out and "launcher=SrunLauncher(" in out
+    assert "\n        provider=PilotSlurmProvider(\n" in out and "launcher=SrunLauncher(" in out
+    assert "status_polling_s=60" in out and "partition='debug'" in out
     assert "logging_endpoint='sqlite:///" in out and "workflow_name='dry'" in out
     assert "tasks     4 to run; done 0, todo 4, blocked 0" in out
     assert "executor  htex (HighThroughputExecutor)" in out

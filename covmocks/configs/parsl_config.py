@@ -11,6 +11,7 @@ Monitoring goes to ``<campaign>/metadata/monitoring.db``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 import sys
@@ -97,6 +98,24 @@ class PilotSlurmProvider(SlurmProvider):
                 log.warning("sbatch: the Slurm controller does not answer (%s); retrying in "
                             "%.0f s", stderr, self.SUBMIT_RETRY_S)  # fmt: skip
                 time.sleep(self.SUBMIT_RETRY_S)
+
+
+def _full_signature(cls) -> None:
+    """Give ``cls.__init__`` SlurmProvider's parameters followed by its own keyword ones, so
+    that Parsl's RepresentationMixin (the Config printed in parsl.log and by --dry-run), which
+    reads the arguments off ``__init__``'s signature, shows every setting, not just ours."""
+    base = list(inspect.signature(SlurmProvider.__init__).parameters.values())
+    own = [
+        p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in {b.name for b in base}
+    ]
+    own = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in own]
+    base = [p.replace(default=30) if p.name == "cmd_timeout" else p for p in base]
+    cls.__init__.__signature__ = inspect.Signature(base + own)
+
+
+_full_signature(PilotSlurmProvider)
 
 
 def build_provider(provider: dict, launcher):
