@@ -416,39 +416,40 @@ def _write_parallel(comm, source, model, req, units, mine, counts, shard_dir) ->
         compression = catalog._compression_args(req.compression, None)
         dxpl = h5p.create(h5p.DATASET_XFER)
         dxpl.set_dxpl_mpio(h5fd.MPIO_COLLECTIVE)
-        with h5py.File(tmp, "w", driver="mpio", comm=comm) as f:
-            for name, (dtype, shape, unit_name, description) in catalog.SCHEMA.items():
-                ds = f.create_dataset(
-                    name, shape=(n_total, *shape), maxshape=(None, *shape), dtype=dtype,
-                    chunks=(65536, *shape), shuffle=bool(compression), **compression,
-                )  # fmt: skip
-                ds.attrs["units"] = unit_name
-                ds.attrs["description"] = description
-            stream = (
-                (first + start, columns)
-                for unit, n_rows, first in slices
-                for start, columns in _read_shard_slices(
-                    _shard_path(shard_dir, unit), n_rows, first
-                )
-            )
-            for _ in range(n_rounds):
-                piece = next(stream, None)
-                for name, (_, shape, _, _) in catalog.SCHEMA.items():
-                    ds = f[name]
-                    fspace = ds.id.get_space()
-                    if piece is None:
-                        fspace.select_none()
-                        mspace = h5s.create_simple((1, *shape))
-                        mspace.select_none()
-                        data = np.zeros((1, *shape), dtype=ds.dtype)
-                    else:
-                        row, columns = piece
-                        data = np.ascontiguousarray(columns[name], dtype=ds.dtype)
-                        fspace.select_hyperslab((row, *(0,) * len(shape)), data.shape)
-                        mspace = h5s.create_simple(data.shape)
-                    ds.id.write(mspace, fspace, data, dxpl=dxpl)
-            for key, value in {**attrs, "n_galaxies": n_total}.items():
-                f.attrs[key] = catalog._attr_value(value)
+        # No `with` block: closing the file is collective, so a rank that fails must abort
+        # with the file still open, not wait in a close that the other ranks never reach.
+        f = h5py.File(tmp, "w", driver="mpio", comm=comm)
+        for name, (dtype, shape, unit_name, description) in catalog.SCHEMA.items():
+            ds = f.create_dataset(
+                name, shape=(n_total, *shape), maxshape=(None, *shape), dtype=dtype,
+                chunks=(65536, *shape), shuffle=bool(compression), **compression,
+            )  # fmt: skip
+            ds.attrs["units"] = unit_name
+            ds.attrs["description"] = description
+        stream = (
+            (first + start, columns)
+            for unit, n_rows, first in slices
+            for start, columns in _read_shard_slices(_shard_path(shard_dir, unit), n_rows, first)
+        )
+        for _ in range(n_rounds):
+            piece = next(stream, None)
+            for name, (_, shape, _, _) in catalog.SCHEMA.items():
+                ds = f[name]
+                fspace = ds.id.get_space()
+                if piece is None:
+                    fspace.select_none()
+                    mspace = h5s.create_simple((1, *shape))
+                    mspace.select_none()
+                    data = np.zeros((1, *shape), dtype=ds.dtype)
+                else:
+                    row, columns = piece
+                    data = np.ascontiguousarray(columns[name], dtype=ds.dtype)
+                    fspace.select_hyperslab((row, *(0,) * len(shape)), data.shape)
+                    mspace = h5s.create_simple(data.shape)
+                ds.id.write(mspace, fspace, data, dxpl=dxpl)
+        for key, value in {**attrs, "n_galaxies": n_total}.items():
+            f.attrs[key] = catalog._attr_value(value)
+        f.close()
         comm.Barrier()
         if rank == 0:
             fd = os.open(tmp, os.O_RDONLY)
