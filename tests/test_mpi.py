@@ -4,6 +4,7 @@ the rank), host indices must point into the whole file, and a failure on one ran
 fail the task promptly with nothing under the output name and no shards left behind.
 """
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -31,6 +32,28 @@ def _find_mpiexec() -> str | None:
 
 MPIEXEC = _find_mpiexec()
 
+# The parallel-HDF5 stack: a second venv (scripts/parallel-h5py.sh) whose h5py and mpi4py are
+# built on the system MPICH, so its ranks must be launched by that MPICH's mpiexec.
+MPIO_PYTHON = Path(os.environ.get("COVMOCKS_MPIO_PYTHON") or REPO / ".venv-mpio/bin/python")
+MPIO_MPIEXEC = Path(os.environ.get("COVMOCKS_MPIO_MPIEXEC") or "/usr/bin/mpiexec")
+
+
+def _mpio_missing() -> str | None:
+    """Why the parallel-HDF5 stack cannot run here, or None."""
+    if not MPIO_PYTHON.exists():
+        return (
+            f"no parallel-h5py venv at {MPIO_PYTHON}: build it with scripts/parallel-h5py.sh "
+            "(or set COVMOCKS_MPIO_PYTHON)"
+        )
+    if not MPIO_MPIEXEC.exists():
+        return f"no system MPICH launcher {MPIO_MPIEXEC} (set COVMOCKS_MPIO_MPIEXEC)"
+    return None
+
+
+# How mpibox logs its catalog write (rank 0, INFO).
+MPIO_WRITE = "parallel HDF5 write (mpio)"
+SHARD_WRITE = "shards copied by rank 0"
+
 pytestmark = [
     pytest.mark.mpi,
     pytest.mark.slow,
@@ -39,14 +62,68 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def mpi_env(tmp_path_factory):
-    """Environment of the ranks: a JAX compilation cache shared by all runs of this module
+def jax_cache_env(tmp_path_factory):
+    """This environment plus a JAX compilation cache shared by all runs of this module
     (kernels compile once, not once per rank per run)."""
-    pytest.importorskip("mpi4py")
     env = dict(os.environ)
     env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
+
+
+@pytest.fixture(scope="module")
+def mpi_env(jax_cache_env):
+    """Environment of the ranks of this interpreter (the `mpi` extra's MPICH wheel)."""
+    pytest.importorskip("mpi4py")
+    return jax_cache_env
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """An interpreter, the mpiexec of the MPI its mpi4py is built on, the ranks' environment,
+    and the log line of the catalog write its h5py gives (collective mpio or shard copy)."""
+
+    name: str
+    python: str
+    mpiexec: str
+    env: dict
+    write: str
+
+    def box(self, n_ranks: int, args: list) -> tuple:
+        return mpibox(n_ranks, args, self.env, python=self.python, mpiexec=self.mpiexec)
+
+    def reference(self, tmp_path_factory, args: list) -> catalog.Catalog:
+        return reference(tmp_path_factory, args, self.env, python=self.python)
+
+
+def _mpio_stack(jax_cache_env) -> Stack:
+    missing = _mpio_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    env = dict(jax_cache_env)
+    # The ranks see this venv's bin/, not the main venv's (the MPICH wheel's mpiexec, mpicc).
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = os.pathsep.join([str(MPIO_PYTHON.parent), "/usr/local/bin", "/usr/bin", "/bin"])
+    return Stack("mpio", str(MPIO_PYTHON), str(MPIO_MPIEXEC), env, MPIO_WRITE)
+
+
+@pytest.fixture(scope="module")
+def mpio_stack(jax_cache_env) -> Stack:
+    """The parallel-HDF5 venv with the system MPICH's mpiexec; skips where it is not built."""
+    return _mpio_stack(jax_cache_env)
+
+
+@pytest.fixture(scope="module", params=["wheel", "mpio"])
+def stack(request, jax_cache_env) -> Stack:
+    """Each way of running mpibox: this interpreter (its h5py decides the write: the shard
+    fallback for the main venv), and the parallel-HDF5 venv (collective mpio write)."""
+    if request.param == "mpio":
+        return _mpio_stack(jax_cache_env)
+    env = request.getfixturevalue("mpi_env")
+    import h5py
+
+    write = MPIO_WRITE if h5py.get_config().mpi else SHARD_WRITE
+    return Stack("wheel", sys.executable, MPIEXEC, env, write)
 
 
 def _run(cmd, env, timeout=TIMEOUT_S):
@@ -65,18 +142,19 @@ def _run(cmd, env, timeout=TIMEOUT_S):
     return proc.returncode, out, err, time.perf_counter() - t0
 
 
-def mpibox(n_ranks: int, args: list, env) -> tuple:
-    cmd = [MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "covmocks.mpibox", *map(str, args)]
+def mpibox(n_ranks: int, args: list, env, python=sys.executable, mpiexec=MPIEXEC) -> tuple:
+    cmd = [mpiexec, "-n", str(n_ranks), python, "-m", "covmocks.mpibox", *map(str, args)]
     return _run(cmd, env)
 
 
-def reference(tmp_path_factory, args: list, env) -> catalog.Catalog:
+def reference(tmp_path_factory, args: list, env, python=sys.executable) -> catalog.Catalog:
     """The single-process output (``generator.generate_box`` through ``python -m
-    covmocks.generate``) for the same arguments, made in a fresh process: the JAX kernels'
-    results depend on the process's import history (diffsky switches on 64-bit mode when
-    imported), so a reference made inside the test process could differ in the last bit."""
+    covmocks.generate``) for the same arguments, made in a fresh process of ``python``: the
+    JAX kernels' results depend on the process's import history (diffsky switches on 64-bit
+    mode when imported), so a reference made inside the test process could differ in the last
+    bit; and another venv may hold other versions of the numerical packages."""
     out = tmp_path_factory.mktemp("reference") / "single.hdf5"
-    cmd = [sys.executable, "-m", "covmocks.generate", *map(str, args), "--output", str(out)]
+    cmd = [python, "-m", "covmocks.generate", *map(str, args), "--output", str(out)]
     rc, _, stderr, _ = _run(cmd, env)
     assert rc == 0, stderr
     return catalog.read_catalog(out)
@@ -123,19 +201,21 @@ def _mini_args(mini_catalog_dir) -> list:
 
 
 @pytest.fixture(scope="module")
-def mini_reference(tmp_path_factory, mini_catalog_dir, mpi_env):
-    return reference(tmp_path_factory, _mini_args(mini_catalog_dir), mpi_env)
+def mini_reference(tmp_path_factory, mini_catalog_dir, stack):
+    return stack.reference(tmp_path_factory, _mini_args(mini_catalog_dir))
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 4])
 def test_mini_catalog_identical_for_any_rank_count(
-    n_ranks, tmp_path, mini_catalog_dir, mini_reference, mpi_env
+    n_ranks, tmp_path, mini_catalog_dir, mini_reference, stack
 ):
-    """One slab file per unit: with 4 ranks, rank 0 has none and only writes."""
+    """One slab file per unit: with 4 ranks, rank 0 has none and only writes (with mpio it
+    takes part in every collective write with an empty selection)."""
     out = tmp_path / "mock.hdf5"
     args = [*_mini_args(mini_catalog_dir), "--output", out]
-    rc, stdout, stderr, wall = mpibox(n_ranks, args, mpi_env)
+    rc, stdout, stderr, wall = stack.box(n_ranks, args)
     assert rc == 0, stderr
+    assert stack.write in stderr
     got = catalog.read_catalog(out)
     assert_same_catalog(got, mini_reference)
     assert_global_host_index(got)
@@ -143,7 +223,7 @@ def test_mini_catalog_identical_for_any_rank_count(
     assert got.data["host_index"].max() > len(got) // 2
     assert f'"n_ranks": {n_ranks}' in stdout
     assert_clean_directory(tmp_path, {"mock.hdf5"})
-    print(f"mini catalog, {n_ranks} ranks: {wall:.1f} s")
+    print(f"mini catalog, {n_ranks} ranks ({stack.name}): {wall:.1f} s")
 
 
 # -- a small synthetic box (several host blocks per rank) ------------------------------------
@@ -153,24 +233,24 @@ SYNTHETIC = ["--source", "synthetic", "--n-hosts", 3000, "--seed", 3, "--realiza
 
 
 @pytest.fixture(scope="module")
-def synthetic_reference(tmp_path_factory, mpi_env):
-    return reference(tmp_path_factory, SYNTHETIC, mpi_env)
+def synthetic_reference(tmp_path_factory, stack):
+    return stack.reference(tmp_path_factory, SYNTHETIC)
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 4])
-def test_synthetic_box_identical_for_any_rank_count(
-    n_ranks, tmp_path, synthetic_reference, mpi_env
-):
-    """8 blocks of 400 hosts: several units per rank. Rank 0 opens the source (which
-    imports diffsky), the others receive it: all must still match one process."""
+def test_synthetic_box_identical_for_any_rank_count(n_ranks, tmp_path, synthetic_reference, stack):
+    """8 blocks of 400 hosts: several units per rank (with mpio, several rounds of collective
+    writes). Rank 0 opens the source (which imports diffsky), the others receive it: all
+    must still match one process."""
     out = tmp_path / "mock.hdf5"
-    rc, _, stderr, wall = mpibox(n_ranks, [*SYNTHETIC, "--output", out], mpi_env)
+    rc, _, stderr, wall = stack.box(n_ranks, [*SYNTHETIC, "--output", out])
     assert rc == 0, stderr
+    assert stack.write in stderr
     got = catalog.read_catalog(out)
     assert_same_catalog(got, synthetic_reference)
     assert_global_host_index(got)
     assert_clean_directory(tmp_path, {"mock.hdf5"})
-    print(f"synthetic box, {n_ranks} ranks: {wall:.1f} s")
+    print(f"synthetic box, {n_ranks} ranks ({stack.name}): {wall:.1f} s")
 
 
 def test_host_limit_counts_hosts_in_catalog_order(tmp_path, tmp_path_factory, mpi_env):
@@ -265,14 +345,16 @@ _FAILING_RANK_SCRIPT = textwrap.dedent(
 
     comm = MPI.COMM_WORLD
     model = get_model("diffsky_sfh")
-    populate = model.populate
 
-    def flaky(hosts, snap, root):
-        if comm.rank == 1:
-            {failure}
-        return populate(hosts, snap, root)
+    def on_rank_1(function):
+        def wrapper(*args, **kwargs):
+            if comm.rank == 1:
+                (Path(sys.argv[1]).parent.parent / "rank-1-failed").touch()
+                {failure}
+            return function(*args, **kwargs)
+        return wrapper
 
-    model.populate = flaky
+    {target} = on_rank_1({target})
     source = halos.open_source("synthetic", n_hosts=800, seed=5)
     req = generator.BoxRequest(output=Path(sys.argv[1]), seed=5, realization=0, snapshot=0,
                                max_hosts=200)
@@ -284,17 +366,29 @@ _FAILING_RANK_SCRIPT = textwrap.dedent(
         sys.exit(exc.exit_code)
     """
 )
+RAISE = 'raise ValueError("injected")'
+DIE = "import os; os._exit(9)"
+
+
+def failing_rank(
+    tmp_path, env, failure: str, target="model.populate", python=sys.executable, mpiexec=MPIEXEC
+) -> tuple:
+    """Two ranks of a box in which rank 1 runs ``failure`` whenever it calls ``target``
+    (``model.populate``: while populating), after touching ``tmp_path/rank-1-failed``; the
+    output goes to an empty ``tmp_path/out``."""
+    script = tmp_path / "flaky.py"
+    script.write_text(_FAILING_RANK_SCRIPT.format(failure=failure, target=target))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cmd = [mpiexec, "-n", "2", python, str(script), str(out_dir / "mock.hdf5")]
+    rc, _, stderr, _ = _run(cmd, env)
+    return rc, stderr, out_dir
 
 
 def test_exception_on_one_rank_fails_all(tmp_path, mpi_env):
     """A bug (not bad input) on rank 1: every rank raises RankFailure at the next sync
     point; exit status 1; nothing left in the output directory."""
-    script = tmp_path / "flaky.py"
-    script.write_text(_FAILING_RANK_SCRIPT.format(failure='raise ValueError("injected")'))
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    cmd = [MPIEXEC, "-n", "2", sys.executable, str(script), str(out_dir / "mock.hdf5")]
-    rc, _, stderr, _ = _run(cmd, mpi_env)
+    rc, stderr, out_dir = failing_rank(tmp_path, mpi_env, RAISE)
     assert rc == 1, stderr
     assert "failed: rank 1: host block 2: ValueError: injected" in stderr
     assert_clean_directory(out_dir, set())
@@ -303,11 +397,29 @@ def test_exception_on_one_rank_fails_all(tmp_path, mpi_env):
 def test_rank_that_dies_takes_the_job_down(tmp_path, mpi_env):
     """A rank killed outright (no Python exception to catch): the launcher ends the
     others, and nothing appears under the output name."""
-    script = tmp_path / "dies.py"
-    script.write_text(_FAILING_RANK_SCRIPT.format(failure="import os; os._exit(9)"))
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    cmd = [MPIEXEC, "-n", "2", sys.executable, str(script), str(out_dir / "mock.hdf5")]
-    rc, _, stderr, _ = _run(cmd, mpi_env)
+    rc, stderr, out_dir = failing_rank(tmp_path, mpi_env, DIE)
     assert rc != 0, stderr
     assert not (out_dir / "mock.hdf5").exists()
+
+
+# -- collective parallel HDF5 only -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [RAISE, DIE], ids=["raises", "dies"])
+def test_rank_failure_in_parallel_write_leaves_no_catalog(tmp_path, failure, mpio_stack):
+    """Rank 1 fails inside the collective write (reading its first shard), while rank 0
+    waits in a collective call: the job is aborted, nothing appears under the output name;
+    where rank 1 could still clean up, the shard directory (holding the temporary catalog)
+    is gone too."""
+    rc, stderr, out_dir = failing_rank(
+        tmp_path, mpio_stack.env, failure, target="mpibox._read_shard_slices",
+        python=mpio_stack.python, mpiexec=mpio_stack.mpiexec,
+    )  # fmt: skip
+    assert rc != 0, stderr
+    assert (tmp_path / "rank-1-failed").exists()  # the failure struck in the parallel write
+    assert not (out_dir / "mock.hdf5").exists()
+    # Not checked: the "parallel write failed" line. MPI_Abort can end the ranks before
+    # Hydra has forwarded their last lines of stderr (seen here: the traceback came, the
+    # line printed after it did not).
+    if failure == RAISE:
+        assert_clean_directory(out_dir, set())
