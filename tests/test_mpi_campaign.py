@@ -66,6 +66,11 @@ def _mpibox_processes(directory) -> list[str]:
 def test_mpi_box_past_its_walltime_has_its_ranks_stopped(tmp_path):
     # 3 s: the ranks are still importing JAX when the walltime ends
     campaign = make_campaign(tmp_path, realizations="[0]", walltime=3, extra=TWO_RANKS)
+    # what ranks killed by an earlier attempt leave behind: removed before the ranks start
+    output = campaign.plan().tasks[0].output
+    stale = output.parent / f".{output.name}.mpi-killed"
+    stale.mkdir(parents=True)
+    (stale / "unit_00000.hdf5").write_bytes(b"partial")
     t0 = time.monotonic()
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 0, "failed": 1}
     events = events_of(campaign, "r0000_z0.000")
@@ -75,7 +80,7 @@ def test_mpi_box_past_its_walltime_has_its_ranks_stopped(tmp_path):
     assert events[-1]["kind"] == "timeout"
     assert time.monotonic() - t0 < 240
     assert _mpibox_processes(campaign.directory) == []
-    output = campaign.plan().tasks[0].output
+    # nothing under the output name, no temporary file or shard directory
     assert not output.exists() and list(output.parent.glob(".*")) == []
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,9 +81,12 @@ def task_logs(log_stem: Path):
 
 
 def _remove_stale_temporaries(output: Path) -> None:
-    """Temporary files of this catalog left by a killed worker (never the final file)."""
+    """Temporary files of this catalog left by a killed worker, and shard directories left
+    by killed MPI ranks (``covmocks.mpibox``); never the final file."""
     for tmp in output.parent.glob(f".{output.name}.tmp-*"):
         tmp.unlink(missing_ok=True)
+    for shards in output.parent.glob(f".{output.name}.mpi-*"):
+        shutil.rmtree(shards, ignore_errors=True)
 
 
 def mpibox_command(spec: dict, prefix: str) -> list[str]:
@@ -153,9 +157,11 @@ def generate_mpi(spec: dict, out, err, deadline: float) -> None:
         walltime_s = spec["walltime_s"]
         Path(f"{spec['log_stem']}.timeout").write_text(f"walltime {walltime_s} s exceeded\n")
         _stop_group(proc)
+        _remove_stale_temporaries(Path(spec["output"]))  # the killed ranks could not
         raise WalltimeExceeded(f"walltime {walltime_s} s exceeded; ranks stopped") from None
     except BaseException:
         _stop_group(proc)
+        _remove_stale_temporaries(Path(spec["output"]))
         raise
     if status != 0:
         reason = _last_error(Path(f"{spec['log_stem']}.err"), offset) or f"exit status {status}"
