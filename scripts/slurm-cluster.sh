@@ -181,6 +181,29 @@ node_state() {
         head -n 1
 }
 
+wait_node_usable() { # resume: "true" also resumes a drained or down node
+    # Polls the node's state into NODE_STATE each second for up to TIMEOUT seconds; returns 0
+    # once it is usable, 1 after TIMEOUT.
+    local resume=$1 waited=0
+    NODE_STATE=""
+    while ((waited < TIMEOUT)); do
+        NODE_STATE=$(node_state)
+        case "$NODE_STATE" in
+        idle | mixed | allocated | completing) return 0 ;;
+        drain* | down* | fail*)
+            # ReturnToService=2 revives a DOWN node when slurmd registers; a node left drained
+            # by an earlier run needs telling.
+            if [[ "$resume" == true ]]; then
+                scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
+            fi
+            ;;
+        esac
+        sleep 1
+        waited=$((waited + 1))
+    done
+    return 1
+}
+
 cmd_start() {
     need_root
     command -v slurmctld >/dev/null || die "slurm-wlm not installed: run $0 install"
@@ -201,29 +224,12 @@ cmd_start() {
     if ! pid_alive "$RUN_DIR/slurmd.pid" slurmd; then
         slurmd -f "$CONF" -N "$NODE" || die "slurmd did not start; see $LOG_DIR/slurmd.log"
     fi
-    local waited=0 state=""
-    while ((waited < TIMEOUT)); do
-        state=$(node_state)
-        case "$state" in
-        idle | mixed | allocated | completing) break ;;
-        drain* | down* | fail*)
-            # ReturnToService=2 revives a DOWN node when slurmd registers; a node left drained
-            # by an earlier run needs telling.
-            scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
-            ;;
-        esac
-        sleep 1
-        waited=$((waited + 1))
-    done
-    case "$state" in
-    idle | mixed | allocated | completing) ;;
-    *)
-        log "node $NODE not idle after ${TIMEOUT}s (state: '${state:-no answer}')"
+    if ! wait_node_usable true; then
+        log "node $NODE not idle after ${TIMEOUT}s (state: '${NODE_STATE:-no answer}')"
         tail -n 20 "$LOG_DIR/slurmctld.log" "$LOG_DIR/slurmd.log" >&2 || true
         die "cluster did not come up"
-        ;;
-    esac
-    log "cluster up: node $NODE $state; export SLURM_CONF=$CONF"
+    fi
+    log "cluster up: node $NODE $NODE_STATE; export SLURM_CONF=$CONF"
 }
 
 stop_daemon() { # name pidfile
@@ -287,20 +293,9 @@ cmd_start_ctld() {
         slurmctld -f "$CONF" || die "slurmctld did not start; see $LOG_DIR/slurmctld.log"
     fi
     # The recovered node stays "unknown" until its slurmd registers again (seconds).
-    local waited=0 state=""
-    while ((waited < TIMEOUT)); do
-        state=$(node_state)
-        case "$state" in
-        idle | mixed | allocated | completing) break ;;
-        esac
-        sleep 1
-        waited=$((waited + 1))
-    done
-    case "$state" in
-    idle | mixed | allocated | completing) ;;
-    *) die "node $NODE not usable ${TIMEOUT}s after slurmctld restarted (state: '${state:-no answer}')" ;;
-    esac
-    log "slurmctld up again: node $NODE $state"
+    wait_node_usable false ||
+        die "node $NODE not usable ${TIMEOUT}s after slurmctld restarted (state: '${NODE_STATE:-no answer}')"
+    log "slurmctld up again: node $NODE $NODE_STATE"
 }
 
 cmd_status() {

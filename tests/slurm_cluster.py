@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,27 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         """``os.environ`` with ``SLURM_CONF`` pointing at this cluster."""
         return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def job_states(self, job_ids) -> dict[str, str]:
+        """Job id -> state, finished jobs included (squeue keeps them for MinJobAge, 300 s)."""
+        out = subprocess.run(
+            ["squeue", "--noheader", "--states=all", "--format=%i %T",
+             "--jobs=" + ",".join(job_ids)],
+            capture_output=True, text=True, env=self.env(),
+        ).stdout  # fmt: skip
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def wait_for(predicate, timeout, what):
+    """The first truthy value of ``predicate()``, polled every 0.2 s; AssertionError after
+    ``timeout`` seconds, naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def default_conf() -> Path:

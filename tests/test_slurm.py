@@ -20,7 +20,7 @@ from parsl.jobs.states import JobState
 from parsl.launchers import SrunLauncher
 
 from covmocks.configs.parsl_config import PilotSlurmProvider, _interchange_cmd, build_provider
-from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+from tests.slurm_cluster import SlurmCluster, slurm_cluster, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slurm
 
@@ -125,26 +125,6 @@ def hold(marker_dir, name, seconds):
     return job
 
 
-def squeue_states(cluster: SlurmCluster, job_ids) -> dict[str, str]:
-    out = subprocess.run(
-        ["squeue", "--noheader", "--states=all", "--format=%i %T", "--jobs=" + ",".join(job_ids)],
-        capture_output=True,
-        text=True,
-        env=cluster.env(),
-    ).stdout
-    return dict(line.split() for line in out.splitlines() if line.strip())
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_sbatch_job_runs_and_writes_output(slurm_cluster, tmp_path):  # noqa: F811
     out = tmp_path / "job.out"
     res = subprocess.run(
@@ -169,14 +149,14 @@ def test_sbatch_job_runs_and_writes_output(slurm_cluster, tmp_path):  # noqa: F8
     # Poll rather than `sbatch --wait`: its poll interval grows to 10 s, so a one-second job
     # took 10 s to report back.
     wait_for(
-        lambda: squeue_states(slurm_cluster, [job_id]).get(job_id) == "COMPLETED",
+        lambda: slurm_cluster.job_states([job_id]).get(job_id) == "COMPLETED",
         60,
         f"job {job_id} to complete",
     )
     assert out.read_text().startswith(f"hello from {job_id} on ")
     # Without accounting there is no sacct; squeue still knows the job for MinJobAge seconds,
     # but only with --states=all (plain `squeue --jobs` drops finished jobs silently).
-    assert squeue_states(slurm_cluster, [job_id]) == {job_id: "COMPLETED"}
+    assert slurm_cluster.job_states([job_id]) == {job_id: "COMPLETED"}
 
 
 def test_htex_pilot_runs_twenty_apps(pilot, tmp_path):

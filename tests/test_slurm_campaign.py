@@ -18,6 +18,7 @@ import pytest
 
 from covmocks.campaign import Campaign
 from covmocks.run import Runner
+from tests.slurm_cluster import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -102,23 +103,6 @@ def fault_count(campaign, task_id) -> int:
     return len(counter.read_text().splitlines()) if counter.exists() else 0
 
 
-def job_state(cluster, job_id) -> str:
-    """State of a job, finished ones included (squeue keeps them for MinJobAge = 300 s)."""
-    cmd = ["squeue", "--noheader", "--states=all", "--format=%T", f"--jobs={job_id}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=cluster.env())
-    return out.stdout.strip()
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 class Meddler(threading.Thread):
     """Runs ``action()`` beside the driver; ``join()`` re-raises what it raised."""
 
@@ -182,7 +166,7 @@ def assert_lost_and_rerun(campaign, cluster, killed, first_job, state):
             assert "ManagerLost" in ev["error"], ev
             first_lost.setdefault(ev["task"], ev)
     assert set(killed) <= set(first_lost)
-    assert job_state(cluster, first_job) == state
+    assert cluster.job_states([first_job]).get(first_job) == state
 
 
 def test_block_killed_by_walltime_mid_campaign(slurm_cluster, tmp_path, jax_cache, monkeypatch):  # noqa: F811
