@@ -199,6 +199,7 @@ class Runner:
 
         ex = self.campaign.execution
         config, mpi = parsl_config(self.campaign, monitoring=self.monitoring)
+        launcher = ex.profile["provider"]["mpi_launcher"]
         dfk = parsl.load(config)
         app = parsl.python_app(self.box_function or generate_and_validate, executors=["covmocks"])
         pending = list(reversed(tasks))  # pop() from the end keeps plan order
@@ -218,8 +219,7 @@ class Runner:
                     task = pending.pop()
                     Path(f"{task.log_stem}.timeout").unlink(missing_ok=True)
                     spec = task_spec(self.campaign, task, mpi)
-                    if mpi:
-                        launcher = ex.profile["provider"]["mpi_launcher"]
+                    if mpi:  # MPIExecutor turns this into the task's $PARSL_MPI_PREFIX
                         resources = mpi_resources(task, launcher)
                         future = app(spec, parsl_resource_specification=resources)
                     else:

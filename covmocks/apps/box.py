@@ -105,8 +105,7 @@ def mpibox_command(spec: dict, prefix: str) -> list[str]:
         args += ["--log10-mmin", spec["log10_mmin_msun"]]
     if spec["model_params"]:
         args += ["--model-params", json.dumps(spec["model_params"])]
-    cmd = [*shlex.split(prefix), sys.executable, "-m", "covmocks.mpibox", *map(str, args)]
-    return cmd
+    return [*shlex.split(prefix), sys.executable, "-m", "covmocks.mpibox", *map(str, args)]
 
 
 def _last_error(err_path: Path, offset: int) -> str:
@@ -153,16 +152,14 @@ def generate_mpi(spec: dict, out, err, deadline: float) -> None:
     proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
     try:
         status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        walltime_s = spec["walltime_s"]
-        Path(f"{spec['log_stem']}.timeout").write_text(f"walltime {walltime_s} s exceeded\n")
+    except BaseException as exc:  # past the walltime, or the worker itself interrupted
         _stop_group(proc)
         _remove_stale_temporaries(Path(spec["output"]))  # the killed ranks could not
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
+        walltime_s = spec["walltime_s"]
+        Path(f"{spec['log_stem']}.timeout").write_text(f"walltime {walltime_s} s exceeded\n")
         raise WalltimeExceeded(f"walltime {walltime_s} s exceeded; ranks stopped") from None
-    except BaseException:
-        _stop_group(proc)
-        _remove_stale_temporaries(Path(spec["output"]))
-        raise
     if status != 0:
         reason = _last_error(Path(f"{spec['log_stem']}.err"), offset) or f"exit status {status}"
         ranks = f"{spec['ranks']} MPI ranks"
@@ -173,9 +170,10 @@ def generate_mpi(spec: dict, out, err, deadline: float) -> None:
 
 def _generate_here(spec: dict, output: Path) -> None:
     """Generate the box in this process (the worker stays warm between boxes)."""
-    from covmocks import generator, halos, model
+    from covmocks import generator, halos, jaxenv, model
     from covmocks.catalog import OutputExistsError
 
+    jaxenv.enable_compilation_cache(spec["jax_cache"])
     source = halos.open_source(
         spec["source"], spec["input"], redshift=spec["redshift"],
         log10_mmin_msun=spec["log10_mmin_msun"], n_hosts=spec["n_hosts"],
@@ -205,7 +203,7 @@ def generate_and_validate(spec: dict, parsl_resource_specification: dict | None 
     is read by Parsl's MPIExecutor, which turns it into ``$PARSL_MPI_PREFIX``.
     """
     import covmocks  # noqa: F401  (XLA flag before jax)
-    from covmocks import faults, jaxenv, validation
+    from covmocks import faults, validation
 
     log_stem = Path(spec["log_stem"])
     output = Path(spec["output"])
@@ -219,7 +217,6 @@ def generate_and_validate(spec: dict, parsl_resource_specification: dict | None 
         faults.inject(spec["campaign_dir"], spec["task_id"], log_stem)
         wall_s = None
         if not output.exists():
-            jaxenv.enable_compilation_cache(spec["jax_cache"])
             _remove_stale_temporaries(output)
             t0 = time.perf_counter()
             if spec["mpi"]:
