@@ -28,79 +28,96 @@ def _setup_logging(verbose: int) -> None:
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    from covmocks import catalog, halos
+    """The arguments of one box (``covmocks generate``, ``python -m covmocks.mpibox``)."""
+    from covmocks import box, catalog, halos
 
-    p.add_argument("--source", choices=halos.SOURCE_KINDS, required=True, help="halo source kind")
-    p.add_argument("--input", type=Path, help="halo catalog: Abacus zZ.ZZZ directory or HDF5 file")
+    p.add_argument("--campaign", type=Path, help="campaign file: regenerate its box --task")
+    p.add_argument("--task", help="with --campaign: the task id, e.g. r0001_z0.500")
+    p.add_argument("--source", choices=halos.SOURCE_KINDS, help="halo source kind")
+    p.add_argument("--input", help="halo catalog: Abacus zZ.ZZZ directory or HDF5 file")
     p.add_argument("--n-hosts", type=int, help="synthetic source: number of host halos")
     p.add_argument(
         "--redshift", type=float, help="snapshot redshift (checked against the catalog header)"
     )
     p.add_argument("--output", type=Path, required=True, help="output HDF5 catalog")
-    p.add_argument("--seed", type=int, default=0, help="campaign random seed")
-    p.add_argument(
-        "--halo-seed", type=int, help="synthetic source: seed of the halos (default: --seed)"
-    )
-    p.add_argument("--realization", type=int, default=0, help="realization id")
+    p.add_argument("--seed", type=int, help="campaign random seed (default 0)")
+    p.add_argument("--realization", type=int, help="realization id (default 0)")
     p.add_argument(
         "--snapshot", type=int, help="snapshot id for the random stream (default: round(1000 z))"
     )
     p.add_argument(
-        "--log10-mmin",
+        "--log10-mhost-min-msun",
         type=float,
-        default=None,
-        help="host mass cut, log10(Msun) without h (default: none; synthetic: 11)",
+        help="host mass cut, log10(Msun) without h (default: none; synthetic: "
+        f"{box.SYNTHETIC_MHOST_MIN})",
     )
     p.add_argument("--host-limit", type=int, help="use only the first N hosts (after the cut)")
-    p.add_argument("--chunk-hosts", type=int, default=65536, help="hosts per chunk (memory)")
-    p.add_argument("--model", default="diffsky_sfh", help="galaxy model name")
     p.add_argument(
-        "--model-params", type=json.loads, default=None, metavar="JSON",
+        "--chunk-hosts", type=int, help=f"hosts per chunk (memory; default {box.CHUNK_HOSTS})"
+    )
+    p.add_argument("--model", help="galaxy model name (default diffsky_sfh)")
+    p.add_argument(
+        "--model-params", type=json.loads, metavar="JSON",
         help='model parameters as a JSON object, e.g. \'{"batch_max": 4096}\'',
     )  # fmt: skip
-    p.add_argument("--compression", choices=catalog.COMPRESSIONS, default="gzip")
+    p.add_argument("--compression", choices=catalog.COMPRESSIONS, help="default gzip")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
 
 
-def box_from_args(args: argparse.Namespace):
-    """``generate`` arguments -> (halo source, BoxRequest), checked; bad input raises."""
-    import math
+BOX_FIELDS = ("source", "input", "n_hosts", "seed", "realization", "redshift", "snapshot",
+              "log10_mhost_min_msun", "model", "model_params", "chunk_hosts", "host_limit",
+              "compression")  # fmt: skip
 
-    from covmocks import catalog, generator, halos
 
-    if args.source in ("abacus", "hdf5") and args.input is None:
-        raise CovmocksError(f"--source {args.source} needs --input PATH")
-    if args.source == "synthetic" and not args.n_hosts:
-        raise CovmocksError("--source synthetic needs --n-hosts N")
-    if args.chunk_hosts < 1:
-        raise CovmocksError("--chunk-hosts must be at least 1")
-    catalog.check_output_path(args.output, args.overwrite)
-    mmin = args.log10_mmin if args.log10_mmin is not None else -math.inf
-    source = halos.open_source(
-        args.source, args.input, redshift=args.redshift, log10_mmin_msun=mmin,
-        n_hosts=args.n_hosts, seed=args.seed if args.halo_seed is None else args.halo_seed,
-    )  # fmt: skip
-    z = source.header.redshift
-    req = generator.BoxRequest(
-        output=args.output,
-        seed=args.seed,
-        realization=args.realization,
-        snapshot=generator.snapshot_id(z) if args.snapshot is None else args.snapshot,
-        max_hosts=args.chunk_hosts,
-        host_limit=args.host_limit,
-        compression=args.compression,
-        overwrite=args.overwrite,
-    )
-    return source, req
+def box_spec(args: argparse.Namespace):
+    """``generate`` arguments -> the BoxSpec they describe, checked; bad input raises.
+
+    With ``--campaign`` and ``--task``: that campaign box, written to ``--output``
+    (other box arguments are refused: the campaign fixes them)."""
+    from covmocks.box import BoxSpec
+
+    given = {k: getattr(args, k) for k in BOX_FIELDS if getattr(args, k) is not None}
+    if args.campaign is not None or args.task is not None:
+        if args.campaign is None or args.task is None or given:
+            extra = f"; got {' '.join('--' + k.replace('_', '-') for k in given)}" if given else ""
+            raise CovmocksError(
+                f"--campaign and --task go together, and with them only --output and --overwrite{extra}"
+            )
+        return _campaign_box(args)
+    if args.source is None:
+        raise CovmocksError("--source is required (or --campaign and --task)")
+    spec = BoxSpec(output=args.output, overwrite=args.overwrite, **given)
+    spec.check()
+    return spec
+
+
+def _campaign_box(args: argparse.Namespace):
+    import dataclasses
+
+    from covmocks.campaign import Campaign
+    from covmocks.plan import find_task
+
+    campaign = Campaign.load(args.campaign)
+    spec = find_task(campaign, args.task)
+    return dataclasses.replace(spec, output=args.output, overwrite=args.overwrite)
+
+
+def generate_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A parser of one box's arguments (``generate_box`` then turns them into a BoxSpec)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_generate_arguments(parser)
+    return parser
 
 
 def run_generate(args: argparse.Namespace) -> int:
     from covmocks import generator, model
 
-    source, req = box_from_args(args)
-    summary = generator.generate_box(source, model.get_model(args.model, args.model_params), req)
+    spec = box_spec(args)
+    source = spec.open_source()
+    spec = spec.resolved(source.header)
+    summary = generator.generate_box(source, model.get_model(spec.model, spec.model_params), spec)
     print(json.dumps(summary))
     return 0
 

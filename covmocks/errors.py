@@ -1,5 +1,7 @@
 """Exceptions that the command line reports as one line, without a traceback."""
 
+import errno
+
 
 class CovmocksError(Exception):
     """Bad input or environment: the message alone tells the user what to fix."""
@@ -10,6 +12,25 @@ class InputError(CovmocksError):
 
     Deterministic: retrying the same task cannot help.
     """
+
+
+class TransientInputError(CovmocksError):
+    """Reading an input failed in a way that may pass (EIO, ESTALE, a timeout on a parallel
+    filesystem): the task is retried with backoff, unlike ``InputError``."""
+
+
+# errno values of a read that may succeed when tried again (a flaky or busy filesystem).
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN,
+                              errno.EBUSY, errno.EINTR, errno.ENOLCK, errno.ECOMM})  # fmt: skip
+
+
+def read_error(path, exc: OSError) -> CovmocksError:
+    """The error to raise when reading ``path`` failed with ``exc``: transient where the errno
+    says the filesystem may answer next time, else ``InputError`` (missing, unreadable)."""
+    message = f"cannot read {path}: {exc.strerror or exc}"
+    if exc.errno in TRANSIENT_ERRNOS:
+        return TransientInputError(message)
+    return InputError(message)
 
 
 class OutputError(CovmocksError):

@@ -1,16 +1,12 @@
 """``python -m covmocks.generate``: the same as ``covmocks generate``."""
 
-import argparse
 import sys
 
-from covmocks.cli import add_generate_arguments, run, run_generate
+from covmocks.cli import generate_parser, run, run_generate
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m covmocks.generate", description="Populate one halo catalog with galaxies."
-    )
-    add_generate_arguments(parser)
+    parser = generate_parser("python -m covmocks.generate", "Populate one halo catalog.")
     return run(run_generate, parser.parse_args(argv))
 
 
