@@ -1,9 +1,11 @@
 """Benchmark: the single-box generator on synthetic hosts, first (cold) and warm calls.
 
-Usage: python bench/generator.py [--sizes 1e3,1e4,1e5,1e6] [--out DIR]
+Usage: python bench/generator.py [--sizes 1e3,1e4,1e5,1e6] [--out DIR] [--chunk-hosts N]
+       [--log10-mhost-min-msun 11.0]
 
 For each number of synthetic hosts, in one process and in ascending order, runs
-``generate_box`` twice on the same host catalog: a first call (JIT compilation of any
+``generate_box`` twice on the same host catalog (one ``box.BoxSpec`` per call; the halos are
+opened once, with ``--host-seed``): a first call (JIT compilation of any
 new batch shape included) and a warm call with a new seed (so new satellite counts,
 hence possibly new padded satellite batch shapes). Prints a Markdown table of galaxies
 produced, wall times, warm galaxies per second, peak RSS and the XLA compilations each
@@ -36,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 # covmocks sets XLA_FLAGS on import, so jax is imported only inside functions, after it.
-from covmocks import generator, halos, model, provenance
+from covmocks import box, generator, halos, model, provenance
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -101,7 +103,7 @@ def kernel_shapes(n: int, smallest: int, largest: int) -> list[int]:
     ]
 
 
-def batch_shapes(path: Path, max_hosts: int, mdl) -> tuple[set, set]:
+def batch_shapes(path: Path, chunk_hosts: int, mdl) -> tuple[set, set]:
     """(central, satellite) padded batch shapes a written catalog needed, per host chunk."""
     from covmocks import catalog
 
@@ -109,8 +111,8 @@ def batch_shapes(path: Path, max_hosts: int, mdl) -> tuple[set, set]:
     central_rows = np.flatnonzero(is_central)
     n_hosts = len(central_rows)
     cen, sat = set(), set()
-    for start in range(0, n_hosts, max_hosts):
-        stop = min(start + max_hosts, n_hosts)
+    for start in range(0, n_hosts, chunk_hosts):
+        stop = min(start + chunk_hosts, n_hosts)
         first = central_rows[start]
         end = central_rows[stop] if stop < n_hosts else len(is_central)
         n_sat = (end - first) - (stop - start)
@@ -119,14 +121,14 @@ def batch_shapes(path: Path, max_hosts: int, mdl) -> tuple[set, set]:
     return cen, sat
 
 
-def timed_call(source, mdl, req, counter, rss_resettable):
+def timed_call(source, mdl, spec, counter, rss_resettable):
     """One ``generate_box`` call: summary, compile counts, its wall time and peak RSS."""
     lifetime_before = rss_peak_bytes()
     if rss_resettable:
         reset_rss_peak()
     counter.reset()
     t0 = time.perf_counter()
-    summary = generator.generate_box(source, mdl, req)
+    summary = generator.generate_box(source, mdl, spec)
     wall = time.perf_counter() - t0
     return {
         "summary": summary,
@@ -190,17 +192,19 @@ def run(args, out_dir: Path) -> None:
     lifetime_peak = rss_peak_bytes()
     for n_hosts in args.sizes:
         source = halos.open_source(
-            "synthetic", n_hosts=n_hosts, seed=args.host_seed, log10_mmin_msun=args.log10_mmin
-        )
+            "synthetic", n_hosts=n_hosts, seed=args.host_seed,
+            log10_mhost_min_msun=args.log10_mhost_min_msun,
+        )  # fmt: skip
         path = out_dir / f"bench_synthetic_{n_hosts}.h5"
         calls = {}
         for label, seed in (("first", args.seed), ("warm", args.seed + 1)):
-            req = generator.BoxRequest(
-                output=path, seed=seed, realization=0, snapshot=0,
-                max_hosts=args.max_hosts, overwrite=True,
+            spec = box.BoxSpec(
+                source="synthetic", n_hosts=n_hosts, output=path, seed=seed, realization=0,
+                redshift=0.0, log10_mhost_min_msun=args.log10_mhost_min_msun,
+                chunk_hosts=args.chunk_hosts, overwrite=True,
             )  # fmt: skip
-            call = timed_call(source, mdl, req, counter, rss_resettable)
-            call["shapes"] = batch_shapes(path, args.max_hosts, mdl)
+            call = timed_call(source, mdl, spec, counter, rss_resettable)
+            call["shapes"] = batch_shapes(path, args.chunk_hosts, mdl)
             lifetime_peak = max(lifetime_peak, call["lifetime_before"], call["rss_peak"])
             calls[label] = call
             logging.info(
@@ -215,7 +219,8 @@ def run(args, out_dir: Path) -> None:
     print("\n".join(machine_lines(load_start)))
     print(
         f"- model diffsky_sfh {mdl.version}: batch {mdl.batch_min}..{mdl.batch_max} (powers of "
-        f"two), max_hosts {args.max_hosts} per chunk; hosts log10 M > {args.log10_mmin} Msun, "
+        f"two), {args.chunk_hosts} hosts per chunk; hosts log10 M > "
+        f"{args.log10_mhost_min_msun} Msun, "
         f"host seed {args.host_seed}; first call seed {args.seed}, warm call seed "
         f"{args.seed + 1}; model setup (imports, jit wrappers) {setup_s:.1f} s"
     )
@@ -283,8 +288,13 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=1, help="first call's seed (warm: seed+1)")
     parser.add_argument("--host-seed", type=int, default=0, help="synthetic host catalog seed")
-    parser.add_argument("--log10-mmin", type=float, default=11.0, help="host mass cut, log10 Msun")
-    parser.add_argument("--max-hosts", type=int, default=65536, help="hosts per chunk")
+    parser.add_argument(
+        "--log10-mhost-min-msun",
+        type=float,
+        default=box.SYNTHETIC_MHOST_MIN,
+        help="host mass cut, log10 Msun",
+    )
+    parser.add_argument("--chunk-hosts", type=int, default=box.CHUNK_HOSTS, help="hosts per chunk")
     parser.add_argument("--batch-min", type=int, default=1024)
     parser.add_argument("--batch-max", type=int, default=65536)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each call and chunk")

@@ -3,7 +3,8 @@
 Two boxes: a synthetic one (``--n-hosts``, shared in blocks of ``--chunk-hosts`` hosts) and
 the Mini_N64_L32 AbacusSummit-format test catalog (3 slab files, so at most 3 busy ranks).
 Each is also run once through the single-process ``python -m covmocks.generate`` as the
-baseline, and every MPI output is checked bit for bit against it.
+baseline, and every MPI output is checked bit for bit against it. Each box is one
+``box.BoxSpec``, turned into the arguments of both commands by ``BoxSpec.to_argv``.
 
 Two times per run: ``wall``, the whole command (MPI start-up, imports, JAX, writing), and
 ``box``, the generation itself as reported by the command (``wall_s`` of its summary).
@@ -20,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -28,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from covmocks.box import BoxSpec
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = Path(
@@ -59,22 +63,27 @@ def same_datasets(a: Path, b: Path) -> bool:
         return sorted(f) == sorted(g) and all(f[k][...].tobytes() == g[k][...].tobytes() for k in f)
 
 
-def bench_case(name: str, args: list, ranks: list, repeat: int, env: dict, work: Path) -> list:
-    generate = [sys.executable, "-m", "covmocks.generate", *args, "-q"]
+def box_argv(spec: BoxSpec, output: Path) -> list[str]:
+    """``spec``'s arguments, writing to ``output`` (replaced if there), quietly."""
+    return [*dataclasses.replace(spec, output=output, overwrite=True).to_argv(), "-q"]
+
+
+def bench_case(name: str, spec: BoxSpec, ranks: list, repeat: int, env: dict, work: Path) -> list:
+    generate = [sys.executable, "-m", "covmocks.generate"]
     baseline = work / f"{name}-generate.hdf5"
     rows = []
     walls, boxes = [], []
     for _ in range(repeat):
-        wall, summary = run([*generate, "--output", str(baseline), "--overwrite"], env)
+        wall, summary = run([*generate, *box_argv(spec, baseline)], env)
         walls.append(wall)
         boxes.append(summary["wall_s"])
     rows.append((name, "generate", min(walls), min(boxes), summary["n_galaxies"], True))
     for n in ranks:
         out = work / f"{name}-mpi{n}.hdf5"
-        cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "covmocks.mpibox", *args, "-q"]
+        cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "covmocks.mpibox"]
         walls, boxes = [], []
         for _ in range(repeat):
-            wall, summary = run([*cmd, "--output", str(out), "--overwrite"], env)
+            wall, summary = run([*cmd, *box_argv(spec, out)], env)
             walls.append(wall)
             boxes.append(summary["wall_s"])
         rows.append((name, n, min(walls), min(boxes), summary["n_galaxies"],
@@ -93,13 +102,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     env = dict(os.environ)
-    cases = [(
-        "synthetic",
-        ["--source", "synthetic", "--n-hosts", str(args.n_hosts), "--chunk-hosts",
-         str(args.chunk_hosts), "--seed", "1"],
-    )]  # fmt: skip
+    unset = Path("unset.hdf5")  # each run writes its own output
+    cases = [("synthetic", BoxSpec(source="synthetic", output=unset, n_hosts=args.n_hosts,
+                                   chunk_hosts=args.chunk_hosts, seed=1))]  # fmt: skip
     if (MINI / "halo_info").is_dir():
-        cases.append(("mini_abacus", ["--source", "abacus", "--input", str(MINI), "--seed", "7"]))
+        cases.append(("mini_abacus", BoxSpec(source="abacus", output=unset, input=MINI, seed=7)))
     else:
         print(f"skipping the mini catalog: not found at {MINI}", file=sys.stderr)
 
@@ -109,11 +116,11 @@ def main(argv=None) -> int:
         if not args.cold:
             env["JAX_COMPILATION_CACHE_DIR"] = str(work / "jax-cache")
             env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-            for name, case_args in cases:  # warm the cache: compile every kernel shape once
-                run([sys.executable, "-m", "covmocks.generate", *case_args, "-q",
-                     "--output", str(work / f"{name}-warm.hdf5")], env)  # fmt: skip
-        for name, case_args in cases:
-            rows += bench_case(name, case_args, args.ranks, args.repeat, env, work)
+            for name, spec in cases:  # warm the cache: compile every kernel shape once
+                warm = work / f"{name}-warm.hdf5"
+                run([sys.executable, "-m", "covmocks.generate", *box_argv(spec, warm)], env)
+        for name, spec in cases:
+            rows += bench_case(name, spec, args.ranks, args.repeat, env, work)
 
     cpus = os.cpu_count()
     print(f"\none box, {cpus} CPUs, JAX cache {'cold' if args.cold else 'warm'}, "

@@ -1,7 +1,7 @@
 """Benchmark: a 40,000-task campaign through the runner and local Parsl HTEX workers.
 
 The campaign is synthetic (2,000 realizations x 20 redshifts by default), uses the ``local``
-machine profile, and runs every task through ``covmocks.run.Runner`` with ``stand_in_box``,
+machine profile, and runs every task through ``covmocks.runner.Runner`` with ``stand_in_box``,
 a trivial box function defined here that writes a tiny file where the catalog goes and a QA
 record, so the campaign's on-disk state is real (``done`` = QA record + catalog) while the
 science is skipped. It is a benchmark stand-in, never a default: the runner uses it only
@@ -47,14 +47,16 @@ VENV_BIN = Path(sys.executable).parent
 NAME = "bench_orchestration"
 
 
-def stand_in_box(spec: dict) -> dict:
+def stand_in_box(job) -> dict:
     """BENCHMARK STAND-IN for the box function (``covmocks.apps.box.generate_and_validate``):
     no halos, no galaxies, no validation. Never a default; only this benchmark passes it.
 
-    Does what a box leaves on disk, in the same order: touches the task's ``.out``/``.err``
-    logs, writes a tiny file at ``spec["output"]`` (temporary name, then rename), then the
-    QA record at ``spec["qa_record"]`` (likewise), which marks the task done. Returns the
-    QA record. Imports inside the body: Parsl ships this function to the workers by value.
+    Takes the task's ``covmocks.apps.box.BoxJob`` and does what a box leaves on disk, in the
+    same order: touches the task's ``.out``/``.err`` logs, writes a tiny file at
+    ``job.box.output`` (temporary name, then rename), then the QA record at
+    ``job.qa_record`` (likewise), which marks the task done. Returns the QA record (no
+    checks: nothing was validated). Imports inside the body: Parsl ships this function to
+    the workers by value.
     """
     import json
     import os
@@ -62,23 +64,24 @@ def stand_in_box(spec: dict) -> dict:
     from pathlib import Path
 
     start = time.perf_counter()
-    log_stem = spec["log_stem"]
+    log_stem = job.log_stem
     os.makedirs(os.path.dirname(log_stem), exist_ok=True)
     with open(f"{log_stem}.out", "a"), open(f"{log_stem}.err", "a") as err:
-        err.write(f"stand-in box {spec['task_id']} (benchmark, not a catalog)\n")
-    output = Path(spec["output"])
+        err.write(f"stand-in box {job.task_id} (benchmark, not a catalog)\n")
+    output = Path(job.box.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(f"benchmark stand-in for {spec['task_id']}\n".encode())
+    tmp.write_bytes(f"benchmark stand-in for {job.task_id}\n".encode())
     os.replace(tmp, output)
     record = {
-        "task_id": spec["task_id"],
+        "task_id": job.task_id,
+        "output": str(output),
+        "checks": {},
         "wall_s": time.perf_counter() - start,
         "file_bytes": output.stat().st_size,
-        "passed": True,
         "stand_in": "bench/orchestration.py",
     }
-    qa = Path(spec["qa_record"])
+    qa = Path(job.qa_record)
     qa.parent.mkdir(parents=True, exist_ok=True)
     tmp = qa.with_name(f".{qa.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record))
@@ -109,7 +112,7 @@ execution:
   max_in_flight: {args.max_in_flight}
   retries: 1
   backoff_base_s: 1
-  provider:
+  executor:
     workers_per_node: {args.workers_per_node}
 
 outputs:
@@ -222,8 +225,9 @@ def mb(n: float) -> str:
 
 def run_benchmark(args: argparse.Namespace, base: Path) -> list[tuple[str, str, str]]:
     from covmocks.campaign import Campaign
-    from covmocks.plan import make_plan, write_plan
-    from covmocks.run import Runner
+    from covmocks.metadata import write_plan
+    from covmocks.plan import make_plan
+    from covmocks.runner import Runner
     from covmocks.state import Journal, campaign_status
 
     total = args.realizations * args.redshifts
@@ -247,14 +251,15 @@ def run_benchmark(args: argparse.Namespace, base: Path) -> list[tuple[str, str, 
     t_plan, _, plan = timed(lambda: write_plan(campaign))
     assert plan.counts["todo"] == total, plan.counts
     del plan  # the runner plans again; the driver should hold one plan, not two
+    layout = campaign.layout
     row("write_plan (fresh directory)", f"{t_plan:.2f} s", f"manifest "
-        f"{mb(du(campaign.directory / 'metadata' / 'plan.jsonl'))}")  # fmt: skip
+        f"{mb(du(layout.manifest))}")  # fmt: skip
 
     # Run as a script, Parsl ships stand_in_box by value (dill, functions of __main__);
     # imported as ``orchestration`` it ships a reference, which workers resolve from here.
     here = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
-    journal = campaign.directory / "metadata" / "events.jsonl"
+    journal = layout.journal
     sampler = Sampler(journal)
     rss_before = psutil.Process().memory_info().rss
     sampler.start()
@@ -304,11 +309,10 @@ def run_benchmark(args: argparse.Namespace, base: Path) -> list[tuple[str, str, 
     if kids:
         row("children peak RSS (sampled)", mb(max(kids)))
 
-    meta = campaign.directory / "metadata"
     row("journal events.jsonl", mb(du(journal)), f"{sum(map(len, times.values())):,} events")
-    row("Parsl run_dir logs/parsl", mb(du(campaign.directory / "logs" / "parsl")))
-    row("driver log logs/driver.log", mb(du(campaign.directory / "logs" / "driver.log")))
-    db = meta / "monitoring.db"
+    row("Parsl run_dir logs/parsl", mb(du(layout.parsl_runs)))
+    row("driver log logs/driver.log", mb(du(layout.driver_log)))
+    db = layout.monitoring_db
     if db.exists():
         counts = monitoring_counts(db)
         row("monitoring.db", mb(du(db)), ", ".join(f"{k} {v:,}" for k, v in counts.items()))
@@ -320,7 +324,7 @@ def run_benchmark(args: argparse.Namespace, base: Path) -> list[tuple[str, str, 
     n = args.repeat
     t, c, _ = timed(lambda: make_plan(campaign), n)
     row("make_plan (finished campaign)", ms(t, c), f"best of {n}; part of status")
-    t, c, _ = timed(lambda: Journal(campaign.directory).read(), n)
+    t, c, _ = timed(lambda: Journal(layout.journal).read(), n)
     row("journal read", ms(t, c), f"best of {n}; part of status")
     t, c, st = timed(lambda: campaign_status(Campaign.load(path)), n)
     counts = {k: v for k, v in st.counts.items() if v}

@@ -20,7 +20,8 @@ from pathlib import Path
 import psutil
 
 from covmocks.campaign import Campaign
-from covmocks.plan import make_plan, write_plan
+from covmocks.metadata import write_plan
+from covmocks.plan import make_plan
 
 ROMAN = Path(__file__).resolve().parents[1] / "campaigns" / "roman_grs_covariance.yaml"
 
@@ -59,7 +60,7 @@ def main() -> None:
         t_load, campaign = best_of(args.repeat, lambda: Campaign.load(args.campaign))
         t_plan, plan = best_of(args.repeat, lambda: make_plan(campaign))
         t_write, _ = best_of(args.repeat, lambda: write_plan(campaign))
-        manifest = campaign.directory / "metadata" / "plan.jsonl"
+        manifest = campaign.layout.manifest
         manifest_mb = manifest.stat().st_size / 1e6
 
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB

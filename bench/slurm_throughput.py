@@ -106,6 +106,7 @@ def run_pilot(n: int, seconds: float, partition: str, workers: int, workdir: Pat
     from parsl.executors import HighThroughputExecutor
     from parsl.launchers import SrunLauncher
 
+    from covmocks.campaign import ProviderValues
     from covmocks.configs.parsl_config import _interchange_cmd, build_provider
 
     @python_app
@@ -117,16 +118,16 @@ def run_pilot(n: int, seconds: float, partition: str, workers: int, workdir: Pat
 
     # The provider covmocks campaigns use (PilotSlurmProvider, squeue polled every 60 s).
     provider = build_provider(
-        {
-            "kind": "slurm",
-            "partition": partition,
-            "walltime": "00:10:00",
-            "nodes_per_block": 1,
-            "init_blocks": 1,
-            "min_blocks": 0,
-            "max_blocks": 1,
-            "worker_init": f"cd {workdir}",
-        },
+        ProviderValues(
+            kind="slurm",
+            partition=partition,
+            walltime="00:10:00",
+            nodes_per_block=1,
+            init_blocks=1,
+            min_blocks=0,
+            max_blocks=1,
+            worker_init=f"cd {workdir}",
+        ),
         SrunLauncher(),
     )
     executor = HighThroughputExecutor(

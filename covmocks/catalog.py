@@ -2,7 +2,9 @@
 
 One file per (realization, snapshot). Datasets are chunked, compressed and carry a
 ``units`` and a ``description`` attribute; file attributes describe the simulation, the
-model, the random seed and the software that made it.
+model, the random seed and the software that made it. Every writer (``CatalogWriter`` here,
+the collective one in ``covmocks.catalog_mpio``) lays the file out with ``create_datasets``
+and ``write_attrs`` and publishes it with ``publish``.
 """
 
 from __future__ import annotations
@@ -31,13 +33,17 @@ SCHEMA = {
     "is_quenched": ("bool", (), "dimensionless", "Monte Carlo quenched draw of diffstarpop"),
 }
 COMPRESSIONS = ("gzip", "lzf", "none")
+# Rows per HDF5 chunk of every dataset: the file's storage layout (not box.CHUNK_HOSTS, the
+# hosts populated at a time).
+CHUNK_ROWS = 65536
 
 
 class OutputExistsError(OutputError):
     """The final catalog appeared while this one was being written."""
 
 
-def _compression_args(compression: str, level: int | None) -> dict:
+def compression_args(compression: str, level: int | None = None) -> dict:
+    """h5py ``create_dataset`` keywords of a compression name; OutputError if unknown."""
     if compression not in COMPRESSIONS:
         raise OutputError(f"unknown compression {compression!r}; expected one of {COMPRESSIONS}")
     if compression == "none":
@@ -52,6 +58,37 @@ def _attr_value(value):
     if isinstance(value, dict | list | tuple) or value is None:
         return json.dumps(value, sort_keys=True)
     return value
+
+
+def create_datasets(f, n_rows: int, compression: dict, chunk_rows: int = CHUNK_ROWS) -> None:
+    """The SCHEMA datasets in the open file ``f``: ``n_rows`` rows, resizable, chunked,
+    compressed (``compression_args``), with their ``units`` and ``description``."""
+    for name, (dtype, shape, unit, description) in SCHEMA.items():
+        ds = f.create_dataset(
+            name, shape=(n_rows, *shape), maxshape=(None, *shape), dtype=dtype,
+            chunks=(chunk_rows, *shape), shuffle=bool(compression), **compression,
+        )  # fmt: skip
+        ds.attrs["units"] = unit
+        ds.attrs["description"] = description
+
+
+def write_attrs(f, attrs: dict) -> None:
+    """File attributes; dicts, lists and None as JSON."""
+    for key, value in attrs.items():
+        f.attrs[key] = _attr_value(value)
+
+
+def publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Make the closed temporary file ``tmp`` durable (fsync) and rename it to ``path``;
+    refuse (OutputExistsError) where ``path`` appeared meanwhile, unless ``overwrite``."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output appeared while writing: {path}")
+    os.replace(tmp, path)
 
 
 def check_output_path(path: Path, overwrite: bool) -> None:
@@ -79,27 +116,20 @@ class CatalogWriter:
     """
 
     def __init__(self, path, attrs: dict, *, compression="gzip", level=None,
-                 chunk_rows=65536, overwrite=False):  # fmt: skip
+                 chunk_rows=CHUNK_ROWS, overwrite=False):  # fmt: skip
         self.path = Path(path)
         check_output_path(self.path, overwrite)
         self.overwrite = overwrite
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.attrs = attrs
-        self.compression = _compression_args(compression, level)
+        self.compression = compression_args(compression, level)
         self.chunk_rows = chunk_rows
         self.n = 0
         self._file = None
 
     def __enter__(self) -> CatalogWriter:
         self._file = h5py.File(self.tmp, "w")
-        for name, (dtype, shape, unit, description) in SCHEMA.items():
-            ds = self._file.create_dataset(
-                name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                chunks=(self.chunk_rows, *shape), shuffle=bool(self.compression),
-                **self.compression,
-            )  # fmt: skip
-            ds.attrs["units"] = unit
-            ds.attrs["description"] = description
+        create_datasets(self._file, 0, self.compression, self.chunk_rows)
         return self
 
     def append(self, columns: dict) -> None:
@@ -114,15 +144,10 @@ class CatalogWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                for key, value in {**self.attrs, "n_galaxies": self.n}.items():
-                    self._file.attrs[key] = _attr_value(value)
-                self._file.flush()
-                os.fsync(self._file.id.get_vfd_handle())
+                write_attrs(self._file, {**self.attrs, "n_galaxies": self.n})
             self._file.close()
             if exc_type is None:
-                if self.path.exists() and not self.overwrite:
-                    raise OutputExistsError(f"output appeared while writing: {self.path}")
-                os.replace(self.tmp, self.path)
+                publish(self.tmp, self.path, self.overwrite)
         finally:
             if self.tmp.exists():
                 self.tmp.unlink()

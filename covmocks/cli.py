@@ -13,20 +13,6 @@ from covmocks.errors import CovmocksError
 log = logging.getLogger("covmocks")
 
 
-def quiet_libraries(record: logging.LogRecord) -> bool:
-    """Console filter: Parsl and JAX speak only of warnings (Parsl's own log keeps the rest)."""
-    return record.levelno >= logging.WARNING or not record.name.startswith(
-        ("parsl", "jax", "asyncio", "sqlalchemy")
-    )
-
-
-def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(quiet_libraries)
-
-
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of one box (``covmocks generate``, ``python -m covmocks.mpibox``)."""
     from covmocks import box, catalog, halos
@@ -81,10 +67,9 @@ def box_spec(args: argparse.Namespace):
     given = {k: getattr(args, k) for k in BOX_FIELDS if getattr(args, k) is not None}
     if args.campaign is not None or args.task is not None:
         if args.campaign is None or args.task is None or given:
-            extra = f"; got {' '.join('--' + k.replace('_', '-') for k in given)}" if given else ""
-            raise CovmocksError(
-                f"--campaign and --task go together, and with them only --output and --overwrite{extra}"
-            )
+            extra = " ".join(f"--{k.replace('_', '-')}" for k in given)
+            raise CovmocksError("--campaign and --task go together, and with them only --output "
+                                f"and --overwrite{'; got ' + extra if extra else ''}")  # fmt: skip
         return _campaign_box(args)
     if args.source is None:
         raise CovmocksError("--source is required (or --campaign and --task)")
@@ -133,7 +118,7 @@ def _size(n_bytes: float) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     from covmocks.campaign import Campaign
-    from covmocks.plan import MANIFEST, write_plan
+    from covmocks.metadata import write_plan
 
     campaign = Campaign.load(args.campaign)
     plan = write_plan(campaign)
@@ -141,7 +126,7 @@ def run_plan(args: argparse.Namespace) -> int:
     print(f"campaign {campaign.name} version {campaign.version}: {len(plan.tasks)} tasks "
           f"({len(sci.realizations)} realizations x {len(sci.redshifts)} snapshots)")  # fmt: skip
     print(f"directory {campaign.directory}")
-    print(f"manifest  {campaign.directory / 'metadata' / MANIFEST}")
+    print(f"manifest  {campaign.layout.manifest}")
     print(" ".join(f"{state} {n}" for state, n in counts.items()))
     missing = plan.missing_inputs()
     if missing:
@@ -153,10 +138,11 @@ def run_plan(args: argparse.Namespace) -> int:
 
 def run_estimate(args: argparse.Namespace) -> int:
     from covmocks.campaign import Campaign
-    from covmocks.plan import estimate
+    from covmocks.estimate import estimate
+    from covmocks.plan import make_plan
 
     campaign = Campaign.load(args.campaign)
-    plan = campaign.plan()
+    plan = make_plan(campaign)
     est = estimate(campaign, plan, args.nodes)
     counts = " ".join(f"{state} {n}" for state, n in plan.counts.items())
     print(
@@ -200,8 +186,8 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"campaign {campaign.name} version {campaign.version}: {total} tasks; "
           f"driver: {status.driver or 'not running'}")  # fmt: skip
     states = list(status.counts)
-    print(f"{'snapshot':>8} " + " ".join(f"{s:>10}" for s in states))
-    for z, counts in sorted(status.by_snapshot.items()):
+    print(f"{'redshift':>8} " + " ".join(f"{s:>10}" for s in states))
+    for z, counts in sorted(status.by_redshift.items()):
         print(f"{z:>8} " + " ".join(f"{counts[s]:>10}" for s in states))
     print(f"{'all':>8} " + " ".join(f"{status.counts[s]:>10}" for s in states))
     eta = "unknown" if status.eta_s is None else f"{status.eta_s / 3600:.2f} h"
@@ -211,16 +197,35 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_campaign(args: argparse.Namespace) -> int:
-    from covmocks.run import run_command
+def _stop_on_sigterm() -> None:
+    """Let SIGTERM unwind the driver like Ctrl-C, so Parsl shuts its workers down."""
+    import signal
 
-    return run_command(args)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def run_campaign(args: argparse.Namespace, retry: list[str] | None = None) -> int:
+    from covmocks.campaign import Campaign
+    from covmocks.runner import Runner
+    from covmocks.state import campaign_status
+
+    _stop_on_sigterm()
+    campaign = Campaign.load(args.campaign)
+    if args.dry_run:
+        from covmocks.dryrun import dry_run
+
+        return dry_run(campaign, monitoring=not args.no_monitoring, retry=retry)
+    outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
+    status = campaign_status(campaign)
+    print(" ".join(f"{k}={v}" for k, v in status.counts.items() if v))
+    return 1 if outcome["failed"] else 0
 
 
 def run_retry(args: argparse.Namespace) -> int:
-    from covmocks.run import run_command
-
-    return run_command(args, retry=args.tasks or ["all"])
+    return run_campaign(args, retry=args.tasks or ["all"])
 
 
 def _positive(text: str) -> int:
@@ -277,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(func, args) -> int:
     """Run a verb; bad input becomes one line on stderr and exit status 2."""
-    _setup_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+    from covmocks.logs import setup_console
+
+    setup_console(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
     try:
         return func(args)
     except CovmocksError as exc:

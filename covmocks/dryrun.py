@@ -1,7 +1,7 @@
 """``covmocks run --dry-run``: what a run would do up to starting Parsl, and nothing more.
 
 Plans the campaign (leaving the manifest alone while a driver runs), builds the Parsl Config
-the run would load (``covmocks.run.parsl_config``), lets Parsl render the script of one pilot
+the run would load (``covmocks.runner.parsl_config``), lets Parsl render the script of one pilot
 block per executor into ``logs/dry-run/``, and prints the configuration with a summary. No
 interchange, worker or monitoring hub starts, and nothing reaches sbatch.
 
@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from covmocks import state
-from covmocks.run import Runner, parsl_config
+from covmocks.metadata import check_science, write_plan
+from covmocks.plan import make_plan
+from covmocks.runner import Runner, parsl_config
 
 ADDRESSES = "<interchange-addresses>"
 PORT = "<interchange-worker-port>"
@@ -25,13 +27,11 @@ BLOCK = "0"
 def _plan(campaign):
     """The plan a run would make, written as the run writes it unless a driver runs now;
     returns it with that driver's description (or None)."""
-    from covmocks.plan import check_science, write_plan
-
-    driver = state.driver_alive(campaign.directory)
+    driver = state.driver_alive(campaign.layout.lock)
     if driver is None:
         return write_plan(campaign), None
     check_science(campaign)
-    return campaign.plan(), driver
+    return make_plan(campaign), driver
 
 
 def _block_script(executor, run_dir: str, directory: Path) -> tuple[Path, str]:
@@ -82,13 +82,13 @@ def _placeholders(text: str) -> str:
 
 
 def _executor_reason(campaign, mpi: bool) -> str:
-    profile = campaign.execution.profile
-    if profile["executor"] == "mpi":
-        return f"profile {profile['name']} says executor: mpi"
+    name = campaign.profile.name
+    if campaign.execution.executor.kind == "mpi":
+        return f"profile {name} says executor: mpi"
     ranks = max(campaign.resources_for(z).ranks for z in campaign.science.redshifts)
     if mpi:
         return f"tasks ask for up to {ranks} MPI ranks (resources.ranks)"
-    return f"profile {profile['name']} says executor: htex, and every task runs on one rank"
+    return f"profile {name} says executor: htex, and every task runs on one rank"
 
 
 def _blocks(executor, mpi: bool) -> str:
@@ -109,7 +109,7 @@ def dry_run(campaign, *, monitoring: bool = True, retry: list[str] | None = None
     tasks = Runner(campaign, retry=retry).runnable(plan)
     config, mpi = parsl_config(campaign, monitoring=monitoring)
     shown = "\n".join(line.rstrip() for line in repr(config).splitlines())  # before scripts
-    directory = campaign.directory / "logs" / "dry-run"
+    directory = campaign.layout.dry_run
     directory.mkdir(parents=True, exist_ok=True)
     scripts = [_block_script(e, config.run_dir, directory) for e in config.executors]
     counts = plan.counts
@@ -123,7 +123,7 @@ def dry_run(campaign, *, monitoring: bool = True, retry: list[str] | None = None
     if driver:
         print(f"driver    running: {driver}; a run now would be refused (plan not written)")
     else:
-        print(f"plan      written: {campaign.directory / 'metadata'}")
+        print(f"plan      written: {campaign.layout.metadata}")
     for executor, (path, command) in zip(config.executors, scripts, strict=True):
         print(f"executor  {'mpi' if mpi else 'htex'} ({type(executor).__name__}): "
               f"{_executor_reason(campaign, mpi)}")  # fmt: skip

@@ -1,6 +1,6 @@
 """Fault injection for rehearsals and tests: make chosen tasks fail on their workers.
 
-A campaign directory may hold ``metadata/faults.json``::
+A campaign directory may hold ``metadata/faults.json`` (``Layout.faults``)::
 
     {"r0000_z0.000": {"action": "raise", "times": 2}}
 
@@ -19,16 +19,13 @@ import signal
 import time
 from pathlib import Path
 
-FAULTS = "faults.json"
-
 
 class InjectedFault(RuntimeError):
     """A transient failure injected on purpose."""
 
 
-def inject(directory: Path, task_id: str, log_stem: Path) -> None:
-    """Fire this task's fault if one is planned and not yet used up."""
-    path = Path(directory) / "metadata" / FAULTS
+def inject(path: Path, task_id: str, log_stem: Path) -> None:
+    """Fire this task's fault if the faults file ``path`` plans one not yet used up."""
     if not path.exists():
         return
     fault = json.loads(path.read_text()).get(task_id)

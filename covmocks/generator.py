@@ -1,49 +1,28 @@
-"""One box: halo source -> galaxy model -> catalog file.
+"""One box: halo source -> galaxy model -> catalog file, and the populate-and-write loop that
+``covmocks.mpibox`` runs on each rank's share.
 
-Hosts are processed in chunks of at most ``max_hosts`` (peak memory follows the chunk,
+Hosts are processed in chunks of at most ``spec.chunk_hosts`` (peak memory follows the chunk,
 not the box). Because every random draw is keyed by host id, the catalog is
 bit-identical whatever the chunk size or the number of processes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
 from covmocks import catalog, provenance
-from covmocks.model import Snapshot, snapshot_key
+from covmocks.model import CosmicTimes, snapshot_key
 
 log = logging.getLogger(__name__)
 
 
-def snapshot_id(redshift: float) -> int:
-    """Default snapshot id: the redshift in thousandths (z=1.1 -> 1100), stable under
-    additions to a campaign's snapshot list."""
-    return int(round(redshift * 1000))
-
-
-@dataclasses.dataclass(frozen=True)
-class BoxRequest:
-    """What to generate: one (realization, snapshot) box, its random seed and its output."""
-
-    output: Path
-    seed: int
-    realization: int
-    snapshot: int
-    max_hosts: int = 65536
-    host_limit: int | None = None
-    compression: str = "gzip"
-    overwrite: bool = False
-
-
-def iter_hosts(source, max_hosts: int, host_limit: int | None):
-    """The source's blocks in catalog order, cut after ``host_limit`` hosts."""
+def limit_hosts(blocks, host_limit: int | None):
+    """``blocks`` cut after ``host_limit`` hosts; empty blocks are dropped."""
     remaining = np.inf if host_limit is None else host_limit
-    for block in source.iter_blocks(max_hosts):
+    for block in blocks:
         if remaining <= 0:
             return
         if len(block) > remaining:
@@ -54,7 +33,8 @@ def iter_hosts(source, max_hosts: int, host_limit: int | None):
 
 
 def catalog_columns(galaxies: dict, hosts, first_row: int) -> dict:
-    """Model output for one block -> the catalog schema, with file-global host indices."""
+    """Model output for one block -> the catalog schema, host indices counted from
+    ``first_row`` (the row of the block's first galaxy in its file)."""
     central_rows = np.flatnonzero(galaxies["is_central"])
     log10_mstar = galaxies["log10_mstar"]
     return {
@@ -72,7 +52,50 @@ def catalog_columns(galaxies: dict, hosts, first_row: int) -> dict:
     }
 
 
-def catalog_attrs(source, model, snap: Snapshot, req: BoxRequest) -> dict:
+def check_resolved(spec) -> None:
+    """A box is generated from a resolved spec: its redshift and snapshot id are known."""
+    if spec.snapshot is None or spec.redshift is None:
+        raise ValueError("a box needs a resolved spec (BoxSpec.resolved): redshift and snapshot")
+
+
+def populate(blocks, model, snap: CosmicTimes, root, writer, host_limit: int | None = None) -> dict:
+    """Populate host ``blocks`` (in catalog order) with ``model`` and append their galaxies
+    to ``writer`` (a ``catalog.CatalogWriter``); host indices count from the writer's row.
+
+    The one populate-and-write loop: a whole box (``generate_box``) and one MPI work unit
+    (``covmocks.mpibox``) both run it. Returns ``n_rows``, ``n_hosts``, ``n_satellites``.
+    """
+    first_row = writer.n
+    n_hosts = n_sats = 0
+    for i, hosts in enumerate(limit_hosts(blocks, host_limit)):
+        t0 = time.perf_counter()
+        galaxies = model.populate(hosts, snap, root)
+        writer.append(catalog_columns(galaxies, hosts, writer.n))
+        n_hosts += len(hosts)
+        n_sats += int((~galaxies["is_central"]).sum())
+        log.info(
+            "chunk %d: %d hosts -> %d galaxies in %.2f s (total %d hosts)",
+            i, len(hosts), len(galaxies["is_central"]), time.perf_counter() - t0, n_hosts,
+        )  # fmt: skip
+    return {"n_rows": writer.n - first_row, "n_hosts": n_hosts, "n_satellites": n_sats}
+
+
+def totals(counts: list[dict]) -> dict:
+    """File attributes of a box's host and satellite counts (of one or many ``populate``)."""
+    n_hosts = sum(c["n_hosts"] for c in counts)
+    n_sats = sum(c["n_satellites"] for c in counts)
+    return {"n_hosts": n_hosts, "n_centrals": n_hosts, "n_satellites": n_sats}
+
+
+def summary(spec, counts: list[dict]) -> dict:
+    """What ``generate_box`` returns (before its wall time)."""
+    t = totals(counts)
+    n_gal = t["n_hosts"] + t["n_satellites"]
+    return {"output": str(spec.output), "n_hosts": t["n_hosts"], "n_galaxies": n_gal,
+            "n_satellites": t["n_satellites"]}  # fmt: skip
+
+
+def catalog_attrs(source, model, snap: CosmicTimes, spec) -> dict:
     """File attributes: simulation, snapshot, randomness, model, input and software."""
     hdr = snap.header
     c = hdr.cosmology
@@ -88,9 +111,9 @@ def catalog_attrs(source, model, snap: Snapshot, req: BoxRequest) -> dict:
         "redshift": hdr.redshift,
         "t_obs_gyr": snap.t_obs,
         "t0_gyr": snap.t0,
-        "realization": req.realization,
-        "snapshot": req.snapshot,
-        "seed": req.seed,
+        "realization": spec.realization,
+        "snapshot": spec.snapshot,
+        "seed": spec.seed,
         "random_keying": "fold_in(fold_in(fold_in(PRNGKey(seed), realization), snapshot), host id)",
         "model_name": model.name,
         "model_version": model.version,
@@ -101,46 +124,33 @@ def catalog_attrs(source, model, snap: Snapshot, req: BoxRequest) -> dict:
         "position_definition": hdr.position_definition,
         "radius_definition": hdr.radius_definition,
         "input_notes": hdr.notes,
-        "log10_mhost_min_msun": source.log10_mmin_msun,
-        "host_limit": req.host_limit,
+        "log10_mhost_min_msun": source.log10_mhost_min_msun,
+        "host_limit": spec.host_limit,
         "versions": provenance.software_versions(),
         "jax_platform": provenance.jax_platform(),
         "created_utc": provenance.utc_now(),
     }
 
 
-def generate_box(source, model, req: BoxRequest) -> dict:
-    """Populate every host of ``source`` with ``model`` and write one catalog to ``req.output``.
+def generate_box(source, model, spec) -> dict:
+    """Populate every host of ``source`` with ``model`` and write one catalog to
+    ``spec.output``. ``spec``: a resolved ``box.BoxSpec`` (``spec.resolved(source.header)``).
 
     Returns a summary: counts, wall time and the output path.
     """
     t_start = time.perf_counter()
-    catalog.check_output_path(Path(req.output), req.overwrite)
-    snap = Snapshot.from_header(source.header)
-    root = snapshot_key(req.seed, req.realization, req.snapshot)
-    attrs = catalog_attrs(source, model, snap, req)
-    n_hosts = n_sats = 0
+    check_resolved(spec)
+    catalog.check_output_path(spec.output, spec.overwrite)
+    snap = CosmicTimes.from_header(source.header)
+    root = snapshot_key(spec.seed, spec.realization, spec.snapshot)
+    attrs = catalog_attrs(source, model, snap, spec)
     with catalog.CatalogWriter(
-        req.output, attrs, compression=req.compression, overwrite=req.overwrite
+        spec.output, attrs, compression=spec.compression, overwrite=spec.overwrite
     ) as writer:
-        for i, hosts in enumerate(iter_hosts(source, req.max_hosts, req.host_limit)):
-            t0 = time.perf_counter()
-            galaxies = model.populate(hosts, snap, root)
-            writer.append(catalog_columns(galaxies, hosts, writer.n))
-            n_hosts += len(hosts)
-            n_sats += int((~galaxies["is_central"]).sum())
-            log.info(
-                "chunk %d: %d hosts -> %d galaxies in %.2f s (total %d hosts)",
-                i, len(hosts), len(galaxies["is_central"]), time.perf_counter() - t0, n_hosts,
-            )  # fmt: skip
-        writer.attrs.update(n_hosts=n_hosts, n_centrals=n_hosts, n_satellites=n_sats)
-    wall = time.perf_counter() - t_start
-    log.info("wrote %s: %d galaxies from %d hosts in %.1f s", req.output, n_hosts + n_sats,
-             n_hosts, wall)  # fmt: skip
-    return {
-        "output": str(req.output),
-        "n_hosts": n_hosts,
-        "n_galaxies": n_hosts + n_sats,
-        "n_satellites": n_sats,
-        "wall_s": wall,
-    }
+        blocks = source.iter_blocks(spec.chunk_hosts)
+        counts = [populate(blocks, model, snap, root, writer, spec.host_limit)]
+        writer.attrs.update(totals(counts))
+    result = summary(spec, counts) | {"wall_s": time.perf_counter() - t_start}
+    log.info("wrote %s: %d galaxies from %d hosts in %.1f s", spec.output,
+             result["n_galaxies"], result["n_hosts"], result["wall_s"])  # fmt: skip
+    return result

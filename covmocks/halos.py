@@ -2,22 +2,28 @@
 
 Every source yields ``HaloBlock``s in catalog order, in the simulation's own units:
 positions comoving Mpc/h in [0, box_size), velocities km/s, masses Msun/h, radii
-comoving Mpc/h, ids uint64. The mass cut is applied here, at the source, and is given in
-log10(Msun) (no h) like every mass the model sees; conversion goes through
-``covmocks.units``.
+comoving Mpc/h, ids uint64. The host mass cut (``log10_mhost_min_msun``) is applied here, at
+the source, and is given in log10(Msun) (no h) like every mass the model sees; conversion goes
+through ``covmocks.units``.
+
+Work units, the same for any number of processes (an Abacus slab file, else a block of
+``max_hosts`` rows): ``n_units``, ``unit_name``, ``read_units(max_hosts, first, last)`` reads
+units [first, last) only. A failed read raises ``errors.read_error`` (transient or not).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from covmocks import units
-from covmocks.errors import InputError
+from covmocks.errors import InputError, read_error
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +80,8 @@ class HaloBlock:
         return HaloBlock(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
 
 
-def _cut(block: HaloBlock, log10_mmin_msun: float, h: float) -> HaloBlock:
-    keep = units.log_mass_h_to_msun(np.log10(block.mass), h) >= log10_mmin_msun
+def _cut(block: HaloBlock, log10_mhost_min_msun: float, h: float) -> HaloBlock:
+    keep = units.log_mass_h_to_msun(np.log10(block.mass), h) >= log10_mhost_min_msun
     return block.select(keep)
 
 
@@ -84,41 +90,49 @@ def _split(block: HaloBlock, max_hosts: int) -> Iterator[HaloBlock]:
         yield block.select(slice(start, start + max_hosts))
 
 
+def _concat(a: HaloBlock, b: HaloBlock) -> HaloBlock:
+    return HaloBlock(*(np.concatenate([getattr(a, f.name), getattr(b, f.name)])
+                       for f in dataclasses.fields(HaloBlock)))  # fmt: skip
+
+
+def _check_redshift(path, header: SimulationHeader, redshift: float | None) -> None:
+    if redshift is not None and abs(header.redshift - redshift) > 1e-3:
+        raise InputError(
+            f"{path}: catalog redshift {header.redshift} does not match the requested "
+            f"snapshot redshift {redshift}"
+        )
+
+
 class AbacusSource:
     """An AbacusSummit CompaSO catalog directory (``.../halos/zZ.ZZZ``), read slab by slab.
 
     Columns: ``id``; mass = ``N`` x ``ParticleMassHMsun``; position ``x_L2com`` and
     velocity ``v_L2com`` (centre of mass of the largest L2 subhalo, i.e. the halo core);
     radius ``r100_L2com`` (radius of the L2 halo enclosing all its particles).
+    Work units: the slab files.
     """
 
     FIELDS = ["id", "N", "x_L2com", "v_L2com", "r100_L2com"]
 
-    def __init__(self, path, log10_mmin_msun: float = -np.inf, redshift: float | None = None):
+    def __init__(self, path, log10_mhost_min_msun: float = -np.inf, redshift=None):
         self.path = Path(path)
-        self.log10_mmin_msun = float(log10_mmin_msun)
+        self.log10_mhost_min_msun = float(log10_mhost_min_msun)
         self.slab_files = sorted((self.path / "halo_info").glob("halo_info_*.asdf"))
         if not self.path.is_dir() or not self.slab_files:
             raise InputError(f"halo catalog not found: {self.path} (no halo_info/halo_info_*.asdf)")
-        self._raw_header = self._read_header()
+        self._raw_header = dict(self._open(self.slab_files[0], ["id"]).header)
         self.header = self._make_header(self._raw_header)
-        if redshift is not None and abs(self.header.redshift - redshift) > 1e-3:
-            raise InputError(
-                f"{self.path}: catalog redshift {self.header.redshift} does not match the "
-                f"requested snapshot redshift {redshift}"
-            )
+        _check_redshift(self.path, self.header, redshift)
 
-    def _open(self, files, fields):
+    def _open(self, slab: Path, fields):
         from abacusnbody.data.compaso_halo_catalog import CompaSOHaloCatalog
 
         try:
-            return CompaSOHaloCatalog(files, fields=fields, cleaned=False)
+            return CompaSOHaloCatalog(str(slab), fields=fields, cleaned=False)
+        except OSError as exc:
+            raise read_error(slab, exc) from exc
         except Exception as exc:  # abacusutils raises many types for one problem
-            raise InputError(f"cannot read halo catalog {self.path}: {exc}") from exc
-
-    def _read_header(self) -> dict:
-        cat = self._open(str(self.slab_files[0]), ["id"])
-        return dict(cat.header)
+            raise InputError(f"cannot read halo catalog {slab}: {exc}") from exc
 
     def _make_header(self, raw: dict) -> SimulationHeader:
         for key in ("BoxSize", "H0", "Omega_M", "Redshift", "ParticleMassHMsun"):
@@ -130,13 +144,8 @@ class AbacusSource:
             omega_b = ABACUS_C000_OMEGA_B
             notes = f"header has no omega_b; used AbacusSummit c000 omega_b={omega_b}"
             log.warning("%s: %s", self.path, notes)
-        cosmo = Cosmology(
-            h=raw["H0"] / 100.0,
-            Om0=raw["Omega_M"],
-            omega_b=float(omega_b),
-            w0=raw.get("w0", -1.0),
-            wa=raw.get("wa", 0.0),
-        )
+        cosmo = Cosmology(h=raw["H0"] / 100.0, Om0=raw["Omega_M"], omega_b=float(omega_b),
+                          w0=raw.get("w0", -1.0), wa=raw.get("wa", 0.0))  # fmt: skip
         return SimulationHeader(
             box_size=float(raw["BoxSize"]),
             redshift=float(raw["Redshift"]),
@@ -148,13 +157,8 @@ class AbacusSource:
             notes=notes,
         )
 
-    @property
-    def slabs(self) -> list[Path]:
-        """The slab files: the natural unit of input to share among MPI ranks."""
-        return list(self.slab_files)
-
     def read_slab(self, slab: Path) -> HaloBlock:
-        halos = self._open(str(slab), self.FIELDS).halos
+        halos = self._open(slab, self.FIELDS).halos
         h, box = self.header.cosmology.h, self.header.box_size
         block = HaloBlock(
             ids=np.asarray(halos["id"], dtype=np.uint64),
@@ -163,17 +167,51 @@ class AbacusSource:
             mass=np.asarray(halos["N"], dtype=np.float64) * self._raw_header["ParticleMassHMsun"],
             radius=np.asarray(halos["r100_L2com"], dtype=np.float64),
         )
-        return _cut(block, self.log10_mmin_msun, h)
+        return _cut(block, self.log10_mhost_min_msun, h)
 
-    def iter_blocks(self, max_hosts: int, slabs=None) -> Iterator[HaloBlock]:
-        for slab in self.slab_files if slabs is None else slabs:
-            yield from _split(self.read_slab(slab), max_hosts)
+    def n_units(self, max_hosts: int) -> int:
+        return len(self.slab_files)
+
+    def unit_name(self, unit: int) -> str:
+        return self.slab_files[unit].name
+
+    def read_units(self, max_hosts: int, first: int = 0, last: int | None = None):
+        """Slab files [first, last), each as a list of blocks of at most ``max_hosts``."""
+        for slab in self.slab_files[first:last]:
+            yield list(_split(self.read_slab(slab), max_hosts))
+
+    def iter_blocks(self, max_hosts: int) -> Iterator[HaloBlock]:
+        return itertools.chain.from_iterable(self.read_units(max_hosts))
 
     def describe(self) -> str:
         return str(self.path)
 
 
-class HDF5Source:
+class _RowBlocks:
+    """A source read in blocks of ``max_hosts`` catalog rows (before the cut): work unit ``u``
+    is block ``u``. Subclasses set ``n_rows`` and read blocks [first, last) in ``read_blocks``."""
+
+    n_rows: int
+
+    def _rows(self, max_hosts: int, first: int, last: int | None) -> tuple[int, int]:
+        last = self.n_units(max_hosts) if last is None else last
+        return first * max_hosts, min(last * max_hosts, self.n_rows)
+
+    def n_units(self, max_hosts: int) -> int:
+        return -(-self.n_rows // max_hosts)
+
+    def unit_name(self, unit: int) -> str:
+        return f"host block {unit}"
+
+    def read_units(self, max_hosts: int, first: int = 0, last: int | None = None):
+        """Blocks [first, last), one block (a list of one, maybe empty after the cut) each."""
+        return ([block] for block in self.read_blocks(max_hosts, first, last))
+
+    def iter_blocks(self, max_hosts: int) -> Iterator[HaloBlock]:
+        return self.read_blocks(max_hosts)
+
+
+class HDF5Source(_RowBlocks):
     """A generic HDF5 halo file; schema in docs/schema.md.
 
     Datasets ``id`` (n,) integer, ``pos`` (n, 3) comoving Mpc/h, ``vel`` (n, 3) km/s,
@@ -183,22 +221,24 @@ class HDF5Source:
     """
 
     DATASETS = ("id", "pos", "vel", "mass", "radius")
+    COSMOLOGY_ATTRS = (("h", None), ("Om0", None), ("omega_b", None), ("w0", -1.0), ("wa", 0.0))
+    DEFINITION_ATTRS = ("mass_definition", "position_definition", "radius_definition")
     REQUIRED_ATTRS = ("box_size", "h", "Om0", "omega_b", "redshift")
 
-    def __init__(self, path, log10_mmin_msun: float = -np.inf, redshift: float | None = None):
+    def __init__(self, path, log10_mhost_min_msun: float = -np.inf, redshift=None):
         import h5py
 
         self.path = Path(path)
-        self.log10_mmin_msun = float(log10_mmin_msun)
+        self.log10_mhost_min_msun = float(log10_mhost_min_msun)
         if not self.path.is_file():
             raise InputError(f"halo catalog not found: {self.path}")
         try:
             with h5py.File(self.path, "r") as f:
                 attrs = dict(f.attrs)
                 missing = [d for d in self.DATASETS if d not in f]
-                self._count = f["id"].shape[0] if "id" in f else 0
+                self.n_rows = f["id"].shape[0] if "id" in f else 0
         except OSError as exc:
-            raise InputError(f"cannot read halo catalog {self.path}: {exc}") from exc
+            raise read_error(self.path, exc) from exc
         if missing:
             raise InputError(f"{self.path}: missing datasets {missing}")
         absent = [a for a in self.REQUIRED_ATTRS if a not in attrs]
@@ -207,39 +247,37 @@ class HDF5Source:
         self.header = SimulationHeader(
             box_size=float(attrs["box_size"]),
             redshift=float(attrs["redshift"]),
-            cosmology=Cosmology(
-                h=float(attrs["h"]),
-                Om0=float(attrs["Om0"]),
-                omega_b=float(attrs["omega_b"]),
-                w0=float(attrs.get("w0", -1.0)),
-                wa=float(attrs.get("wa", 0.0)),
-            ),
+            cosmology=Cosmology(**{k: float(attrs.get(k, d)) for k, d in self.COSMOLOGY_ATTRS}),
             sim_name=str(attrs.get("sim_name", self.path.stem)),
-            mass_definition=str(attrs.get("mass_definition", "unspecified")),
-            position_definition=str(attrs.get("position_definition", "unspecified")),
-            radius_definition=str(attrs.get("radius_definition", "unspecified")),
+            **{k: str(attrs.get(k, "unspecified")) for k in self.DEFINITION_ATTRS},
         )
-        if redshift is not None and abs(self.header.redshift - redshift) > 1e-3:
-            raise InputError(
-                f"{self.path}: catalog redshift {self.header.redshift} does not match the "
-                f"requested snapshot redshift {redshift}"
-            )
+        _check_redshift(self.path, self.header, redshift)
 
-    def iter_blocks(self, max_hosts: int) -> Iterator[HaloBlock]:
+    def _read(self, f, start: int, stop: int) -> HaloBlock:
+        """Rows [start, stop) of the open file, before the cut."""
+        c = {name: np.asarray(f[name][start:stop], dtype=np.float64) for name in self.DATASETS[1:]}
+        pos = units.wrap_periodic(c.pop("pos"), self.header.box_size)
+        return HaloBlock(ids=np.asarray(f["id"][start:stop], dtype=np.uint64), pos=pos, **c)
+
+    def read_blocks(self, max_hosts: int, first: int = 0, last: int | None = None):
+        """Blocks [first, last) of ``max_hosts`` rows, each cut by mass (maybe empty); only
+        their rows are read."""
         import h5py
 
-        box, h = self.header.box_size, self.header.cosmology.h
-        with h5py.File(self.path, "r") as f:
-            for start in range(0, self._count, max_hosts):
-                sl = slice(start, start + max_hosts)
-                block = HaloBlock(
-                    ids=np.asarray(f["id"][sl], dtype=np.uint64),
-                    pos=units.wrap_periodic(np.asarray(f["pos"][sl], dtype=np.float64), box),
-                    vel=np.asarray(f["vel"][sl], dtype=np.float64),
-                    mass=np.asarray(f["mass"][sl], dtype=np.float64),
-                    radius=np.asarray(f["radius"][sl], dtype=np.float64),
-                )
-                yield _cut(block, self.log10_mmin_msun, h)
+        start, stop = self._rows(max_hosts, first, last)
+        if start >= stop:
+            return
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise read_error(self.path, exc) from exc
+        with f:
+            for row in range(start, stop, max_hosts):
+                try:
+                    block = self._read(f, row, min(row + max_hosts, stop))
+                except OSError as exc:  # h5py's I/O failures (errno kept where known)
+                    raise read_error(self.path, exc) from exc
+                yield _cut(block, self.log10_mhost_min_msun, self.header.cosmology.h)
 
     def describe(self) -> str:
         return str(self.path)
@@ -249,35 +287,32 @@ class HDF5Source:
 SYNTHETIC_COSMOLOGY = Cosmology(h=0.6736, Om0=0.315192, omega_b=ABACUS_C000_OMEGA_B)
 
 
-class SyntheticSource:
+class SyntheticSource(_RowBlocks):
     """Host halos drawn from diffsky's halo mass function in a periodic box.
 
-    ``n_hosts`` hosts above ``log10_mmin_msun``; the box side follows from the HMF's number
-    density so that the box holds that many hosts on average. Hosts are drawn in fixed
-    blocks of ``BLOCK`` from a NumPy Philox stream keyed by (seed, block), so the
-    catalog does not depend on how a reader chunks it. Radius: R200m from the mass.
-    Velocities: Gaussian, 300 km/s per component (a stand-in bulk flow).
+    ``n_hosts`` hosts above ``log10_mhost_min_msun`` (required: the box spec decides it), in a
+    box that holds that many on average. Hosts are drawn in fixed blocks of ``BLOCK`` from a
+    NumPy Philox stream keyed by (seed, block), so the catalog does not depend on how a reader
+    chunks it, and reading blocks [first, last) draws only the ``BLOCK``s they overlap.
+    Radius: R200m from the mass. Velocities: Gaussian, 300 km/s per component.
     """
 
     BLOCK = 65536
     VELOCITY_DISPERSION_KMS = 300.0
 
-    def __init__(
-        self,
-        n_hosts: int,
-        log10_mmin_msun: float = 11.0,
-        redshift: float = 0.0,
-        seed: int = 0,
-        cosmology: Cosmology = SYNTHETIC_COSMOLOGY,
-    ):
+    def __init__(self, n_hosts: int, log10_mhost_min_msun: float, redshift: float = 0.0,
+                 seed: int = 0, cosmology: Cosmology = SYNTHETIC_COSMOLOGY):  # fmt: skip
         if n_hosts < 1:
             raise InputError(f"synthetic source needs n_hosts >= 1, got {n_hosts}")
-        self.n_hosts = int(n_hosts)
-        self.log10_mmin_msun = float(log10_mmin_msun)
+        if log10_mhost_min_msun is None or not math.isfinite(log10_mhost_min_msun):
+            raise InputError(
+                f"synthetic source needs a finite host mass cut: {log10_mhost_min_msun}"
+            )
+        self.n_hosts = self.n_rows = int(n_hosts)
+        self.log10_mhost_min_msun = float(log10_mhost_min_msun)
         self.seed = int(seed)
-        self._lgm_table, self._cdf_table, density = _hmf_tables(self.log10_mmin_msun, redshift)
-        h = cosmology.h
-        volume_mpc_h = self.n_hosts / density * h**3  # density per Mpc^3 -> per (Mpc/h)^3
+        self._lgm_table, self._cdf_table, density = _hmf_tables(self.log10_mhost_min_msun, redshift)
+        volume_mpc_h = self.n_hosts / density * cosmology.h**3  # density per Mpc^3 -> per (Mpc/h)^3
         self.header = SimulationHeader(
             box_size=float(volume_mpc_h ** (1 / 3)),
             redshift=float(redshift),
@@ -289,6 +324,7 @@ class SyntheticSource:
         )
 
     def _block(self, b: int) -> HaloBlock:
+        """The ``b``-th ``BLOCK`` of hosts, drawn from its own random stream."""
         start = b * self.BLOCK
         n = min(self.BLOCK, self.n_hosts - start)
         rng = np.random.Generator(np.random.Philox(key=[self.seed, b]))
@@ -305,18 +341,16 @@ class SyntheticSource:
             radius=(3 * mass / (4 * np.pi * rho_m)) ** (1 / 3),
         )
 
-    def iter_blocks(self, max_hosts: int) -> Iterator[HaloBlock]:
-        n_blocks = -(-self.n_hosts // self.BLOCK)
+    def read_blocks(self, max_hosts: int, first: int = 0, last: int | None = None):
+        """Blocks [first, last) of ``max_hosts`` hosts: the same hosts as a full stream, drawn
+        from only the ``BLOCK``s that overlap them."""
+        start, stop = self._rows(max_hosts, first, last)
         pending = None
-        for b in range(n_blocks):
-            block = self._block(b)
+        for b in range(start // self.BLOCK, -(-stop // self.BLOCK) if start < stop else 0):
+            offset = b * self.BLOCK
+            block = self._block(b).select(slice(max(start - offset, 0), stop - offset))
             if pending is not None:
-                block = HaloBlock(
-                    *(
-                        np.concatenate([getattr(pending, f.name), getattr(block, f.name)])
-                        for f in dataclasses.fields(HaloBlock)
-                    )
-                )
+                block = _concat(pending, block)
             while len(block) >= max_hosts:
                 yield block.select(slice(0, max_hosts))
                 block = block.select(slice(max_hosts, None))
@@ -328,35 +362,30 @@ class SyntheticSource:
         return f"synthetic(n_hosts={self.n_hosts}, seed={self.seed})"
 
 
-def _hmf_tables(log10_mmin_msun: float, redshift: float):
+def _hmf_tables(log10_mhost_min_msun: float, redshift: float):
     """CDF tables of the host mass function above the cut, and n(>M) in Mpc^-3."""
     from diffsky.mass_functions.hmf_model import DEFAULT_HMF_PARAMS
     from diffsky.mass_functions.mc_hosts import _compute_nhalos_tot, _get_hmf_cdf_interp_tables
 
-    lgm, cdf = _get_hmf_cdf_interp_tables(DEFAULT_HMF_PARAMS, log10_mmin_msun, redshift)
-    density = float(_compute_nhalos_tot(DEFAULT_HMF_PARAMS, log10_mmin_msun, redshift, 1.0))
+    params, mmin = DEFAULT_HMF_PARAMS, log10_mhost_min_msun
+    lgm, cdf = _get_hmf_cdf_interp_tables(params, mmin, redshift)
+    density = float(_compute_nhalos_tot(params, mmin, redshift, 1.0))
     return np.asarray(lgm, dtype=np.float64), np.asarray(cdf, dtype=np.float64), density
 
 
-def open_source(
-    kind: str,
-    path=None,
-    *,
-    redshift: float | None = None,
-    log10_mmin_msun: float = -np.inf,
-    n_hosts: int | None = None,
-    seed: int = 0,
-):
-    """Open a halo source by kind: 'abacus' (path), 'hdf5' (path) or 'synthetic' (n_hosts)."""
+def open_source(kind: str, path=None, *, redshift=None, log10_mhost_min_msun=-np.inf,
+                n_hosts: int | None = None, seed: int = 0):  # fmt: skip
+    """Open a halo source by kind: 'abacus' (path), 'hdf5' (path) or 'synthetic' (n_hosts
+    and a finite ``log10_mhost_min_msun``; ``box.BoxSpec.mass_cut`` gives its default)."""
     if kind == "abacus":
-        return AbacusSource(path, log10_mmin_msun, redshift)
+        return AbacusSource(path, log10_mhost_min_msun, redshift)
     if kind == "hdf5":
-        return HDF5Source(path, log10_mmin_msun, redshift)
+        return HDF5Source(path, log10_mhost_min_msun, redshift)
     if kind == "synthetic":
         if n_hosts is None:
             raise InputError("synthetic source needs n_hosts")
-        mmin = 11.0 if not np.isfinite(log10_mmin_msun) else log10_mmin_msun
-        return SyntheticSource(n_hosts, mmin, 0.0 if redshift is None else redshift, seed)
+        z = 0.0 if redshift is None else redshift
+        return SyntheticSource(n_hosts, log10_mhost_min_msun, z, seed)
     raise InputError(f"unknown halo source {kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
 
 
@@ -364,15 +393,10 @@ def write_hdf5_halos(path, block: HaloBlock, header: SimulationHeader) -> None:
     """Write ``block`` as a generic HDF5 halo file (the schema ``HDF5Source`` reads)."""
     import h5py
 
-    c = header.cosmology
+    names = ("box_size", "redshift", "sim_name", *HDF5Source.DEFINITION_ATTRS)
     with h5py.File(path, "w") as f:
-        for name, data in (("id", block.ids), ("pos", block.pos), ("vel", block.vel),
-                           ("mass", block.mass), ("radius", block.radius)):  # fmt: skip
-            f[name] = data
+        for name, field in zip(HDF5Source.DATASETS, dataclasses.fields(HaloBlock), strict=True):
+            f[name] = getattr(block, field.name)
         f.attrs.update(
-            box_size=header.box_size, h=c.h, Om0=c.Om0, omega_b=c.omega_b, w0=c.w0, wa=c.wa,
-            redshift=header.redshift, sim_name=header.sim_name,
-            mass_definition=header.mass_definition,
-            position_definition=header.position_definition,
-            radius_definition=header.radius_definition,
-        )  # fmt: skip
+            dataclasses.asdict(header.cosmology), **{k: getattr(header, k) for k in names}
+        )

@@ -30,14 +30,14 @@ SUBDIRS = ("metadata", "catalogs", "logs", "qa")
 TASK_ID = re.compile(r"^r(\d{4,})_z(\d+\.\d{3})$")
 
 
-def snapshot_name(redshift: float) -> str:
+def redshift_label(redshift: float) -> str:
     """``1.1`` -> ``'1.100'``: how a redshift appears in task names and file names."""
     return f"{redshift:.3f}"
 
 
 def task_id(realization: int, redshift: float) -> str:
     """``(3, 1.1)`` -> ``'r0003_z1.100'``."""
-    return f"r{realization:04d}_z{snapshot_name(redshift)}"
+    return f"r{realization:04d}_z{redshift_label(redshift)}"
 
 
 def parse_task_id(text: str) -> tuple[int, str]:
@@ -142,7 +142,7 @@ class Layout:
 
     @staticmethod
     def catalog_name(redshift: float) -> str:
-        return f"mock_z{snapshot_name(redshift)}.hdf5"
+        return f"mock_z{redshift_label(redshift)}.hdf5"
 
     def catalog(self, realization: int, redshift: float) -> Path:
         """The galaxy catalog of one box."""

@@ -49,15 +49,16 @@ def snapshot_key(seed: int, realization: int, snapshot: int):
 
 
 @dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """Cosmic times of one snapshot, in Gyr, from the simulation's own cosmology."""
+class CosmicTimes:
+    """Cosmic times of one snapshot (t_obs: age at its redshift; t0: age today), in Gyr,
+    from the simulation's own cosmology."""
 
     header: SimulationHeader
     t_obs: float
     t0: float
 
     @classmethod
-    def from_header(cls, header: SimulationHeader) -> Snapshot:
+    def from_header(cls, header: SimulationHeader) -> CosmicTimes:
         from dsps.cosmology.flat_wcdm import _age_at_z_kern, age_at_z0
 
         c = header.cosmology
@@ -294,7 +295,7 @@ class DiffskySFH:
         }
         self._central, self._satellite = _build_kernels(self.n_t_table)
 
-    def context(self, snap: Snapshot) -> dict:
+    def context(self, snap: CosmicTimes) -> dict:
         """Per-snapshot scalars that the kernels take as traced values (no recompile)."""
         import jax.numpy as jnp
 
@@ -305,7 +306,7 @@ class DiffskySFH:
             "lgmsub_min": jnp.float32(self.log10_msub_min_msun),
         }
 
-    def populate(self, hosts: HaloBlock, snap: Snapshot, root_key) -> dict:
+    def populate(self, hosts: HaloBlock, snap: CosmicTimes, root_key) -> dict:
         """Galaxies of ``hosts``: ``GALAXY_COLUMNS``, each central followed by its satellites."""
         header = snap.header
         h, z, box = header.cosmology.h, header.redshift, header.box_size

@@ -1,17 +1,5 @@
-"""A campaign's plan: one task per (realization, snapshot), its state, and the campaign
-directory that holds it all.
-
-The campaign directory (``Campaign.directory``)::
-
-    metadata/  campaign.yaml     the campaign file as given
-               config.json       merged configuration and where each value came from
-               science.json      what fixes the catalogs' content, and its sha256
-               provenance.json   software versions, git commit, host, user, time
-               plan.jsonl        the manifest: one task per line
-               plan.json         counts by state, time of planning
-    catalogs/rNNNN/mock_zZ.ZZZ.hdf5
-    logs/rNNNN_zZ.ZZZ.out, .err
-    qa/rNNNN_zZ.ZZZ.json         written last by the runner: with the catalog, marks "done"
+"""A campaign's plan: one task per (realization, snapshot) and its state, read off the
+campaign directory (paths: ``covmocks.layout``). Reads the file system, writes nothing.
 
 States: ``done`` (QA record and catalog exist), ``blocked`` (the halo catalog is missing;
 not a failure: the task becomes ``todo`` when it appears), ``todo`` (anything else).
@@ -21,62 +9,49 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import os
-import statistics
-from collections.abc import Iterable
 from pathlib import Path
 
-from covmocks import provenance
-from covmocks.campaign import Campaign, Resources, snapshot_name
-from covmocks.errors import CovmocksError, OutputError
-from covmocks.generator import snapshot_id
+from covmocks.box import BoxSpec, snapshot_id
+from covmocks.campaign import Campaign, Resources
+from covmocks.errors import CovmocksError
+from covmocks.layout import Layout, parse_task_id, redshift_label, task_id
 
 log = logging.getLogger(__name__)
 
 STATES = ("done", "todo", "blocked")
-SUBDIRS = ("metadata", "catalogs", "logs", "qa")
-MANIFEST = "plan.jsonl"
-
-
-def task_id(realization: int, redshift: float) -> str:
-    """``(3, 1.1)`` -> ``'r0003_z1.100'``."""
-    return f"r{realization:04d}_z{snapshot_name(redshift)}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Task:
-    """One box. ``directory`` is the campaign directory; ``output``, ``qa_record`` and
-    ``log_stem`` (which takes the suffixes ``.out`` and ``.err``) are absolute paths under it,
-    built on demand (a 40,000-task plan would otherwise parse 120,000 paths).
-    ``input`` is None for synthetic halos."""
+    """One box of the plan and its state. ``output``, ``qa_record`` and ``log_stem`` are
+    paths in the campaign directory (``layout``), built on demand (a 40,000-task plan would
+    otherwise build 120,000 paths). ``input`` is None for synthetic halos."""
 
     task_id: str
     realization: int
     redshift: float
-    snapshot: int  # covmocks.generator.snapshot_id(redshift), keys the random stream
+    snapshot: int  # covmocks.box.snapshot_id(redshift), keys the random stream
     source: str
     input: str | None
-    directory: Path
+    layout: Layout
     resources: Resources
     state: str
 
     @property
     def output(self) -> Path:
-        name = f"r{self.realization:04d}/mock_z{snapshot_name(self.redshift)}.hdf5"
-        return self.directory / "catalogs" / name
+        return self.layout.catalog(self.realization, self.redshift)
 
     @property
     def qa_record(self) -> Path:
-        return self.directory / "qa" / f"{self.task_id}.json"
+        return self.layout.qa_record(self.task_id)
 
     @property
     def log_stem(self) -> Path:
-        return self.directory / "logs" / self.task_id
+        return self.layout.log_stem(self.task_id)
 
-    def manifest_row(self, directory: Path) -> dict:
+    def manifest_row(self) -> dict:
         """The task as one manifest record, paths relative to the campaign directory."""
         row = {
             "task_id": self.task_id,
@@ -87,7 +62,7 @@ class Task:
             "source": self.source,
             "input": self.input,
         }
-        prefix = f"{directory}{os.sep}"
+        prefix = f"{self.layout.root}{os.sep}"
         for key in ("output", "qa_record", "log_stem"):
             row[key] = str(getattr(self, key)).removeprefix(prefix)
         r = self.resources
@@ -153,7 +128,8 @@ class _InputCheck:
         return self._ready[path]
 
 
-def _names(directory: Path) -> set[str]:
+def dir_names(directory: Path) -> set[str]:
+    """The names in ``directory``; none if it does not exist."""
     try:
         with os.scandir(directory) as entries:
             return {e.name for e in entries}
@@ -164,26 +140,26 @@ def _names(directory: Path) -> set[str]:
 def make_plan(campaign: Campaign) -> Plan:
     """The tasks and their states now. Reads the file system, writes nothing; logs a
     warning naming the missing halo catalogs, if any."""
-    d = campaign.directory
+    layout = campaign.layout
     sci = campaign.science
-    qa_names = _names(d / "qa")
+    qa_names = dir_names(layout.qa)
     listed: dict[str, set[str]] = {}
 
     def catalogs(rdir: str) -> set[str]:
         if rdir not in listed:
-            listed[rdir] = _names(d / "catalogs" / rdir)
+            listed[rdir] = dir_names(layout.catalogs / rdir)
         return listed[rdir]
 
     inputs = _InputCheck(sci.source)
     snapshots = [
-        (z, snapshot_name(z), snapshot_id(z), campaign.resources_for(z)) for z in sci.redshifts
+        (z, layout.catalog_name(z), snapshot_id(z), campaign.resources_for(z))
+        for z in sci.redshifts
     ]
     tasks = []
     for r in sci.realizations:
-        rdir = f"r{r:04d}"
-        for z, zname, snap, resources in snapshots:
+        rdir = layout.realization_dir_name(r)
+        for z, output, snap, resources in snapshots:
             stem = task_id(r, z)
-            output = f"mock_z{zname}.hdf5"
             path = sci.input_path(r, z)
             if f"{stem}.json" in qa_names and output in catalogs(rdir):
                 state = "done"
@@ -193,9 +169,9 @@ def make_plan(campaign: Campaign) -> Plan:
                 state = "todo"
             tasks.append(Task(
                 task_id=stem, realization=r, redshift=z, snapshot=snap, source=sci.source,
-                input=path, directory=d, resources=resources, state=state,
+                input=path, layout=layout, resources=resources, state=state,
             ))  # fmt: skip
-    plan = Plan(d, tuple(tasks))
+    plan = Plan(layout.root, tuple(tasks))
     missing = plan.missing_inputs()
     if missing:
         log.warning(
@@ -205,194 +181,25 @@ def make_plan(campaign: Campaign) -> Plan:
     return plan
 
 
-# ---------------------------------------------------------------- campaign directory
-
-
-def _write_atomic(path: Path, text: str | Iterable[str]) -> None:
-    """Write ``text`` (or its pieces, streamed) to a temporary file, then rename it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.writelines([text] if isinstance(text, str) else text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data) -> None:
-    _write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def science_digest(record: dict) -> str:
-    """sha256 of the canonical JSON of a science record."""
-    text = json.dumps(record, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def has_catalogs(directory: Path) -> bool:
-    """Whether ``catalogs/`` holds any ``*.hdf5`` file (stops at the first)."""
-    for rdir in _names(directory / "catalogs"):
-        if any(n.endswith(".hdf5") for n in _names(directory / "catalogs" / rdir)):
-            return True
-    return False
-
-
-def check_science(campaign: Campaign) -> None:
-    """Refuse to re-plan a campaign that has catalogs if what fixes their content changed."""
-    meta = campaign.directory / "metadata" / "science.json"
-    now = json.loads(json.dumps(campaign.science_record, default=str))
+def find_task(campaign: Campaign, text: str) -> BoxSpec:
+    """The box of the campaign's task ``text`` (e.g. ``r0001_z0.500``); CovmocksError if the
+    campaign has no such task."""
     try:
-        recorded = json.loads(meta.read_text(encoding="utf-8"))["record"]
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        if has_catalogs(campaign.directory):
-            raise CovmocksError(f"{meta} is unreadable ({exc}); cannot check the science of a "
-                                "campaign that has catalogs") from None  # fmt: skip
-        return
-    if recorded == now or not has_catalogs(campaign.directory):
-        return
-    changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
-    raise CovmocksError(
-        f"{campaign.path}: campaign {campaign.name} version {campaign.version} already has "
-        f"catalogs in {campaign.directory / 'catalogs'}, made with different values of "
-        f"{', '.join(changed)} (recorded in {meta}); bump campaign.version to start a new "
-        "campaign directory, or restore the recorded values"
-    )
-
-
-def _write_metadata(campaign: Campaign, plan: Plan) -> None:
-    d = campaign.directory
-    meta = d / "metadata"
-    _write_atomic(meta / "campaign.yaml", campaign.text)
-    _write_json(meta / "config.json", {"values": campaign.config(), "sources": campaign.sources()})
-    record = campaign.science_record
-    _write_json(meta / "science.json", {"sha256": science_digest(record), "record": record})
-    _write_json(meta / "provenance.json", {
-        "software": provenance.software_versions(),
-        "git_commit": provenance.git_commit(),
-        **provenance.environment(),
-    })  # fmt: skip
-    _write_atomic(meta / MANIFEST, (f"{json.dumps(t.manifest_row(d))}\n" for t in plan.tasks))
-    _write_json(meta / "plan.json", {
-        "campaign": f"{campaign.name}_{campaign.version}",
-        "planned_utc": provenance.utc_now(),
-        "tasks": len(plan.tasks),
-        "counts": plan.counts,
-        "manifest": MANIFEST,
-    })  # fmt: skip
-
-
-def write_plan(campaign: Campaign) -> Plan:
-    """``covmocks plan``: create the campaign directory, then (re)write its metadata and
-    manifest. Never touches catalogs, QA records or logs."""
-    check_science(campaign)
-    d = campaign.directory
-    try:
-        for sub in SUBDIRS:
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        plan = make_plan(campaign)
-        _write_metadata(campaign, plan)
-    except OSError as exc:
-        raise OutputError(f"cannot write campaign directory {d}: {exc}") from None
-    return plan
-
-
-def read_manifest(directory: Path) -> list[dict]:
-    """The manifest rows of a planned campaign directory."""
-    path = Path(directory) / "metadata" / MANIFEST
-    try:
-        with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f]
-    except FileNotFoundError:
-        raise CovmocksError(f"{path}: no manifest; run covmocks plan first") from None
-
-
-# ---------------------------------------------------------------- estimate
-
-
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-    """Cost of the tasks not done yet (todo and blocked): node-hours, GPU-hours, bytes
-    to write, and the wall-clock seconds on ``nodes`` nodes (no queue wait)."""
-
-    remaining: int
-    done: int
-    basis: str
-    seconds_per_task: float  # mean over remaining tasks
-    node_hours: float
-    gpu_hours: float
-    storage_bytes: float
-    done_bytes: float
-    nodes: int
-    busy_nodes: float  # nodes kept busy: fewer than ``nodes`` when max_in_flight binds
-    wall_s: float
-
-
-def _measured(tasks: list[Task]) -> tuple[dict[str, list[float]], list[float]]:
-    """QA records of done tasks -> (``wall_s`` by snapshot name, ``file_bytes``)."""
-    wall: dict[str, list[float]] = {}
-    sizes: list[float] = []
-    unreadable = 0
-    for task in tasks:
-        try:
-            record = json.loads(task.qa_record.read_text(encoding="utf-8"))
-            seconds, size = float(record["wall_s"]), float(record["file_bytes"])
-        except (OSError, ValueError, KeyError, TypeError):
-            unreadable += 1
-            continue
-        wall.setdefault(snapshot_name(task.redshift), []).append(seconds)
-        sizes.append(size)
-    if unreadable:
-        log.warning("%d QA records without readable wall_s and file_bytes; ignored", unreadable)
-    return wall, sizes
-
-
-def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estimate:
-    """Node-hours, GPU-hours, storage and wall-clock time of the remaining tasks.
-
-    Per-task seconds and bytes are the medians measured in this campaign's QA records
-    (per snapshot where that snapshot has some), else the profile's cost figures. A task
-    of one node shares it with ``workers_per_node - 1`` others. Wall-clock time assumes
-    ``nodes`` nodes (default: the provider's max_blocks x nodes_per_block), at most
-    ``max_in_flight`` tasks at once, and no task shorter than the longest.
-    """
-    profile = campaign.execution.profile
-    provider, cost = profile["provider"], profile["cost"]
-    if nodes is None:
-        nodes = provider["max_blocks"] * provider["nodes_per_block"]
-    done = plan.select("done")
-    remaining = [t for t in plan.tasks if t.state != "done"]
-    wall, sizes = _measured(done)
-    all_wall = [s for values in wall.values() for s in values]
-    if all_wall:
-        basis = f"measured: medians of {len(all_wall)} QA records of this campaign"
-        overall = statistics.median(all_wall)
-        by_z = {z: statistics.median(v) for z, v in wall.items()}
-        bytes_per_task = statistics.median(sizes)
-    else:
-        basis = f"profile {profile['name']}: cost figures ({profile['path']})"
-        overall = cost["seconds_per_task"]
-        by_z = {snapshot_name(z): s for z, s in cost["seconds_by_redshift"].items()}
-        bytes_per_task = cost["gigabytes_per_task"] * 1e9
-    widest = max((t.resources.nodes for t in remaining), default=1)
-    if nodes < widest:
-        raise CovmocksError(f"--nodes {nodes}: some tasks need {widest} nodes each")
-    seconds = [by_z.get(snapshot_name(t.redshift), overall) for t in remaining]
-    shares = [
-        t.resources.nodes / (provider["workers_per_node"] if t.resources.nodes == 1 else 1)
-        for t in remaining
-    ]
-    node_s = sum(s * share for s, share in zip(seconds, shares, strict=True))
-    gpu_s = sum(s * t.resources.gpus for s, t in zip(seconds, remaining, strict=True))
-    busy = min(nodes, campaign.execution.max_in_flight * statistics.fmean(shares or [1.0]))
-    return Estimate(
-        remaining=len(remaining),
-        done=len(done),
-        basis=basis,
-        seconds_per_task=statistics.fmean(seconds) if seconds else 0.0,
-        node_hours=node_s / 3600,
-        gpu_hours=gpu_s / 3600,
-        storage_bytes=bytes_per_task * len(remaining),
-        done_bytes=sum(sizes),
-        nodes=nodes,
-        busy_nodes=busy,
-        wall_s=max(node_s / busy, max(seconds, default=0.0)),
-    )
+        realization, zname = parse_task_id(text)
+    except ValueError as exc:
+        raise CovmocksError(str(exc)) from None
+    sci = campaign.science
+    redshifts = {redshift_label(z): z for z in sci.redshifts}
+    if realization not in sci.realizations or zname not in redshifts:
+        raise CovmocksError(
+            f"campaign {campaign.name} has no task {text}: realizations "
+            f"{sci.realizations[0]}..{sci.realizations[-1]} ({len(sci.realizations)}), "
+            f"redshifts {', '.join(redshifts)}"
+        )
+    z = redshifts[zname]
+    task = Task(
+        task_id=text, realization=realization, redshift=z, snapshot=snapshot_id(z),
+        source=sci.source, input=sci.input_path(realization, z), layout=campaign.layout,
+        resources=campaign.resources_for(z), state="todo",
+    )  # fmt: skip
+    return BoxSpec.for_task(campaign, task)

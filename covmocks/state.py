@@ -1,9 +1,9 @@
 """Campaign state beyond the plan: the driver lock, the event journal, and status.
 
 The truth about completion is on disk (a catalog plus its QA record: see covmocks.plan).
-The driver appends what it does to ``metadata/events.jsonl`` (one writer: the lock holder),
-so failures, retries and throughput survive the driver. ``metadata/driver.lock`` is an
-flock: the kernel releases it when the driver dies, even by kill -9.
+The driver appends what it does to the journal (``Layout.journal``; one writer: the lock
+holder), so failures, retries and throughput survive the driver. The driver lock
+(``Layout.lock``) is an flock: the kernel releases it when the driver dies, even by kill -9.
 """
 
 from __future__ import annotations
@@ -12,23 +12,25 @@ import collections
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 
 from covmocks.errors import CovmocksError
+from covmocks.layout import redshift_label
+from covmocks.plan import make_plan
 
-EVENTS = "events.jsonl"
-LOCK = "driver.lock"
+log = logging.getLogger(__name__)
 STATUS_STATES = ("done", "running", "queued", "retry_wait", "failed", "blocked", "todo")
 
 
 class DriverLock:
     """Exclusive right to drive one campaign directory."""
 
-    def __init__(self, directory: Path):
-        self.path = Path(directory) / "metadata" / LOCK
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self._fd = None
 
     def acquire(self) -> None:
@@ -62,9 +64,8 @@ class DriverLock:
         self.release()
 
 
-def driver_alive(directory: Path) -> str | None:
-    """Who holds the driver lock (a description), or None when no driver runs."""
-    path = Path(directory) / "metadata" / LOCK
+def driver_alive(path: Path) -> str | None:
+    """Who holds the driver lock at ``path`` (a description), or None when no driver runs."""
     if not path.exists():
         return None
     fd = os.open(path, os.O_RDONLY)
@@ -78,18 +79,77 @@ def driver_alive(directory: Path) -> str | None:
 
 
 class Journal:
-    """Append-only event log of the driver; one JSON object per line."""
+    """Append-only event log of the driver; one JSON object per line.
 
-    def __init__(self, directory: Path):
-        self.path = Path(directory) / "metadata" / EVENTS
+    Each event is one ``write`` of a whole line, so a driver killed mid-write leaves at most
+    a torn last line: ``read`` ignores it, and the next writer cuts it off before appending.
+    Any other line that is not an event is corruption, and ``read`` refuses to guess.
+    """
+
+    REQUIRED = ("t", "task", "event")
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self._file = None
 
     def write(self, task: str, event: str, **fields) -> None:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", buffering=1)
-        self._file.write(json.dumps({"t": time.time(), "task": task, "event": event, **fields}))
-        self._file.write("\n")
+            self._file = self._open_for_append()
+        line = json.dumps({"t": time.time(), "task": task, "event": event, **fields}) + "\n"
+        data = memoryview(line.encode())
+        while data:  # unbuffered: one write call for the line, unless the kernel splits it
+            data = data[self._file.write(data) :]
+
+    def _open_for_append(self):
+        """The journal opened for appending, its last line complete: a torn last line (no
+        trailing newline) is cut off, or ended with a newline if it is a whole event."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+b", buffering=0)  # O_APPEND: every write lands at the end
+        try:
+            size = f.seek(0, os.SEEK_END)
+            start = self._last_line_start(f, size)
+            if start < size:
+                f.seek(start)
+                fragment = f.read()
+                if self._event(fragment) is not None:
+                    f.write(b"\n")
+                elif fragment.strip():
+                    os.ftruncate(f.fileno(), start)
+                    log.warning(
+                        "%s: dropped a torn last line (a driver killed mid-write): %r",
+                        self.path, fragment[:200].decode(errors="replace"),
+                    )  # fmt: skip
+                else:  # only blanks: no event lost, nothing to say
+                    os.ftruncate(f.fileno(), start)
+        except BaseException:
+            f.close()
+            raise
+        return f
+
+    @staticmethod
+    def _last_line_start(f, size: int) -> int:
+        """Offset just after the file's last newline (0 if there is none)."""
+        end = size
+        while end > 0:
+            begin = max(0, end - 65536)
+            f.seek(begin)
+            newline = f.read(end - begin).rfind(b"\n")
+            if newline >= 0:
+                return begin + newline + 1
+            end = begin
+        return 0
+
+    @classmethod
+    def _event(cls, line: bytes) -> dict | None:
+        """The event a line holds, or None when it is not one (bad JSON, not an object, or
+        missing a required key)."""
+        try:
+            event = json.loads(line)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            return None
+        if not isinstance(event, dict) or any(k not in event for k in cls.REQUIRED):
+            return None
+        return event
 
     def close(self) -> None:
         if self._file is not None:
@@ -97,16 +157,36 @@ class Journal:
             self._file = None
 
     def read(self) -> list[dict]:
-        """Every event; a torn last line (driver killed mid-write) is ignored."""
+        """Every event, in order. Blank lines hold no event and are skipped; a torn last
+        line (no trailing newline, not an event: a driver killed mid-write, or one writing
+        now) is ignored. Any other line that is not an event raises ``CovmocksError`` naming
+        the file and the line numbers: dropping it could hide a failure or a retry."""
         if not self.path.exists():
             return []
         events = []
-        with open(self.path) as f:
-            for line in f:
-                try:
-                    events.append(json.loads(line))
-                except json.JSONDecodeError:
+        corrupt: list[tuple[int, bytes]] = []
+        with open(self.path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
                     continue
+                event = self._event(line)
+                if event is not None:
+                    events.append(event)
+                elif line.endswith(b"\n"):  # a complete line: not torn but corrupt
+                    corrupt.append((number, line))
+        if corrupt:
+            number, line = corrupt[0]
+            excerpt = line.strip()[:80].decode(errors="replace")
+            others = ""
+            if len(corrupt) > 1:
+                numbers = ", ".join(str(n) for n, _ in corrupt[1:11])
+                more = ", ..." if len(corrupt) > 11 else ""
+                others = f" (and {len(corrupt) - 1} more corrupt lines: {numbers}{more})"
+            raise CovmocksError(
+                f"{self.path}: line {number} is not a journal event: {excerpt!r}{others}; "
+                "repair or delete the line (each line must be one JSON object with "
+                "'t', 'task' and 'event')"
+            )
         return events
 
 
@@ -120,7 +200,7 @@ class Status:
     """Counts by state, overall and per snapshot; throughput; ETA; failed tasks."""
 
     counts: dict[str, int]
-    by_snapshot: dict[str, dict[str, int]]
+    by_redshift: dict[str, dict[str, int]]
     done_last_hour: int
     eta_s: float | None
     failed: list[dict]
@@ -130,11 +210,11 @@ class Status:
         return dataclasses.asdict(self)
 
 
-def task_states(plan, events: list[dict], directory: Path) -> dict[str, str]:
-    """State of every task: the plan's disk state refined by the journal and the logs."""
+def task_states(plan, events: list[dict], driver: str | None) -> dict[str, str]:
+    """State of every task: the plan's disk state refined by the journal and, while a
+    ``driver`` runs (``driver_alive``), the tasks' logs."""
     latest = last_events(events)
-    alive = driver_alive(directory) is not None
-    logs = os.path.join(directory, "logs")
+    alive = driver is not None
     states = {}
     for task in plan.tasks:
         state = task.state
@@ -143,7 +223,7 @@ def task_states(plan, events: list[dict], directory: Path) -> dict[str, str]:
             if last["event"] == "failed":
                 state = "failed"
             elif alive and last["event"] == "submitted":
-                began = _started(os.path.join(logs, f"{task.task_id}.err"))
+                began = _started(f"{task.log_stem}.err")
                 state = "running" if began >= last["t"] - 1.0 else "queued"
             elif alive and last["event"] in ("retry", "lost", "timeout"):
                 state = "retry_wait"
@@ -162,18 +242,19 @@ def _started(err_log: str) -> float:
 
 def campaign_status(campaign, plan=None) -> Status:
     """Status of a campaign from its files and journal (no Parsl needed)."""
-    plan = plan or campaign.plan()
-    directory = campaign.directory
-    events = Journal(directory).read()
-    states = task_states(plan, events, directory)
+    plan = plan or make_plan(campaign)
+    layout = campaign.layout
+    events = Journal(layout.journal).read()
+    driver = driver_alive(layout.lock)
+    states = task_states(plan, events, driver)
     counts = dict.fromkeys(STATUS_STATES, 0)
-    by_snapshot: dict[str, dict[str, int]] = collections.defaultdict(
+    by_redshift: dict[str, dict[str, int]] = collections.defaultdict(
         lambda: dict.fromkeys(STATUS_STATES, 0)
     )
     for task in plan.tasks:
         state = states[task.task_id]
         counts[state] += 1
-        by_snapshot[f"{task.redshift:.3f}"][state] += 1
+        by_redshift[redshift_label(task.redshift)][state] += 1
     now = time.time()
     done_recent = {e["task"] for e in events if e["event"] == "done" and now - e["t"] < 3600}
     remaining = sum(counts[s] for s in ("running", "queued", "retry_wait", "todo"))
@@ -189,5 +270,4 @@ def campaign_status(campaign, plan=None) -> Status:
         for task in plan.tasks
         if states[(tid := task.task_id)] == "failed"
     ]
-    return Status(counts, dict(by_snapshot), len(done_recent), eta, failed,
-                  driver_alive(directory))  # fmt: skip
+    return Status(counts, dict(by_redshift), len(done_recent), eta, failed, driver)

@@ -1,9 +1,13 @@
-"""Shared fixtures: the real AbacusSummit-format test catalog and a generated mini catalog."""
+"""Shared fixtures: the real AbacusSummit-format test catalog, the model, and
+campaign files (``make_campaign``, or ``write_campaign`` / ``campaign_file`` outside fixtures).
+"""
 
+import functools
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 import covmocks  # noqa: F401  (sets the XLA flag before anything imports jax)
 
@@ -32,18 +36,6 @@ def model():
     return get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 4096})
 
 
-@pytest.fixture(scope="session")
-def mini_mock(tmp_path_factory, mini_catalog_dir, model):
-    """A catalog generated from the mini Abacus box (seed 7, realization 0, snapshot 0)."""
-    from covmocks import catalog, generator, halos
-
-    out = tmp_path_factory.mktemp("mini") / "mock.hdf5"
-    source = halos.open_source("abacus", mini_catalog_dir, redshift=0.0)
-    req = generator.BoxRequest(output=out, seed=7, realization=0, snapshot=0, max_hosts=1000)
-    generator.generate_box(source, model, req)
-    return catalog.read_catalog(out)
-
-
 @pytest.fixture
 def halo_file_without_box_size(tmp_path):
     """A generic HDF5 halo file whose header lacks ``box_size``."""
@@ -57,3 +49,84 @@ def halo_file_without_box_size(tmp_path):
         f["pos"] = f["vel"] = np.ones((3, 3))
         f.attrs.update(h=0.7, Om0=0.3, omega_b=0.022, redshift=0.0)
     return path
+
+
+# --- campaign files ---------------------------------------------------------------------
+
+# The smallest valid campaign: synthetic halos, 2 boxes, the local profile's defaults.
+DEFAULT_CAMPAIGN = {
+    "campaign": {"name": "test", "seed": 1},
+    "science": {"source": "synthetic", "n_hosts": 100, "realizations": [0, 1], "redshifts": [0.0]},
+}
+
+# A campaign that runs quickly through real Parsl workers on this machine: one worker (one MPI
+# task at a time), small model batches, short backoffs. A layer: ``make_campaign(LOCAL_RUN, ...)``.
+LOCAL_RUN = {
+    "campaign": {"seed": 5},
+    "science": {
+        "n_hosts": 200,
+        "log10_mhost_min_msun": 11.0,
+        "model_params": {"batch_min": 256, "batch_max": 1024},
+    },
+    "execution": {
+        "profile": "local",
+        "max_in_flight": 2,
+        "retries": 2,
+        "backoff_base_s": 1,
+        "backoff_cap_s": 4,
+        "task_walltime_s": 600,
+        "executor": {"workers_per_node": 1, "mpi_tasks_per_block": 1},
+    },
+}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` over ``base``, recursively where both hold a mapping; any other value
+    (a list, a scalar, None written as YAML null) replaces. Neither argument is changed."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _plain(value):
+    """Paths -> text, recursively, for yaml.safe_dump."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def campaign_file(directory: Path, *layers: dict, file: str | None = None, **sections) -> Path:
+    """Write a campaign file into ``directory`` and return its path (not loaded: it may be
+    invalid on purpose).
+
+    The file is ``DEFAULT_CAMPAIGN`` with each of ``layers`` (mappings of sections, e.g.
+    ``LOCAL_RUN``), then ``sections`` (``science={...}``, ``execution={...}``, ...)
+    deep-merged over it in turn (``deep_merge``), written with ``yaml.safe_dump`` in key
+    order. Its name is ``file``, by default ``<campaign.name>.yaml``: campaigns of different
+    names never share a file, nor (with the default ``outputs``) a campaign directory, which
+    is ``<directory>/campaign-runs/<name>_<version>``.
+    """
+    data = functools.reduce(deep_merge, [*layers, sections], DEFAULT_CAMPAIGN)
+    path = Path(directory) / (file or f"{data['campaign']['name']}.yaml")
+    path.write_text(yaml.safe_dump(_plain(data), sort_keys=False))
+    return path
+
+
+def write_campaign(directory: Path, *layers: dict, file: str | None = None, **sections):
+    """``campaign_file``, loaded: the ``covmocks.campaign.Campaign``."""
+    from covmocks.campaign import Campaign
+
+    return Campaign.load(campaign_file(directory, *layers, file=file, **sections))
+
+
+@pytest.fixture
+def make_campaign(tmp_path):
+    """``make_campaign(*layers, file=None, **sections) -> Campaign``: ``write_campaign`` into
+    the test's ``tmp_path``, e.g. ``make_campaign(science={"redshifts": [0.0, 1.0]})``."""
+    return functools.partial(write_campaign, tmp_path)

@@ -1,16 +1,29 @@
 """Campaign files: schema, error messages, the three-tier merge and its provenance."""
 
+import ast
 import contextlib
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from covmocks.campaign import Campaign
+from covmocks.campaign import (
+    CONFIGS,
+    Campaign,
+    ExecutorValues,
+    LauncherValues,
+    ProviderValues,
+    Resources,
+    profile_names,
+)
 from covmocks.errors import ConfigError
+from covmocks.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = REPO / "campaigns"
@@ -47,7 +60,8 @@ def test_minimal_campaign_takes_local_profile_and_defaults(tmp_path):
     assert c.directory == tmp_path / "campaign-runs" / "t_1"
     assert c.science.realizations == (0, 1) and c.science.redshifts == (0.0, 0.5)
     assert c.science.input_path(0, 0.0) is None and c.science.log10_mhost_min_msun is None
-    assert c.execution.profile["name"] == "local" and c.execution.profile["executor"] == "htex"
+    assert c.profile.name == "local" and c.execution.executor.kind == "htex"
+    assert c.profile.path == CONFIGS / "local.yaml" and c.layout == Layout(c.directory)
     src = c.sources()
     assert src["campaign.seed"] == "campaign file campaign.yaml:3"
     assert src["execution.retries"].startswith("profile file local.yaml:")
@@ -57,7 +71,7 @@ def test_minimal_campaign_takes_local_profile_and_defaults(tmp_path):
 
 def test_merge_order_profile_then_campaign_then_override(tmp_path):
     write(tmp_path, """\
-        executor: mpi
+        executor: {kind: mpi}
         provider: {kind: slurm, account: from-profile, max_blocks: 3}
         execution: {retries: 5, max_in_flight: 7}
         resources: {nodes: 2, ranks: 8, gpus: 1}
@@ -76,9 +90,9 @@ def test_merge_order_profile_then_campaign_then_override(tmp_path):
         """)))  # fmt: skip
     ex = c.execution
     assert ex.retries == 5 and ex.max_in_flight == 3 and ex.backoff_cap_s == 600.0
-    assert ex.profile["provider"]["account"] == "from-campaign"
-    assert ex.profile["provider"]["max_blocks"] == 3 and ex.profile["executor"] == "mpi"
-    assert ex.profile["cost"]["seconds_per_task"] == 42
+    assert ex.provider.account == "from-campaign"
+    assert ex.provider.max_blocks == 3 and ex.executor.kind == "mpi"
+    assert c.profile.cost.seconds_per_task == 42
     assert c.resources_for(0.0) == c.resources
     assert (c.resources.nodes, c.resources.ranks, c.resources.gpus) == (2, 4, 1)
     assert c.resources.walltime_s == 100
@@ -96,6 +110,172 @@ def test_merge_order_profile_then_campaign_then_override(tmp_path):
     config = c.config()
     assert config["execution"]["provider"]["account"] == "from-campaign"
     assert config["resources"]["by_redshift"][0.5] == {"gpus": 2, "walltime_s": 99.0}
+
+
+PARSL_SECTIONS = {"executor": ExecutorValues, "provider": ProviderValues,
+                  "launcher": LauncherValues}  # fmt: skip
+
+
+def test_executor_provider_launcher_are_typed_sections_with_sources(tmp_path):
+    write(tmp_path, """\
+        executor: {kind: htex, workers_per_node: 4, mpi_tasks_per_block: 2}
+        provider: {kind: slurm, partition: debug}
+        launcher: {kind: srun}
+        """, "mine.yaml")  # fmt: skip
+    c = Campaign.load(write(tmp_path, MINIMAL + textwrap.dedent("""\
+        execution:
+          profile: mine.yaml
+          executor: {workers_per_node: 3}
+          launcher:
+            mpi_launcher: srun
+        """)))  # fmt: skip
+    ex = c.execution
+    assert isinstance(ex.executor, ExecutorValues) and isinstance(ex.provider, ProviderValues)
+    assert isinstance(ex.launcher, LauncherValues) and isinstance(c.resources, Resources)
+    executor = ex.executor
+    assert (executor.kind, executor.workers_per_node, executor.mpi_tasks_per_block) == (
+        "htex",
+        3,
+        2,
+    )
+    assert executor.available_accelerators is None
+    assert (ex.provider.kind, ex.provider.partition, ex.provider.walltime) == (
+        "slurm", "debug", "01:00:00")  # fmt: skip
+    assert (ex.launcher.kind, ex.launcher.mpi_launcher) == ("srun", "srun")
+    src = c.sources()
+    assert src["execution.executor.kind"] == "profile file mine.yaml:1"
+    assert src["execution.executor.workers_per_node"] == "campaign file campaign.yaml:11"
+    assert src["execution.executor.mpi_tasks_per_block"] == "profile file mine.yaml:1"
+    assert src["execution.executor.available_accelerators"] == "default"
+    assert src["execution.provider.partition"] == "profile file mine.yaml:2"
+    assert src["execution.provider.walltime"] == "default"
+    assert src["execution.launcher.kind"] == "profile file mine.yaml:3"
+    assert src["execution.launcher.mpi_launcher"] == "campaign file campaign.yaml:13"
+    assert src["profile.path"] == "derived from execution.profile"
+    assert "profile.executor" not in src and "execution.provider.workers_per_node" not in src
+    assert "execution.provider.launcher" not in src and "execution.provider.mpi_launcher" not in src
+    config = c.config()["execution"]
+    assert config["executor"] == dict(
+        kind="htex", workers_per_node=3, available_accelerators=None, mpi_tasks_per_block=2
+    )
+    assert config["launcher"] == {"kind": "srun", "mpi_launcher": "srun"}
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        executor.workers_per_node = 5
+
+
+@pytest.mark.parametrize("name", profile_names())
+def test_shipped_profiles_give_every_parsl_key_its_source(tmp_path, name):
+    c = Campaign.load(write(tmp_path, MINIMAL + f"execution: {{profile: {name}}}\n"))
+    src, written = c.sources(), yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    for section, schema in PARSL_SECTIONS.items():
+        for key in schema.model_fields:
+            source = src[f"execution.{section}.{key}"]
+            if key in written[section]:
+                assert source.startswith(f"profile file {name}.yaml:"), (section, key, source)
+                assert getattr(getattr(c.execution, section), key) == written[section][key]
+            else:
+                assert source == "default", (section, key, source)
+    assert c.profile.name == name and c.profile.description == written["description"]
+
+
+def test_shipped_profiles_say_what_runs_where(tmp_path):
+    def load(name):
+        return Campaign.load(write(tmp_path, MINIMAL + f"execution: {{profile: {name}}}\n"))
+
+    local = load("local").execution
+    assert (local.executor.kind, local.executor.workers_per_node) == ("htex", 2)
+    assert (local.launcher.kind, local.launcher.mpi_launcher) == ("simple", "mpiexec")
+    gpu = load("perlmutter-gpu").execution
+    assert (gpu.executor.workers_per_node, gpu.executor.available_accelerators) == (4, 4)
+    assert (gpu.provider.kind, gpu.launcher.kind) == ("slurm", "srun")
+    mpi = load("perlmutter-mpi")
+    assert (mpi.execution.executor.kind, mpi.execution.executor.mpi_tasks_per_block) == ("mpi", 4)
+    assert (mpi.execution.launcher.kind, mpi.execution.launcher.mpi_launcher) == ("simple", "srun")
+    assert mpi.execution.provider.nodes_per_block == 4 and mpi.resources.ranks == 4
+
+
+def test_keys_that_left_the_provider_section_say_where_they_went(tmp_path):
+    text = MINIMAL + textwrap.dedent("""\
+        execution:
+          provider:
+            workers_per_node: 2
+            launcher: srun
+            mpi_launcher: srun
+            available_accelerators: 4
+        """)  # fmt: skip
+    assert problems(tmp_path, text) == [
+        "campaign.yaml:11 execution.provider.workers_per_node: unknown key; it moved to "
+        "execution.executor.workers_per_node (HTEX: tasks a node runs at once) or "
+        "execution.executor.mpi_tasks_per_block (MPI executor: MPI tasks a block runs at once)",
+        "campaign.yaml:12 execution.provider.launcher: unknown key; it moved to "
+        "execution.launcher.kind",
+        "campaign.yaml:13 execution.provider.mpi_launcher: unknown key; it moved to "
+        "execution.launcher.mpi_launcher",
+        "campaign.yaml:14 execution.provider.available_accelerators: unknown key; it moved to "
+        "execution.executor.available_accelerators",
+    ]
+    write(tmp_path, "executor: mpi\nprovider: {mpi_launcher: srun}\n", "p.yaml")
+    assert problems(tmp_path, MINIMAL + "execution: {profile: p.yaml}\n") == [
+        f"{tmp_path / 'p.yaml'}:1 executor: expected a mapping, got 'mpi' (write {{kind: mpi}})",
+        f"{tmp_path / 'p.yaml'}:2 provider.mpi_launcher: unknown key; it moved to "
+        "launcher.mpi_launcher",
+    ]
+    bad = MINIMAL + "execution: {executor: {kind: htx, workers: 2}}\n"
+    assert problems(tmp_path, bad) == [
+        "campaign.yaml:9 execution.executor.kind: expected one of 'htex' or 'mpi', got 'htx'",
+        "campaign.yaml:9 execution.executor.workers: unknown key; did you mean 'workers_per_node'?",
+    ]
+
+
+def test_parsl_config_builds_from_the_typed_sections(tmp_path):
+    from parsl.executors import HighThroughputExecutor, MPIExecutor
+    from parsl.launchers import SimpleLauncher, SingleNodeLauncher, SrunLauncher
+    from parsl.providers import LocalProvider
+
+    from covmocks.configs.parsl_config import (
+        LOCAL_NODEFILE,
+        PilotSlurmProvider,
+        build_config,
+        build_executor,
+    )
+
+    local = Campaign.load(write(tmp_path, MINIMAL)).execution
+    htex = build_executor(local)
+    assert isinstance(htex, HighThroughputExecutor) and htex.max_workers_per_node == 2
+    assert isinstance(htex.provider, LocalProvider)
+    assert isinstance(htex.provider.launcher, SingleNodeLauncher)
+    mpi = build_executor(local, mpi=True)
+    assert isinstance(mpi, MPIExecutor) and mpi.max_workers_per_block == 2
+    assert mpi.mpi_launcher == "mpiexec" and isinstance(mpi.provider.launcher, SimpleLauncher)
+    assert LOCAL_NODEFILE in mpi.provider.worker_init
+    gpu = Campaign.load(write(tmp_path, MINIMAL + textwrap.dedent("""\
+        execution:
+          profile: perlmutter-gpu
+          provider: {account: m0000, status_polling_s: 5}
+        """))).execution  # fmt: skip
+    htex = build_executor(gpu)
+    assert htex.max_workers_per_node == 4 and list(htex.available_accelerators) == list("0123")
+    provider = htex.provider
+    assert isinstance(provider, PilotSlurmProvider) and isinstance(provider.launcher, SrunLauncher)
+    assert (provider.account, provider.exclusive, provider.status_polling_interval) == (
+        "m0000", True, 5)  # fmt: skip
+    perl_mpi = Campaign.load(write(tmp_path, MINIMAL + "execution: {profile: perlmutter-mpi}\n"))
+    config = build_config(perl_mpi.execution, perl_mpi.directory, monitoring=False)
+    (executor,) = config.executors
+    assert isinstance(executor, MPIExecutor) and executor.max_workers_per_block == 4
+    assert executor.mpi_launcher == "srun" and executor.provider.nodes_per_block == 4
+    assert LOCAL_NODEFILE not in executor.provider.worker_init
+    assert config.run_dir == str(perl_mpi.directory / "logs" / "parsl")
+
+
+def test_the_campaign_package_imports_neither_planner_nor_runner():
+    code = "import sys, covmocks.campaign; print(sorted(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(ast.literal_eval(out.stdout))
+    later = {"covmocks.plan", "covmocks.run", "covmocks.runner", "covmocks.cli", "covmocks.dryrun",
+             "covmocks.state", "covmocks.estimate", "covmocks.metadata", "parsl"}  # fmt: skip
+    assert not loaded & later
+    assert not [name for name in ("plan", "run", "status") if hasattr(Campaign, name)]
 
 
 def test_unknown_keys_are_named_with_file_and_line(tmp_path):
@@ -230,7 +410,7 @@ def test_input_template_env_and_relative_paths(tmp_path, monkeypatch):
 
 
 def test_profile_file_problems_name_the_profile_file(tmp_path):
-    write(tmp_path, "executor: htex\nprovider:\n  gpus_per_node: many\n", "p.yaml")
+    write(tmp_path, "executor: {kind: htex}\nprovider:\n  gpus_per_node: many\n", "p.yaml")
     found = problems(tmp_path, MINIMAL + "execution: {profile: p.yaml}\n")
     assert found == [
         f"{tmp_path / 'p.yaml'}:3 provider.gpus_per_node: expected an integer, got 'many'"
@@ -275,7 +455,8 @@ def test_shipped_campaigns_validate():
     assert mini.science.input_path(0, 0.0).endswith("Mini_N64_L32/halos/z0.000")
     roman = Campaign.load(CAMPAIGNS / "roman_grs_covariance.yaml")
     assert len(roman.science.realizations) == 2000 and len(roman.science.redshifts) == 20
-    assert roman.execution.profile["name"] == "perlmutter-gpu"
+    assert roman.profile.name == "perlmutter-gpu"
+    assert roman.profile.path == CONFIGS / "perlmutter-gpu.yaml"
     assert roman.science.input_path(3000, 1.1).endswith("_c000_ph3000/halos/z1.100")
     assert roman.resources_for(0.5).walltime_s == 3600 and roman.resources_for(1.1).gpus == 1
 

@@ -13,26 +13,25 @@ import sys
 import pytest
 
 from covmocks import state
-from covmocks.campaign import Campaign
 from covmocks.configs.parsl_config import BIN
 from covmocks.dryrun import dry_run
 
-CAMPAIGN = """
-campaign: {{name: dry, version: 1, seed: 3}}
-science:
-  source: synthetic
-  n_hosts: 200
-  realizations: [0, 1]
-  redshifts: [0.0, 1.0]
-execution:
-  profile: {profile}
-  provider: {provider}
-resources: {resources}
-outputs: {{base: {base}}}
-"""
-
-SLURM = """{partition: debug, account: acct, qos: normal, constraint: cpu, walltime: "00:30:00",
-            nodes_per_block: 2, workers_per_node: 3, worker_init: "module load covmocks-env"}"""
+# Layers over the factory's default campaign (tests/conftest.py): 4 tasks...
+DRY = {
+    "campaign": {"name": "dry", "version": 1, "seed": 3},
+    "science": {"n_hosts": 200, "realizations": [0, 1], "redshifts": [0.0, 1.0]},
+}
+# ...on the generic slurm profile: 3 HTEX workers per node, but 2 MPI tasks per block (so
+# the printout tells which of the two the executor took).
+SLURM = {
+    "execution": {
+        "profile": "slurm",
+        "executor": {"workers_per_node": 3, "mpi_tasks_per_block": 2},
+        "provider": {"partition": "debug", "account": "acct", "qos": "normal",
+                     "constraint": "cpu", "walltime": "00:30:00", "nodes_per_block": 2,
+                     "worker_init": "module load covmocks-env"},
+    },
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -47,31 +46,24 @@ def slurm_calls(tmp_path, monkeypatch):
     return calls
 
 
-def make_campaign(tmp_path, profile="slurm", provider=SLURM, resources="{}"):
-    path = tmp_path / "campaign.yaml"
-    path.write_text(CAMPAIGN.format(profile=profile, provider=provider, resources=resources,
-                                    base=tmp_path / "runs"))  # fmt: skip
-    return Campaign.load(path)
-
-
 def dry(campaign, capsys, **kwargs):
     """Dry-run; stdout and the one block script."""
     assert dry_run(campaign, **kwargs) == 0
     out = capsys.readouterr().out
-    (script,) = (campaign.directory / "logs" / "dry-run").iterdir()
+    (script,) = campaign.layout.dry_run.iterdir()
     assert f"script    {script}" in out
     return out, script.read_text()
 
 
 def assert_nothing_started(campaign, calls):
-    d = campaign.directory
+    layout = campaign.layout
     submitted = calls.read_text().splitlines() if calls.exists() else []
     assert not [c for c in submitted if not c.startswith("sacct")], submitted  # status query only
-    assert not list((d / "catalogs").rglob("*.hdf5"))
-    assert not (d / "metadata" / state.EVENTS).exists()
-    assert not (d / "metadata" / state.LOCK).exists()
-    assert not (d / "logs" / "parsl").exists()  # parsl.load makes its run directory there
-    assert not (d / "metadata" / "monitoring.db").exists()
+    assert layout.catalogs.is_dir() and not list(layout.catalogs.rglob("*.hdf5"))
+    assert not layout.journal.exists()
+    assert not layout.lock.exists()
+    assert not layout.parsl_runs.exists()  # parsl.load makes its run directory there
+    assert not layout.monitoring_db.exists()
 
 
 def worker_between_heredoc_and_srun(script, ntasks):
@@ -82,8 +74,8 @@ def worker_between_heredoc_and_srun(script, ntasks):
     return match.group(1)
 
 
-def test_slurm_profile_writes_the_block_script(tmp_path, slurm_calls, capsys):
-    campaign = make_campaign(tmp_path)
+def test_slurm_profile_writes_the_block_script(make_campaign, slurm_calls, capsys):
+    campaign = make_campaign(DRY, SLURM)
     out, script = dry(campaign, capsys)
     assert script.startswith("#!/bin/bash\n# covmocks dry run")
     for line in ("--nodes=2", "--time=30", "--partition=debug", "--account=acct", "--qos=normal",
@@ -94,7 +86,7 @@ def test_slurm_profile_writes_the_block_script(tmp_path, slurm_calls, capsys):
     worker = worker_between_heredoc_and_srun(script, ntasks=2)  # one pool per node
     assert "--max_workers_per_node=3 -a <interchange-addresses> " in worker
     assert "--port=<interchange-worker-port> " in worker and "--block_id=0 " in worker
-    assert f"--logdir={campaign.directory}/logs/parsl/<run-number>/covmocks " in worker
+    assert f"--logdir={campaign.layout.parsl_runs}/<run-number>/covmocks " in worker
     assert "<interchange-addresses>, <interchange-worker-port> and <run-number>" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     # the printout: the Config, one argument per line, and the summary
@@ -106,12 +98,14 @@ def test_slurm_profile_writes_the_block_script(tmp_path, slurm_calls, capsys):
     assert "executor  htex (HighThroughputExecutor)" in out
     assert "SlurmProvider: 0 at start, 0 to 4 blocks of 2 node(s), 3 worker(s) per node" in out
     assert f"worker    {worker}" in out
-    assert (campaign.directory / "metadata" / "plan.jsonl").exists()  # planned like a run
+    assert campaign.layout.manifest.exists()  # planned like a run
     assert_nothing_started(campaign, slurm_calls)
 
 
-def test_perlmutter_gpu_profile_asks_for_gpus(tmp_path, slurm_calls, capsys):
-    campaign = make_campaign(tmp_path, profile="perlmutter-gpu", provider="{account: m0000}")
+def test_perlmutter_gpu_profile_asks_for_gpus(make_campaign, slurm_calls, capsys):
+    campaign = make_campaign(
+        DRY, execution={"profile": "perlmutter-gpu", "provider": {"account": "m0000"}}
+    )
     out, script = dry(campaign, capsys, monitoring=False)
     for line in ("--nodes=1", "--time=120", "--gpus-per-node=4", "--exclusive",
                  "--account=m0000", "--qos=regular", "--constraint=gpu"):  # fmt: skip
@@ -124,20 +118,22 @@ def test_perlmutter_gpu_profile_asks_for_gpus(tmp_path, slurm_calls, capsys):
     assert_nothing_started(campaign, slurm_calls)
 
 
-def test_multi_rank_tasks_show_the_mpi_executor(tmp_path, slurm_calls, capsys):
-    campaign = make_campaign(tmp_path, resources="{ranks: 2}")
+def test_multi_rank_tasks_show_the_mpi_executor(make_campaign, slurm_calls, capsys):
+    campaign = make_campaign(DRY, SLURM, resources={"ranks": 2})
     out, script = dry(campaign, capsys)
     assert "\n    executors=(MPIExecutor(\n" in out and "mpi_launcher='srun'" in out
     assert "executor  mpi (MPIExecutor): tasks ask for up to 2 MPI ranks" in out
-    assert "2 node(s), at most 3 MPI task(s) at once per block" in out
+    assert "2 node(s), at most 2 MPI task(s) at once per block" in out
     # SimpleLauncher: the pool starts once per block, and launches each task's ranks itself
     assert "\nsrun " not in script
     assert re.search(r"\nprocess_worker_pool\.py .*--enable_mpi_mode +--mpi-launcher=srun", script)
     assert_nothing_started(campaign, slurm_calls)
 
 
-def test_local_profile_writes_what_would_run_here(tmp_path, slurm_calls, capsys):
-    campaign = make_campaign(tmp_path, profile="local", provider="{workers_per_node: 1}")
+def test_local_profile_writes_what_would_run_here(make_campaign, slurm_calls, capsys):
+    campaign = make_campaign(
+        DRY, execution={"profile": "local", "executor": {"workers_per_node": 1}}
+    )
     out, script = dry(campaign, capsys)
     assert "provider=LocalProvider(" in out
     assert "LocalProvider: 1 at start, 0 to 1 blocks of 1 node(s), 1 worker(s) per node" in out
@@ -147,28 +143,29 @@ def test_local_profile_writes_what_would_run_here(tmp_path, slurm_calls, capsys)
     assert_nothing_started(campaign, slurm_calls)
 
 
-def test_running_driver_keeps_its_plan_and_failed_tasks_wait_for_retry(tmp_path, slurm_calls,
-                                                                        capsys):  # fmt: skip
-    campaign = make_campaign(tmp_path)
-    journal = campaign.directory / "metadata" / state.EVENTS
+def test_running_driver_keeps_its_plan_and_failed_tasks_wait_for_retry(
+    make_campaign, slurm_calls, capsys
+):
+    campaign = make_campaign(DRY, SLURM)
+    journal = campaign.layout.journal
     journal.parent.mkdir(parents=True)
     journal.write_text(json.dumps({"t": 0, "task": "r0000_z0.000", "event": "failed"}) + "\n")
-    with state.DriverLock(campaign.directory):
+    with state.DriverLock(campaign.layout.lock):
         out, _ = dry(campaign, capsys)
     assert "driver    running: pid " in out and "a run now would be refused" in out
-    assert not (campaign.directory / "metadata" / "plan.jsonl").exists()
+    assert not campaign.layout.manifest.exists()
     assert "tasks     3 to run; done 0, todo 4, blocked 0; 1 failed before" in out
     out, _ = dry(campaign, capsys, retry=["all"])
     assert "tasks     4 to run" in out and "plan      written" in out
 
 
 @pytest.mark.parametrize("command", [["covmocks.run"], ["covmocks.cli", "run"]])
-def test_command_line(tmp_path, slurm_calls, command):
-    campaign = make_campaign(tmp_path)
+def test_command_line(make_campaign, slurm_calls, command):
+    campaign = make_campaign(DRY, SLURM)
     proc = subprocess.run([sys.executable, "-m", *command, str(campaign.path), "--dry-run"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Parsl configuration (as the run would load it):\nConfig(\n")
     assert "started nothing (no interchange, workers or monitoring)" in proc.stdout
-    assert (campaign.directory / "logs" / "dry-run" / "covmocks.block-0.sh").is_file()
+    assert (campaign.layout.dry_run / "covmocks.block-0.sh").is_file()
     assert_nothing_started(campaign, slurm_calls)

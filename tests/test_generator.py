@@ -5,15 +5,27 @@ import numpy as np
 import pytest
 
 from covmocks import catalog, generator, halos
+from covmocks.box import BoxSpec
 from covmocks.model import get_model
 
 
-def _generate(tmp_path, mini_catalog_dir, model, name, **request):
-    out = tmp_path / f"{name}.hdf5"
-    source = halos.open_source("abacus", mini_catalog_dir, redshift=0.0)
-    args = dict(seed=7, realization=0, snapshot=0, max_hosts=1000) | request
-    generator.generate_box(source, model, generator.BoxRequest(output=out, **args))
-    return catalog.read_catalog(out)
+def mini_spec(mini_catalog_dir, output, **fields) -> BoxSpec:
+    """The mini Abacus box (seed 7, realization 0, z=0 so snapshot 0), resolved."""
+    base = dict(source="abacus", input=mini_catalog_dir, seed=7, realization=0, redshift=0.0,
+                chunk_hosts=1000)  # fmt: skip
+    return BoxSpec(output=output, **(base | fields))
+
+
+def _generate(tmp_path, mini_catalog_dir, model, name, **fields):
+    spec = mini_spec(mini_catalog_dir, tmp_path / f"{name}.hdf5", **fields)
+    generator.generate_box(spec.open_source(), model, spec)
+    return catalog.read_catalog(spec.output)
+
+
+@pytest.fixture(scope="module")
+def mini_mock(tmp_path_factory, mini_catalog_dir, model):
+    """A catalog generated from the mini Abacus box (seed 7, realization 0, snapshot 0)."""
+    return _generate(tmp_path_factory.mktemp("mini"), mini_catalog_dir, model, "mock")
 
 
 def test_schema_units_and_attributes(mini_mock):
@@ -82,7 +94,7 @@ def test_mean_stellar_mass_rises_with_halo_mass(mini_mock):
 def test_same_seed_is_bit_identical_whatever_the_chunking(tmp_path, mini_catalog_dir, model,
                                                           mini_mock):  # fmt: skip
     again = _generate(tmp_path, mini_catalog_dir, model, "again")
-    four = _generate(tmp_path, mini_catalog_dir, model, "chunks", max_hosts=96)
+    four = _generate(tmp_path, mini_catalog_dir, model, "chunks", chunk_hosts=96)
     other_batches = _generate(
         tmp_path, mini_catalog_dir, get_model("diffsky_sfh", {"batch_min": 512, "batch_max": 512}),
         "batches",
@@ -104,8 +116,42 @@ def test_other_realization_or_snapshot_draws_differently(tmp_path, mini_catalog_
 
 
 def test_host_limit(tmp_path, mini_catalog_dir, model):
-    cat = _generate(tmp_path, mini_catalog_dir, model, "limit", host_limit=50, max_hosts=30)
+    cat = _generate(tmp_path, mini_catalog_dir, model, "limit", host_limit=50, chunk_hosts=30)
     assert cat.attrs["n_hosts"] == 50 and cat.data["is_central"].sum() == 50
+
+
+def test_unresolved_spec_is_refused(tmp_path, mini_catalog_dir, model):
+    """generate_box takes a resolved spec: the snapshot id keys the random stream."""
+    spec = BoxSpec(source="abacus", input=mini_catalog_dir, output=tmp_path / "m.hdf5")
+    with pytest.raises(ValueError, match="resolved"):
+        generator.generate_box(spec.open_source(), model, spec)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_populate_counts_rows_from_the_writer_row(mini_catalog_dir, model):
+    """The one populate-and-write loop: host indices start at the writer's row, the limit
+    cuts in catalog order, empty blocks are skipped, and the counts add up."""
+    from covmocks.model import CosmicTimes, snapshot_key
+
+    class Rows:
+        def __init__(self):
+            self.n, self.appended = 1000, []
+
+        def append(self, columns):
+            self.appended.append(columns)
+            self.n += len(columns["halo_id"])
+
+    source = halos.open_source("abacus", mini_catalog_dir)
+    blocks = [source.read_slab(source.slab_files[0]).select(slice(0, n)) for n in (30, 0, 30)]
+    writer = Rows()
+    snap = CosmicTimes.from_header(source.header)
+    counts = generator.populate(blocks, model, snap, snapshot_key(1, 0, 0), writer, host_limit=40)
+    assert counts["n_hosts"] == 40 and counts["n_rows"] == writer.n - 1000
+    assert counts["n_rows"] == 40 + counts["n_satellites"]
+    first, second = writer.appended
+    assert first["host_index"].min() == 1000 and first["is_central"].sum() == 30
+    assert second["is_central"].sum() == 10
+    assert second["host_index"].min() == 1000 + len(first["halo_id"])
 
 
 def test_crash_mid_write_leaves_no_file(tmp_path, mini_catalog_dir, model, monkeypatch):
@@ -120,10 +166,9 @@ def test_crash_mid_write_leaves_no_file(tmp_path, mini_catalog_dir, model, monke
         real_append(self, columns)
 
     monkeypatch.setattr(catalog.CatalogWriter, "append", failing_append)
-    source = halos.open_source("abacus", mini_catalog_dir)
-    req = generator.BoxRequest(output=out, seed=1, realization=0, snapshot=0, max_hosts=100)
+    spec = mini_spec(mini_catalog_dir, out, seed=1, chunk_hosts=100)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        generator.generate_box(source, model, req)
+        generator.generate_box(spec.open_source(), model, spec)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -135,13 +180,13 @@ def test_output_does_not_depend_on_import_order(tmp_path, mini_catalog_dir):
 
     code = """
 import sys, covmocks
-from covmocks import generator, halos, model
+from covmocks import box, generator, model
 if sys.argv[2] == "diffsky_first":
     import diffsky  # noqa: F401
 m = model.get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 1024})
-src = halos.open_source("abacus", sys.argv[3])
-generator.generate_box(src, m, generator.BoxRequest(output=sys.argv[1], seed=2, realization=0,
-                                                    snapshot=0))
+spec = box.BoxSpec(source="abacus", input=sys.argv[3], output=sys.argv[1], seed=2)
+src = spec.open_source()
+generator.generate_box(src, m, spec.resolved(src.header))
 """
     outs = []
     for order in ("model_first", "diffsky_first"):
@@ -151,3 +196,14 @@ generator.generate_box(src, m, generator.BoxRequest(output=sys.argv[1], seed=2, 
         outs.append(catalog.read_catalog(out))
     for name in catalog.SCHEMA:
         np.testing.assert_array_equal(outs[0].data[name], outs[1].data[name], err_msg=name)
+
+
+def test_output_that_appeared_while_writing_is_kept(tmp_path):
+    """The writers' shared atomic finish (catalog.publish): a catalog that another process
+    finished meanwhile is not replaced, and the temporary file is removed."""
+    out = tmp_path / "box.hdf5"
+    with pytest.raises(catalog.OutputExistsError, match="appeared while writing"):
+        with catalog.CatalogWriter(out, {"seed": 1}, compression="lzf"):
+            out.write_bytes(b"the other writer's catalog")
+    assert out.read_bytes() == b"the other writer's catalog"
+    assert [p.name for p in tmp_path.iterdir()] == ["box.hdf5"]

@@ -1,22 +1,26 @@
-"""Halo sources: the real CompaSO catalog, the generic HDF5 schema, synthetic hosts."""
+"""Halo sources: the real CompaSO catalog, the generic HDF5 schema, synthetic hosts; reading
+only some work units; transient versus deterministic read errors."""
+
+import errno
 
 import numpy as np
 import pytest
 
 from covmocks import halos, units
-from covmocks.errors import InputError
+from covmocks.errors import InputError, TransientInputError
+
+FIELDS = ("ids", "pos", "vel", "mass", "radius")
 
 PARTICLE_MASS_H = 10882397390.0  # Msun/h, from the Mini_N64_L32 header
 
 
 def _all(source, max_hosts=10**6):
     blocks = list(source.iter_blocks(max_hosts))
-    return halos.HaloBlock(
-        *(
-            np.concatenate([getattr(b, f) for b in blocks])
-            for f in ("ids", "pos", "vel", "mass", "radius")
-        )
-    )
+    return _join(blocks)
+
+
+def _join(blocks):
+    return halos.HaloBlock(*(np.concatenate([getattr(b, f) for b in blocks]) for f in FIELDS))
 
 
 def test_abacus_header_units_and_counts(mini_catalog_dir):
@@ -40,7 +44,7 @@ def test_abacus_header_units_and_counts(mini_catalog_dir):
 
 def test_abacus_mass_cut_is_in_msun_without_h(mini_catalog_dir):
     cut = 12.5  # log10 Msun
-    src = halos.open_source("abacus", mini_catalog_dir, log10_mmin_msun=cut)
+    src = halos.open_source("abacus", mini_catalog_dir, log10_mhost_min_msun=cut)
     block = _all(src)
     full = _all(halos.open_source("abacus", mini_catalog_dir))
     expected = np.sum(np.log10(full.mass / 0.6736) >= cut)
@@ -74,21 +78,21 @@ def test_hdf5_source_without_box_size(halo_file_without_box_size):
 
 
 def test_synthetic_is_reproducible_and_chunk_independent():
-    a = halos.open_source("synthetic", n_hosts=70000, seed=5, log10_mmin_msun=11.0)
-    b = halos.open_source("synthetic", n_hosts=70000, seed=5, log10_mmin_msun=11.0)
+    a = halos.open_source("synthetic", n_hosts=70000, seed=5, log10_mhost_min_msun=11.0)
+    b = halos.open_source("synthetic", n_hosts=70000, seed=5, log10_mhost_min_msun=11.0)
     whole, chunked = _all(a), _all(b, max_hosts=999)
     assert len(whole) == 70000
-    for f in ("ids", "pos", "vel", "mass", "radius"):
+    for f in FIELDS:
         np.testing.assert_array_equal(getattr(whole, f), getattr(chunked, f))
     lgm = units.log_mass_h_to_msun(np.log10(whole.mass), a.header.cosmology.h)
     assert lgm.min() >= 11.0 - 1e-9
     assert whole.pos.min() >= 0 and whole.pos.max() < a.header.box_size
-    other = _all(halos.open_source("synthetic", n_hosts=70000, seed=6, log10_mmin_msun=11.0))
+    other = _all(halos.open_source("synthetic", n_hosts=70000, seed=6, log10_mhost_min_msun=11.0))
     assert not np.array_equal(other.mass, whole.mass)
 
 
 def test_synthetic_box_matches_mass_function_density():
-    src = halos.open_source("synthetic", n_hosts=1000, log10_mmin_msun=11.0)
+    src = halos.open_source("synthetic", n_hosts=1000, log10_mhost_min_msun=11.0)
     _, _, density = halos._hmf_tables(11.0, 0.0)  # per Mpc^3
     volume_mpc3 = (src.header.box_size / src.header.cosmology.h) ** 3
     assert density * volume_mpc3 == pytest.approx(1000, rel=1e-6)
@@ -97,3 +101,136 @@ def test_synthetic_box_matches_mass_function_density():
 def test_unknown_source_kind():
     with pytest.raises(InputError, match="unknown halo source"):
         halos.open_source("gadget", "x")
+
+
+def test_synthetic_needs_a_finite_mass_cut():
+    """The synthetic default cut is the box spec's (box.SYNTHETIC_MHOST_MIN), not the source's."""
+    with pytest.raises(InputError, match="finite host mass cut"):
+        halos.open_source("synthetic", n_hosts=10)
+
+
+def _counting(monkeypatch, cls, name):
+    """Wrap ``cls.name`` to record its positional arguments, call by call."""
+    calls = []
+    real = getattr(cls, name)
+
+    def wrapper(self, *args):
+        calls.append(args)
+        return real(self, *args)
+
+    monkeypatch.setattr(cls, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("max_hosts", [999, 65536, 70000])
+def test_synthetic_block_range_draws_only_overlapping_blocks(monkeypatch, max_hosts):
+    """Blocks [first, last) of a 3-BLOCK box (140,000 hosts) are exactly that slice of the
+    full stream, drawn from only the random-number BLOCKs they overlap."""
+    src = halos.open_source("synthetic", n_hosts=140000, seed=5, log10_mhost_min_msun=11.0)
+    whole = _all(src)
+    drawn = _counting(monkeypatch, halos.SyntheticSource, "_block")
+    n_units = src.n_units(max_hosts)
+    assert n_units == -(-140000 // max_hosts)
+    block = src.BLOCK
+    for first, last in [(0, 1), (1, 2), (n_units // 2, n_units), (n_units - 1, n_units),
+                        (0, n_units), (2, 2)]:  # fmt: skip
+        drawn.clear()
+        units_read = list(src.read_units(max_hosts, first, last))
+        assert [len(u) for u in units_read] == [1] * (last - first)
+        start, stop = first * max_hosts, min(last * max_hosts, 140000)
+        assert [len(u[0]) for u in units_read] == [
+            min(max_hosts, 140000 - r) for r in range(start, stop, max_hosts)
+        ]
+        if last == first:
+            assert drawn == []
+            continue
+        got = _join([u[0] for u in units_read])
+        for f in FIELDS:
+            np.testing.assert_array_equal(getattr(got, f), getattr(whole, f)[start:stop], f)
+        assert [b for (b,) in drawn] == list(range(start // block, -(-stop // block)))
+
+
+def test_hdf5_block_range_reads_only_its_rows(tmp_path, monkeypatch):
+    """Blocks [first, last) of an HDF5 catalog read only their rows, and match the stream
+    (each block cut by mass, possibly to nothing)."""
+    synthetic = halos.open_source("synthetic", n_hosts=1000, seed=3, log10_mhost_min_msun=11.0)
+    path = tmp_path / "halos.hdf5"
+    halos.write_hdf5_halos(path, _all(synthetic), synthetic.header)
+    src = halos.open_source("hdf5", path, log10_mhost_min_msun=11.5)
+    stream = list(src.iter_blocks(150))
+    assert len(stream) == src.n_units(150) == 7
+    reads = _counting(monkeypatch, halos.HDF5Source, "_read")
+    got = list(src.read_units(150, 2, 5))
+    assert [(start, stop) for _, start, stop in reads] == [(300, 450), (450, 600), (600, 750)]
+    for (block,), want in zip(got, stream[2:5], strict=True):
+        np.testing.assert_array_equal(block.ids, want.ids)
+        np.testing.assert_array_equal(block.pos, want.pos)
+    assert src.unit_name(3) == "host block 3"
+
+
+def test_abacus_units_are_slabs_read_alone(mini_catalog_dir, monkeypatch):
+    src = halos.open_source("abacus", mini_catalog_dir)
+    whole = _all(src)
+    assert src.n_units(1000) == 3 and src.unit_name(1) == "halo_info_001.asdf"
+    reads = _counting(monkeypatch, halos.AbacusSource, "read_slab")
+    (blocks,) = list(src.read_units(50, 1, 2))
+    assert [slab.name for (slab,) in reads] == ["halo_info_001.asdf"]
+    assert all(len(b) <= 50 for b in blocks)
+    first_slab = len(_join(next(src.read_units(10**6, 0, 1))))
+    np.testing.assert_array_equal(
+        _join(blocks).ids, whole.ids[first_slab : first_slab + sum(len(b) for b in blocks)]
+    )
+
+
+def _eio(*args, **kwargs):
+    raise OSError(errno.EIO, "Input/output error")
+
+
+def test_hdf5_read_errors_transient_or_not(tmp_path, monkeypatch):
+    """EIO while reading blocks, or opening the file: TransientInputError (retried);
+    a missing or corrupt file: InputError (fails at once)."""
+    import h5py
+
+    synthetic = halos.open_source("synthetic", n_hosts=300, seed=3, log10_mhost_min_msun=11.0)
+    path = tmp_path / "halos.hdf5"
+    halos.write_hdf5_halos(path, _all(synthetic), synthetic.header)
+    src = halos.open_source("hdf5", path)
+    with monkeypatch.context() as m:
+        m.setattr(h5py.Dataset, "__getitem__", _eio)
+        with pytest.raises(TransientInputError, match="halos.hdf5: Input/output error"):
+            list(src.iter_blocks(100))
+    with monkeypatch.context() as m:
+        m.setattr(h5py, "File", _eio)
+        with pytest.raises(TransientInputError):
+            halos.open_source("hdf5", path)
+        with pytest.raises(TransientInputError):
+            list(src.read_blocks(100, 1, 2))
+    with pytest.raises(InputError) as missing:
+        halos.open_source("hdf5", tmp_path / "nowhere.hdf5")
+    assert not isinstance(missing.value, TransientInputError)
+    path.unlink()
+    with pytest.raises(InputError) as gone:
+        list(src.iter_blocks(100))  # deleted after opening: ENOENT, not transient
+    assert not isinstance(gone.value, TransientInputError)
+    corrupt = tmp_path / "corrupt.hdf5"
+    corrupt.write_bytes(b"\x89HDF this is not a catalog")
+    with pytest.raises(InputError) as bad:
+        halos.open_source("hdf5", corrupt)
+    assert not isinstance(bad.value, TransientInputError)
+
+
+def test_abacus_read_errors_transient_or_not(mini_catalog_dir, monkeypatch):
+    from abacusnbody.data import compaso_halo_catalog
+
+    src = halos.open_source("abacus", mini_catalog_dir)
+    monkeypatch.setattr(compaso_halo_catalog, "CompaSOHaloCatalog", _eio)
+    with pytest.raises(TransientInputError, match="halo_info_000.asdf"):
+        list(src.iter_blocks(1000))
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    monkeypatch.setattr(compaso_halo_catalog, "CompaSOHaloCatalog", missing)
+    with pytest.raises(InputError) as exc:
+        list(src.iter_blocks(1000))
+    assert not isinstance(exc.value, TransientInputError)

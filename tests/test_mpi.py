@@ -5,6 +5,7 @@ fail the task promptly with nothing under the output name and no shards left beh
 """
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from covmocks import catalog, halos
+from covmocks.errors import InputError, OutputError, TransientInputError
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -269,15 +271,112 @@ def test_host_limit_counts_hosts_in_catalog_order(tmp_path, tmp_path_factory, mp
 def test_hdf5_source_with_mass_cut(tmp_path, tmp_path_factory, mpi_env):
     """The generic HDF5 reader, cut by mass at the source, shared among 2 ranks."""
     path = tmp_path_factory.mktemp("halos") / "halos.hdf5"
-    synthetic = halos.open_source("synthetic", n_hosts=3000, seed=3)
+    synthetic = halos.open_source("synthetic", n_hosts=3000, seed=3, log10_mhost_min_msun=11.0)
     halos.write_hdf5_halos(path, next(synthetic.iter_blocks(3000)), synthetic.header)
-    args = ["--source", "hdf5", "--input", path, "--log10-mmin", 11.3, "--seed", 1,
+    args = ["--source", "hdf5", "--input", path, "--log10-mhost-min-msun", 11.3, "--seed", 1,
             "--chunk-hosts", 500]  # fmt: skip
     want = reference(tmp_path_factory, args, mpi_env)
     out = tmp_path / "mock.hdf5"
     rc, _, stderr, _ = mpibox(2, [*args, "--output", out], mpi_env)
     assert rc == 0, stderr
     assert_same_catalog(catalog.read_catalog(out), want)
+
+
+# -- each rank reads only its share ---------------------------------------------------------
+
+_SHARE_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import sys
+    from pathlib import Path
+
+    from mpi4py import MPI
+
+    from covmocks import halos, mpibox
+    from covmocks.box import BoxSpec
+    from covmocks.model import get_model
+
+    comm = MPI.COMM_WORLD
+    halos.SyntheticSource.BLOCK = 500  # several random-number blocks in a small box
+    drawn, rows = [], []
+    real_block, real_read = halos.SyntheticSource._block, halos.HDF5Source._read
+
+    def counted_block(self, b):
+        drawn.append(b)
+        return real_block(self, b)
+
+    def counted_read(self, f, start, stop):
+        rows.append([start, stop])
+        return real_read(self, f, start, stop)
+
+    halos.SyntheticSource._block = counted_block
+    halos.HDF5Source._read = counted_read
+    model = get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 1024})
+    out = Path(sys.argv[1])
+    specs = {
+        "synthetic": BoxSpec(source="synthetic", n_hosts=2000, seed=4, redshift=0.0,
+                             chunk_hosts=300, output=out / "synthetic.hdf5"),
+        "hdf5": BoxSpec(source="hdf5", input=sys.argv[2], seed=4, log10_mhost_min_msun=11.2,
+                        chunk_hosts=300, output=out / "hdf5.hdf5"),
+    }
+    reads = {}
+    for name, spec in specs.items():
+        source = spec.open_source()
+        drawn.clear()
+        rows.clear()
+        mpibox.generate_box_mpi(comm, source, model, spec.resolved(source.header))
+        reads[name] = {"rng_blocks": list(drawn), "rows": list(rows)}
+    reads = comm.gather(reads, root=0)
+    if comm.rank == 0:
+        print(json.dumps(reads))
+    """
+)
+
+
+def _expected_share(n_ranks: int, rank: int) -> tuple[list, list]:
+    """RNG blocks (of 500 hosts) and HDF5 row runs that ``rank`` of ``n_ranks`` must read, and
+    no others: 2,000 rows in 7 units of 300."""
+    from covmocks.mpibox import rank_share
+
+    share = rank_share(7, n_ranks, rank)
+    start, stop = share.start * 300, min(share.stop * 300, 2000)
+    if start >= stop:
+        return [], []
+    rng = list(range(start // 500, -(-stop // 500)))
+    return rng, [[r, min(r + 300, stop)] for r in range(start, stop, 300)]
+
+
+def test_each_rank_reads_only_its_share(tmp_path, mpi_env):
+    """Synthetic (random-number BLOCK patched to 500 hosts) and HDF5 sources, 2,000 hosts in
+    7 units of 300, on 1, 2 and 3 ranks: every rank draws only the random-number blocks and
+    reads only the rows of its own units (each once), and both catalogs are bit-identical
+    whatever the number of ranks."""
+    halo_file = tmp_path / "halos.hdf5"
+    synthetic = halos.open_source("synthetic", n_hosts=2000, seed=8, log10_mhost_min_msun=11.0)
+    halos.write_hdf5_halos(halo_file, next(synthetic.iter_blocks(2000)), synthetic.header)
+    script = tmp_path / "share.py"
+    script.write_text(_SHARE_SCRIPT)
+    catalogs = {}
+    for n_ranks in (1, 2, 3):
+        out = tmp_path / f"ranks{n_ranks}"
+        out.mkdir()
+        cmd = [MPIEXEC, "-n", str(n_ranks), sys.executable, str(script), str(out), str(halo_file)]
+        rc, stdout, stderr, _ = _run(cmd, mpi_env)
+        assert rc == 0, stderr
+        reads = json.loads(stdout.strip().splitlines()[-1])
+        assert len(reads) == n_ranks
+        for rank, got in enumerate(reads):
+            rng, rows = _expected_share(n_ranks, rank)
+            assert got["synthetic"]["rng_blocks"] == rng, (n_ranks, rank)
+            assert got["hdf5"]["rows"] == rows, (n_ranks, rank)
+        catalogs[n_ranks] = {name: catalog.read_catalog(out / f"{name}.hdf5")
+                             for name in ("synthetic", "hdf5")}  # fmt: skip
+    assert catalogs[1]["synthetic"].attrs["n_hosts"] == 2000
+    assert 0 < catalogs[1]["hdf5"].attrs["n_hosts"] < 2000
+    for n_ranks in (2, 3):
+        for name in ("synthetic", "hdf5"):
+            assert_same_catalog(catalogs[n_ranks][name], catalogs[1][name])
+            assert_global_host_index(catalogs[n_ranks][name])
 
 
 # -- failures -------------------------------------------------------------------------------
@@ -340,7 +439,8 @@ _FAILING_RANK_SCRIPT = textwrap.dedent(
 
     from mpi4py import MPI
 
-    from covmocks import generator, halos, mpibox
+    from covmocks import catalog_mpio, mpibox
+    from covmocks.box import BoxSpec
     from covmocks.model import get_model
 
     comm = MPI.COMM_WORLD
@@ -355,11 +455,10 @@ _FAILING_RANK_SCRIPT = textwrap.dedent(
         return wrapper
 
     {target} = on_rank_1({target})
-    source = halos.open_source("synthetic", n_hosts=800, seed=5)
-    req = generator.BoxRequest(output=Path(sys.argv[1]), seed=5, realization=0, snapshot=0,
-                               max_hosts=200)
+    spec = BoxSpec(source="synthetic", n_hosts=800, seed=5, redshift=0.0, chunk_hosts=200,
+                   output=Path(sys.argv[1]))
     try:
-        mpibox.generate_box_mpi(comm, source, model, req)
+        mpibox.generate_box_mpi(comm, spec.open_source(), model, spec)
     except mpibox.RankFailure as exc:
         if comm.rank == 0:
             print(f"failed: {{exc}}", file=sys.stderr)
@@ -402,6 +501,34 @@ def test_rank_that_dies_takes_the_job_down(tmp_path, mpi_env):
     assert not (out_dir / "mock.hdf5").exists()
 
 
+class _OneRank:
+    """The part of a communicator that ``mpibox._Guard`` uses, for one rank."""
+
+    rank, size = 0, 1
+
+    def allgather(self, value):
+        return [value]
+
+
+@pytest.mark.parametrize(
+    "error, code",
+    [(InputError("halo catalog not found: x"), 2), (OutputError("output exists: y"), 2),
+     (TransientInputError("cannot read x: Input/output error"), 1), (ValueError("bug"), 1)],
+)  # fmt: skip
+def test_exit_status_retries_transient_read_errors(error, code):
+    """Exit status 2 (bad input or output: the campaign fails the task at once) only for
+    deterministic errors; a transient read error exits 1, so that the task is retried."""
+    from covmocks import mpibox
+
+    guard = mpibox._Guard(_OneRank())
+    with guard:
+        guard.context = "host block 3"
+        raise error
+    with pytest.raises(mpibox.RankFailure, match="rank 0: host block 3: ") as failure:
+        guard.check()
+    assert failure.value.exit_code == code
+
+
 # -- collective parallel HDF5 only -----------------------------------------------------------
 
 
@@ -412,7 +539,7 @@ def test_rank_failure_in_parallel_write_leaves_no_catalog(tmp_path, failure, mpi
     where rank 1 could still clean up, the shard directory (holding the temporary catalog)
     is gone too."""
     rc, stderr, out_dir = failing_rank(
-        tmp_path, mpio_stack.env, failure, target="mpibox._read_shard_slices",
+        tmp_path, mpio_stack.env, failure, target="catalog_mpio.read_shard",
         python=mpio_stack.python, mpiexec=mpio_stack.mpiexec,
     )  # fmt: skip
     assert rc != 0, stderr

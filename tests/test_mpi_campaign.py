@@ -14,9 +14,11 @@ import pytest
 
 from covmocks import halos
 from covmocks.campaign import Campaign
-from covmocks.run import Runner, uses_mpi
+from covmocks.plan import make_plan
+from covmocks.runner import Runner, uses_mpi
+from tests.conftest import LOCAL_RUN, write_campaign
 from tests.test_mpi import MPIEXEC
-from tests.test_run import events_of, make_campaign
+from tests.test_run import assert_qa_passed, events_of
 
 pytestmark = [
     pytest.mark.mpi,
@@ -24,7 +26,7 @@ pytestmark = [
     pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found beside python or on PATH"),
 ]
 
-TWO_RANKS = "resources: {nodes: 1, ranks: 2}"
+TWO_RANKS = {"resources": {"nodes": 1, "ranks": 2}}  # a layer over LOCAL_RUN
 
 
 def _ranks_of(task) -> int:
@@ -34,25 +36,25 @@ def _ranks_of(task) -> int:
 
 
 def _assert_same_catalogs(a: Campaign, b: Campaign) -> None:
-    for ta, tb in zip(a.plan().tasks, b.plan().tasks, strict=True):
+    for ta, tb in zip(make_plan(a).tasks, make_plan(b).tasks, strict=True):
         with h5py.File(ta.output) as fa, h5py.File(tb.output) as fb:
             assert sorted(fa) == sorted(fb)
             for name in fa:
                 np.testing.assert_array_equal(fa[name][:], fb[name][:], err_msg=name)
 
 
-def test_two_rank_boxes_through_mpiexecutor_equal_single_process_boxes(tmp_path):
-    mpi = make_campaign(tmp_path, name="mpi", extra=TWO_RANKS,
-                        science="n_hosts: 300")  # fmt: skip
+def test_two_rank_boxes_through_mpiexecutor_equal_single_process_boxes(make_campaign):
+    mpi = make_campaign(LOCAL_RUN, TWO_RANKS, campaign={"name": "mpi"}, science={"n_hosts": 300})
     assert uses_mpi(mpi)
     assert Runner(mpi, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
-    plan = mpi.plan()
+    plan = make_plan(mpi)
     assert plan.counts["done"] == 2
     for task in plan.tasks:
-        assert json.loads(task.qa_record.read_text())["passed"]
+        assert_qa_passed(task)
         assert _ranks_of(task) == 2
         assert "launching: mpiexec -n 2" in open(f"{task.log_stem}.err").read()
-    single = make_campaign(tmp_path, name="single", science="n_hosts: 300")
+    single = make_campaign(LOCAL_RUN, campaign={"name": "single"}, science={"n_hosts": 300})
+    assert single.directory != mpi.directory
     assert not uses_mpi(single)
     assert Runner(single, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
     _assert_same_catalogs(mpi, single)
@@ -63,18 +65,19 @@ def _mpibox_processes(directory) -> list[str]:
     return [p for p in ps.splitlines() if "covmocks.mpibox" in p and str(directory) in p]
 
 
-def test_mpi_box_past_its_walltime_has_its_ranks_stopped(tmp_path):
+def test_mpi_box_past_its_walltime_has_its_ranks_stopped(make_campaign):
     # 3 s: the ranks are still importing JAX when the walltime ends
-    campaign = make_campaign(tmp_path, realizations="[0]", walltime=3, extra=TWO_RANKS)
+    campaign = make_campaign(LOCAL_RUN, TWO_RANKS, science={"realizations": [0]},
+                             execution={"task_walltime_s": 3})  # fmt: skip
     # what ranks killed by an earlier attempt leave behind: removed before the ranks start
-    output = campaign.plan().tasks[0].output
+    output = make_plan(campaign).tasks[0].output
     stale = output.parent / f".{output.name}.mpi-killed"
     stale.mkdir(parents=True)
     (stale / "unit_00000.hdf5").write_bytes(b"partial")
     t0 = time.monotonic()
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 0, "failed": 1}
     events = events_of(campaign, "r0000_z0.000")
-    # retries: 2 in make_campaign, so three attempts, each stopped at its walltime
+    # retries: 2 in LOCAL_RUN, so three attempts, each stopped at its walltime
     assert [e["event"] for e in events] == ["submitted", "timeout"] * 2 + ["submitted", "failed"]
     assert all("walltime 3" in e["error"] for e in events if e["event"] != "submitted")
     assert events[-1]["kind"] == "timeout"
@@ -84,13 +87,14 @@ def test_mpi_box_past_its_walltime_has_its_ranks_stopped(tmp_path):
     assert not output.exists() and list(output.parent.glob(".*")) == []
 
 
-def test_bad_input_on_mpi_ranks_fails_at_once(tmp_path):
-    src = halos.open_source("synthetic", n_hosts=300)
+def test_bad_input_on_mpi_ranks_fails_at_once(tmp_path, make_campaign):
+    src = halos.open_source("synthetic", n_hosts=300, log10_mhost_min_msun=11.0)
     block = next(src.iter_blocks(1000))
     halos.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
     (tmp_path / "halos_1.hdf5").write_bytes(b"\x89HDF this is not a catalog")
-    campaign = make_campaign(tmp_path, source="hdf5", extra=TWO_RANKS,
-                             science=f'input: "{tmp_path}/halos_{{realization}}.hdf5"')  # fmt: skip
+    campaign = make_campaign(LOCAL_RUN, TWO_RANKS, science={
+        "source": "hdf5", "n_hosts": None, "input": f"{tmp_path}/halos_{{realization}}.hdf5"
+    })  # fmt: skip
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 1, "failed": 1}
     events = events_of(campaign, "r0001_z0.000")
     assert [e["event"] for e in events] == ["submitted", "failed"]
@@ -98,47 +102,43 @@ def test_bad_input_on_mpi_ranks_fails_at_once(tmp_path):
     assert "2 MPI ranks" in events[-1]["error"] and "halos_1.hdf5" in events[-1]["error"]
 
 
-SLURM_MPI = """
-campaign: {{name: mpislurm, version: 1, seed: 5}}
-science:
-  source: synthetic
-  n_hosts: 300
-  realizations: [0, 1]
-  redshifts: [0.0]
-  log10_mhost_min_msun: 11.0
-  model: diffsky_sfh
-  model_params: {{batch_min: 256, batch_max: 1024}}
-execution:
-  profile: slurm
-  max_in_flight: 2
-  retries: 0
-  task_walltime_s: 600
-  provider:
-    partition: {partition}
-    walltime: "00:10:00"
-    init_blocks: 1
-    max_blocks: 1
-    workers_per_node: 1
-    cores_per_node: {cpus}
-    worker_init: "export SLURM_CONF={conf}"
-resources: {{nodes: 1, ranks: 2}}
-outputs: {{base: {base}}}
-"""
+def slurm_mpi(cluster) -> dict:
+    """A layer over LOCAL_RUN: two-rank boxes on the generic slurm profile, one pilot block of
+    the local cluster holding all its CPUs (srun needs them for the ranks)."""
+    return {
+        "campaign": {"name": "mpislurm"},
+        "science": {"n_hosts": 300},
+        "execution": {
+            "profile": "slurm",
+            "retries": 0,
+            "provider": {
+                "partition": cluster.partition,
+                "walltime": "00:10:00",
+                "init_blocks": 1,
+                "max_blocks": 1,
+                "cores_per_node": cluster.cpus,
+                "worker_init": f"export SLURM_CONF={cluster.conf}",
+            },
+        },
+        **TWO_RANKS,
+    }
 
 
 @pytest.mark.slurm
 def test_two_rank_boxes_through_srun_in_a_slurm_pilot_block(slurm_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    path = tmp_path / "mpislurm.yaml"
-    path.write_text(SLURM_MPI.format(partition=slurm_cluster.partition, cpus=slurm_cluster.cpus,
-                                     conf=slurm_cluster.conf, base=tmp_path))  # fmt: skip
-    campaign = Campaign.load(path)
+    campaign = write_campaign(tmp_path, LOCAL_RUN, slurm_mpi(slurm_cluster))
+    assert campaign.execution.provider.kind == "slurm"
+    assert campaign.execution.launcher.mpi_launcher == "srun"
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
-    for task in campaign.plan().tasks:
-        assert json.loads(task.qa_record.read_text())["passed"]
+    plan = make_plan(campaign)
+    assert plan.counts["done"] == 2
+    for task in plan.tasks:
+        assert_qa_passed(task)
         assert _ranks_of(task) == 2
         assert "launching: srun --ntasks 2" in open(f"{task.log_stem}.err").read()
     # the same boxes as the single-process runner's (local profile, same seeds)
-    single = make_campaign(tmp_path, name="single", science="n_hosts: 300")
+    single = write_campaign(tmp_path, LOCAL_RUN, campaign={"name": "single"},
+                            science={"n_hosts": 300})  # fmt: skip
     assert Runner(single, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
     _assert_same_catalogs(campaign, single)

@@ -3,50 +3,47 @@
 import json
 import logging
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from covmocks import cli
-from covmocks.campaign import Campaign
+from covmocks.campaign import CONFIGS, Campaign
 from covmocks.errors import CovmocksError
-from covmocks.plan import estimate, make_plan, read_manifest, task_id, write_plan
+from covmocks.estimate import estimate
+from covmocks.layout import Layout, task_id
+from covmocks.metadata import read_manifest, write_plan
+from covmocks.plan import make_plan
+from tests.conftest import campaign_file, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = REPO / "campaigns"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-SYNTHETIC = """\
-campaign:
-  name: syn
-  seed: 3
-science:
-  source: synthetic
-  n_hosts: 100
-  realizations: {first: 2, last: 4, exclude: [3]}
-  redshifts: [0.0, 1.1]
-resources:
-  by_redshift:
-    0.0: {nodes: 1, walltime_s: 50}
-"""
-
-ABACUS = """\
-campaign:
-  name: aba
-  seed: 3
-science:
-  source: abacus
-  input: sims/ph{realization:03d}/halos/z{redshift:.3f}
-  realizations: [0, 1]
-  redshifts: [0.0, 1.0]
-"""
+# Layers over the factory's default campaign (tests/conftest.py).
+SYNTHETIC = {
+    "campaign": {"name": "syn", "seed": 3},
+    "science": {"realizations": {"first": 2, "last": 4, "exclude": [3]}, "redshifts": [0.0, 1.1]},
+    "resources": {"by_redshift": {0.0: {"nodes": 1, "walltime_s": 50}}},
+}
+ABACUS = {
+    "campaign": {"name": "aba", "seed": 3},
+    "science": {
+        "source": "abacus",
+        "n_hosts": None,
+        "input": "sims/ph{realization:03d}/halos/z{redshift:.3f}",
+        "realizations": [0, 1],
+        "redshifts": [0.0, 1.0],
+    },
+}
 
 
-def campaign(tmp_path, text=SYNTHETIC, name="campaign.yaml") -> Campaign:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return Campaign.load(path)
+def line_of(path: Path, text: str) -> int:
+    """The number of the one line of ``path`` that reads ``text`` (stripped)."""
+    lines = [n for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip() == text]
+    assert len(lines) == 1, (path, text, lines)
+    return lines[0]
 
 
 def finish(task, wall_s=10.0, file_bytes=1000) -> None:
@@ -64,9 +61,9 @@ def fake_abacus(root: Path, realization: int, redshift: float, slab=True) -> Non
         (halo_info / "halo_info_000.asdf").touch()
 
 
-def test_tasks_name_paths_and_resources(tmp_path):
-    c = campaign(tmp_path)
-    plan = c.plan()
+def test_tasks_name_paths_and_resources(make_campaign):
+    c = make_campaign(SYNTHETIC)
+    plan = make_plan(c)
     assert [t.task_id for t in plan.tasks] == [
         "r0002_z0.000", "r0002_z1.100", "r0004_z0.000", "r0004_z1.100"
     ]  # fmt: skip
@@ -80,33 +77,38 @@ def test_tasks_name_paths_and_resources(tmp_path):
         "synthetic",
         None,
     )
-    assert t.output == d / "catalogs" / "r0002" / "mock_z1.100.hdf5"
-    assert t.qa_record == d / "qa" / "r0002_z1.100.json"
-    assert t.log_stem == d / "logs" / "r0002_z1.100"
+    assert t.output == c.layout.catalog(2, 1.1) == d / "catalogs" / "r0002" / "mock_z1.100.hdf5"
+    assert t.qa_record == c.layout.qa_record(t.task_id) == d / "qa" / "r0002_z1.100.json"
+    assert t.log_stem == c.layout.log_stem(t.task_id) == d / "logs" / "r0002_z1.100"
+    assert t.layout == c.layout
     assert t.state == "todo" and plan.counts == {"done": 0, "todo": 4, "blocked": 0}
     assert plan.tasks[0].resources.walltime_s == 50
     assert t.resources.walltime_s == c.execution.task_walltime_s
     assert not d.exists(), "planning in memory writes nothing"
 
 
-def test_write_plan_makes_the_directory_and_metadata(tmp_path):
-    c = campaign(tmp_path)
+def test_write_plan_makes_the_directory_and_metadata(make_campaign):
+    c = make_campaign(SYNTHETIC)
     plan = write_plan(c)
-    d = c.directory
+    d, layout = c.directory, c.layout
     assert {p.name for p in d.iterdir()} == {"metadata", "catalogs", "logs", "qa"}
-    meta = d / "metadata"
-    assert (meta / "campaign.yaml").read_bytes() == (tmp_path / "campaign.yaml").read_bytes()
-    config = json.loads((meta / "config.json").read_text())
+    assert {p.name for p in layout.metadata.iterdir()} == {
+        "campaign.yaml", "config.json", "science.json", "provenance.json", "plan.jsonl",
+        "plan.json",
+    }  # fmt: skip
+    assert layout.campaign_file.read_bytes() == c.path.read_bytes()
+    config = json.loads(layout.config.read_text())
     assert config["values"]["campaign"]["seed"] == 3
-    assert config["sources"]["campaign.seed"] == "campaign file campaign.yaml:3"
-    prov = json.loads((meta / "provenance.json").read_text())
+    seed_line = line_of(c.path, "seed: 3")
+    assert config["sources"]["campaign.seed"] == f"campaign file {c.path.name}:{seed_line}"
+    prov = json.loads(layout.provenance.read_text())
     assert {"software", "git_commit", "host", "user", "time_utc"} <= set(prov)
     assert "covmocks" in prov["software"]
-    science = json.loads((meta / "science.json").read_text())
+    science = json.loads(layout.science.read_text())
     assert science["record"]["science.realizations"] == [2, 4] and len(science["sha256"]) == 64
-    summary = json.loads((meta / "plan.json").read_text())
+    summary = json.loads(layout.plan_summary.read_text())
     assert summary["counts"] == {"done": 0, "todo": 4, "blocked": 0} and summary["tasks"] == 4
-    rows = read_manifest(d)
+    rows = read_manifest(layout)
     assert [r["task_id"] for r in rows] == [t.task_id for t in plan.tasks]
     assert rows[0] == {
         "task_id": "r0002_z0.000", "realization": 2, "redshift": 0.0, "snapshot": 0,
@@ -116,10 +118,10 @@ def test_write_plan_makes_the_directory_and_metadata(tmp_path):
     }  # fmt: skip
 
 
-def test_missing_inputs_are_blocked_until_they_appear(tmp_path, caplog):
-    c = campaign(tmp_path, ABACUS)
+def test_missing_inputs_are_blocked_until_they_appear(tmp_path, make_campaign, caplog):
+    c = make_campaign(ABACUS)
     with caplog.at_level(logging.WARNING, logger="covmocks.plan"):
-        plan = c.plan()
+        plan = make_plan(c)
     assert plan.counts == {"done": 0, "todo": 0, "blocked": 4}
     assert "4 of 4 tasks blocked: 4 halo catalogs missing, e.g. " in caplog.text
     assert str(tmp_path / "sims/ph000/halos/z0.000") in caplog.text
@@ -127,33 +129,32 @@ def test_missing_inputs_are_blocked_until_they_appear(tmp_path, caplog):
 
     fake_abacus(tmp_path, 1, 1.0)
     fake_abacus(tmp_path, 0, 1.0, slab=False)  # a directory without halo_info_*.asdf
-    states = {t.task_id: t.state for t in c.plan().tasks}
+    states = {t.task_id: t.state for t in make_plan(c).tasks}
     assert states == {"r0000_z0.000": "blocked", "r0000_z1.000": "blocked",
                       "r0001_z0.000": "blocked", "r0001_z1.000": "todo"}  # fmt: skip
 
 
-def test_hdf5_inputs_are_files(tmp_path):
-    text = ABACUS.replace("source: abacus", "source: hdf5").replace(
-        "sims/ph{realization:03d}/halos/z{redshift:.3f}", "halos_{realization}_{redshift:.1f}.h5"
+def test_hdf5_inputs_are_files(tmp_path, make_campaign):
+    c = make_campaign(
+        ABACUS, science={"source": "hdf5", "input": "halos_{realization}_{redshift:.1f}.h5"}
     )
-    c = campaign(tmp_path, text)
-    assert c.plan().counts["blocked"] == 4
+    assert make_plan(c).counts["blocked"] == 4
     (tmp_path / "halos_1_0.0.h5").touch()
-    assert [t.task_id for t in c.plan().select("todo")] == ["r0001_z0.000"]
+    assert [t.task_id for t in make_plan(c).select("todo")] == ["r0001_z0.000"]
 
 
-def test_done_needs_catalog_and_qa_record(tmp_path):
-    c = campaign(tmp_path)
-    first, second, third = c.plan().tasks[:3]
+def test_done_needs_catalog_and_qa_record(make_campaign):
+    c = make_campaign(SYNTHETIC)
+    first, second, third = make_plan(c).tasks[:3]
     finish(first)
     second.output.parent.mkdir(parents=True, exist_ok=True)
     second.output.touch()  # a catalog without QA record: not finished
     third.qa_record.write_text("{}")  # a QA record without catalog: not finished
-    assert [t.state for t in c.plan().tasks] == ["done", "todo", "todo", "todo"]
+    assert [t.state for t in make_plan(c).tasks] == ["done", "todo", "todo", "todo"]
 
 
-def test_replanning_keeps_finished_work(tmp_path):
-    c = campaign(tmp_path)
+def test_replanning_keeps_finished_work(make_campaign):
+    c = make_campaign(SYNTHETIC)
     plan = write_plan(c)
     finish(plan.tasks[0])
     log = plan.tasks[0].log_stem.with_suffix(".out")
@@ -163,41 +164,43 @@ def test_replanning_keeps_finished_work(tmp_path):
     manifests = []
     for _ in range(2):
         replanned = write_plan(c)
-        manifests.append(read_manifest(c.directory))
+        manifests.append(read_manifest(c.layout))
     assert replanned.counts == {"done": 1, "todo": 3, "blocked": 0}
     assert manifests[0] == manifests[1] and manifests[0][0]["state"] == "done"
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in before} == before
 
 
-def test_changing_science_of_a_started_campaign_is_refused(tmp_path):
-    c = campaign(tmp_path)
+def test_changing_science_of_a_started_campaign_is_refused(make_campaign):
+    c = make_campaign(SYNTHETIC)
     write_plan(c)
-    cut = SYNTHETIC.replace("n_hosts: 100", "n_hosts: 100\n  log10_mhost_min_msun: 12.0")
-    write_plan(campaign(tmp_path, cut))  # no catalogs yet: allowed, and recorded
-    finish(c.plan().tasks[0])
+    cut = deep_merge(SYNTHETIC, {"science": {"log10_mhost_min_msun": 12.0}})
+    write_plan(make_campaign(cut))  # no catalogs yet: allowed, and recorded
+    finish(make_plan(c).tasks[0])
     with pytest.raises(CovmocksError, match=(
         r"already has catalogs .* different values of science.log10_mhost_min_msun .* "
         r"bump campaign.version"
     )):  # fmt: skip
         write_plan(c)
     with pytest.raises(CovmocksError, match="different values of campaign.seed"):
-        write_plan(campaign(tmp_path, cut.replace("seed: 3", "seed: 4")))
+        write_plan(make_campaign(cut, campaign={"seed": 4}))
     with pytest.raises(CovmocksError, match="values of science.realizations"):
-        write_plan(campaign(tmp_path, cut.replace("exclude: [3]", "exclude: []")))
+        write_plan(make_campaign(cut, science={"realizations": {"exclude": []}}))
     # Execution and resources may change; the same science re-plans.
-    write_plan(campaign(tmp_path, cut + "execution: {max_in_flight: 1}\n"))
-    bumped = campaign(tmp_path, cut.replace("seed: 3", "seed: 4\n  version: 2"))
+    write_plan(make_campaign(cut, execution={"max_in_flight": 1}, resources={"gpus": 1}))
+    bumped = make_campaign(cut, campaign={"seed": 4, "version": 2})
     assert write_plan(bumped).counts["todo"] == 4 and bumped.directory.name == "syn_2"
 
 
-def test_estimate_from_profile_cost_figures(tmp_path):
-    (tmp_path / "prof.yaml").write_text(textwrap.dedent("""\
-        provider: {workers_per_node: 4, max_blocks: 2, nodes_per_block: 3}
-        resources: {gpus: 1}
-        cost: {seconds_per_task: 360, seconds_by_redshift: {1.1: 720}, gigabytes_per_task: 2}
-        """))  # fmt: skip
-    c = campaign(tmp_path, SYNTHETIC + "execution: {profile: prof.yaml, max_in_flight: 100}\n")
-    est = estimate(c, c.plan())
+def test_estimate_from_profile_cost_figures(tmp_path, make_campaign):
+    (tmp_path / "prof.yaml").write_text(yaml.safe_dump({
+        "executor": {"workers_per_node": 4},
+        "provider": {"max_blocks": 2, "nodes_per_block": 3},
+        "resources": {"gpus": 1},
+        "cost": {"seconds_per_task": 360, "seconds_by_redshift": {1.1: 720},
+                 "gigabytes_per_task": 2},
+    }))  # fmt: skip
+    c = make_campaign(SYNTHETIC, execution={"profile": "prof.yaml", "max_in_flight": 100})
+    est = estimate(c, make_plan(c))
     assert est.basis.startswith("profile prof.yaml: cost figures")
     assert est.remaining == 4 and est.done == 0 and est.nodes == 6
     assert est.seconds_per_task == pytest.approx(540)
@@ -205,40 +208,41 @@ def test_estimate_from_profile_cost_figures(tmp_path):
     assert est.gpu_hours == pytest.approx(2 * (360 + 720) / 3600)
     assert est.storage_bytes == pytest.approx(8e9) and est.done_bytes == 0
     assert est.wall_s == 720  # the longest task: 6 nodes hold all four at once
-    assert estimate(c, c.plan(), nodes=1).busy_nodes == 1
+    assert estimate(c, make_plan(c), nodes=1).busy_nodes == 1
 
 
-def test_estimate_from_measured_tasks(tmp_path):
-    c = campaign(tmp_path, SYNTHETIC + "execution: {max_in_flight: 1}\n")
-    plan = c.plan()
+def test_estimate_from_measured_tasks(make_campaign):
+    c = make_campaign(SYNTHETIC, execution={"max_in_flight": 1})
+    plan = make_plan(c)
     finish(plan.tasks[0], wall_s=100, file_bytes=4000)  # z = 0.0
     finish(plan.tasks[1], wall_s=300, file_bytes=2000)  # z = 1.1
     finish(plan.tasks[2], wall_s=200, file_bytes=6000)  # z = 0.0
-    est = estimate(c, c.plan(), nodes=4)
+    est = estimate(c, make_plan(c), nodes=4)
     assert est.basis == "measured: medians of 3 QA records of this campaign"
     assert est.remaining == 1 and est.done == 3
     assert est.seconds_per_task == 300  # the z = 1.1 median, not the overall 200
     assert est.storage_bytes == 4000 and est.done_bytes == 12000
-    workers = c.execution.profile["provider"]["workers_per_node"]
+    workers = c.execution.executor.workers_per_node
+    assert workers > 1  # the local profile's: a one-node task shares its node
     assert est.busy_nodes == pytest.approx(1 / workers) and est.wall_s == 300
 
 
-def test_estimate_needs_enough_nodes_for_one_task(tmp_path):
-    c = campaign(tmp_path, SYNTHETIC.replace("{nodes: 1, walltime_s: 50}", "{nodes: 3}"))
+def test_estimate_needs_enough_nodes_for_one_task(make_campaign):
+    c = make_campaign(SYNTHETIC, resources={"by_redshift": {0.0: {"nodes": 3}}})
     with pytest.raises(CovmocksError, match="--nodes 2: some tasks need 3 nodes each"):
-        estimate(c, c.plan(), nodes=2)
+        estimate(c, make_plan(c), nodes=2)
 
 
 def test_shipped_campaigns_plan():
-    demo = Campaign.load(CAMPAIGNS / "demo.yaml").plan()
+    demo = make_plan(Campaign.load(CAMPAIGNS / "demo.yaml"))
     assert len(demo.tasks) == 12 and demo.counts["blocked"] == 0
-    mini = Campaign.load(CAMPAIGNS / "mini_abacus.yaml").plan()
+    mini = make_plan(Campaign.load(CAMPAIGNS / "mini_abacus.yaml"))
     expected = "blocked" if not (SHARED_DATA / "Mini_N64_L32").is_dir() else "todo"
     assert len(mini.tasks) == 1 and mini.tasks[0].state in (expected, "done")
     roman = Campaign.load(CAMPAIGNS / "roman_grs_covariance.yaml")
     if Path(roman.science.input_path(3000, 0.5)).exists():
         pytest.skip("AbacusSummit is mounted here: the roman inputs are not all missing")
-    assert roman.plan().counts == {"done": 0, "todo": 0, "blocked": 40000}
+    assert make_plan(roman).counts == {"done": 0, "todo": 0, "blocked": 40000}
 
 
 @pytest.fixture
@@ -256,13 +260,13 @@ def test_cli_plan(shipped, capsys):
     assert "campaign demo version 1: 12 tasks (4 realizations x 3 snapshots)" in out
     assert "done 0 todo 12 blocked 0" in out
     runs = shipped.parent / "campaign-runs" / "demo_1"
-    assert len(read_manifest(runs)) == 12 and (runs / "qa").is_dir()
+    assert len(read_manifest(Layout(runs))) == 12 and (runs / "qa").is_dir()
 
     assert cli.main(["plan", "-q", str(shipped / "roman_grs_covariance.yaml")]) == 0
     out = capsys.readouterr().out
     assert "40000 tasks (2000 realizations x 20 snapshots)" in out
     assert "blocked until 40000 halo catalogs appear, e.g.:\n  /global/cfs/" in out
-    rows = read_manifest(shipped.parent / "campaign-runs" / "roman_grs_covariance_1")
+    rows = read_manifest(Layout(shipped.parent / "campaign-runs" / "roman_grs_covariance_1"))
     assert len(rows) == 40000 and rows[-1]["task_id"] == "r4999_z2.500"
 
 
@@ -277,8 +281,14 @@ def test_cli_config_show(shipped, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("# ") and "profile file -> campaign file -> override" in lines[0]
     shown = {line.split(":")[0]: line for line in lines[1:]}
-    assert shown["execution.retries"].endswith("# campaign file roman_grs_covariance.yaml:29")
-    assert shown["execution.backoff_base_s"].endswith("# profile file perlmutter-gpu.yaml:25")
+    retries = line_of(shipped / "roman_grs_covariance.yaml", "retries: 3")
+    backoff = line_of(CONFIGS / "perlmutter-gpu.yaml", "backoff_base_s: 30")
+    assert shown["execution.retries"].endswith(
+        f"# campaign file roman_grs_covariance.yaml:{retries}"
+    )
+    assert shown["execution.backoff_base_s"].endswith(
+        f"# profile file perlmutter-gpu.yaml:{backoff}"
+    )
     assert shown["execution.provider.partition"].endswith("# default")
     assert "# override roman_grs_covariance.yaml:" in shown["resources.by_redshift[0.5].walltime_s"]
 
@@ -295,25 +305,25 @@ def test_cli_estimate(shipped, capsys):
 
 
 def test_cli_reports_bad_files_in_one_line_each(tmp_path, capsys):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(SYNTHETIC.replace("n_hosts: 100", "n_hosts: many"))
+    bad = campaign_file(tmp_path, SYNTHETIC, file="bad.yaml", science={"n_hosts": "many"})
+    line = line_of(bad, "n_hosts: many")
     for verb in (["plan"], ["estimate"], ["config", "show"]):
         assert cli.main([*verb, str(bad)]) == 2
         err = capsys.readouterr().err
-        assert err == f"covmocks: error: {bad}:6 science.n_hosts: expected an integer, got 'many'\n"
+        assert err == (f"covmocks: error: {bad}:{line} science.n_hosts: expected an integer, "
+                       "got 'many'\n")  # fmt: skip
     assert cli.main(["plan", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: no such file" in capsys.readouterr().err
 
 
-def test_make_plan_never_writes(tmp_path):
-    c = campaign(tmp_path, ABACUS)
+def test_make_plan_never_writes(tmp_path, make_campaign):
+    c = make_campaign(ABACUS)
     make_plan(c)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [c.path.name]
 
 
 def test_unwritable_campaign_directory_is_a_clean_error(tmp_path, capsys):
     (tmp_path / "a-file").touch()
-    path = tmp_path / "campaign.yaml"
-    path.write_text(SYNTHETIC + "outputs: {base: a-file}\n")
+    path = campaign_file(tmp_path, SYNTHETIC, outputs={"base": "a-file"})
     assert cli.main(["plan", str(path)]) == 2
     assert "cannot write campaign directory" in capsys.readouterr().err

@@ -16,60 +16,39 @@ import pytest
 from covmocks import halos, state
 from covmocks.campaign import Campaign
 from covmocks.errors import CovmocksError
-from covmocks.run import Runner
+from covmocks.plan import make_plan
+from covmocks.runner import Runner
+from tests.conftest import LOCAL_RUN
 
 pytestmark = pytest.mark.slow
 
-CAMPAIGN = """
-campaign: {{name: t, version: 1, seed: 5}}
-science:
-  source: {source}
-  {science}
-  realizations: {realizations}
-  redshifts: {redshifts}
-  log10_mhost_min_msun: 11.0
-  model: diffsky_sfh
-  model_params: {{batch_min: 256, batch_max: 1024}}
-execution:
-  profile: local
-  max_in_flight: 2
-  retries: 2
-  backoff_base_s: 1
-  backoff_cap_s: 4
-  task_walltime_s: {walltime}
-  provider: {{workers_per_node: 1}}
-outputs: {{base: {base}}}
-{extra}
-"""
 
-
-def make_campaign(tmp_path, *, source="synthetic", science="n_hosts: 200", realizations="[0, 1]",
-                  redshifts="[0.0]", walltime=600, faults=None, extra="",
-                  name="campaign"):  # fmt: skip
-    """A small campaign on the local profile; ``extra``: more top-level YAML (e.g. resources)."""
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(CAMPAIGN.format(source=source, science=science, realizations=realizations,
-                                    redshifts=redshifts, walltime=walltime, extra=extra,
-                                    base=tmp_path / name))  # fmt: skip
-    campaign = Campaign.load(path)
-    if faults:
-        (campaign.directory / "metadata").mkdir(parents=True, exist_ok=True)
-        (campaign.directory / "metadata" / "faults.json").write_text(json.dumps(faults))
+def write_faults(campaign, faults: dict):
+    """Plan faults for the campaign's tasks (``covmocks.faults``); returns the campaign."""
+    campaign.layout.faults.parent.mkdir(parents=True, exist_ok=True)
+    campaign.layout.faults.write_text(json.dumps(faults))
     return campaign
 
 
 def events_of(campaign, task):
-    return [e for e in state.Journal(campaign.directory).read() if e["task"] == task]
+    return [e for e in state.Journal(campaign.layout.journal).read() if e["task"] == task]
 
 
-def test_campaign_end_to_end_and_rerun_skips_finished_work(tmp_path):
-    campaign = make_campaign(tmp_path, redshifts="[0.0, 1.0]")
+def assert_qa_passed(task):
+    """The task's QA record exists (written only for a catalog that passed) and lists its
+    checks, all passed."""
+    record = json.loads(task.qa_record.read_text())
+    assert record["task_id"] == task.task_id and record["output"] == str(task.output)
+    assert record["checks"] and all(record["checks"].values()), record["checks"]
+
+
+def test_campaign_end_to_end_and_rerun_skips_finished_work(make_campaign):
+    campaign = make_campaign(LOCAL_RUN, science={"redshifts": [0.0, 1.0]})
     assert Runner(campaign, progress=False).run() == {"done": 4, "failed": 0}
-    plan = campaign.plan()
+    plan = make_plan(campaign)
     assert plan.counts["done"] == 4
     for task in plan.tasks:
-        record = json.loads(task.qa_record.read_text())
-        assert record["passed"] and all(record["checks"].values())
+        assert_qa_passed(task)
         with h5py.File(task.output) as f:
             assert f.attrs["realization"] == task.realization
             assert f.attrs["snapshot"] == task.snapshot
@@ -79,8 +58,7 @@ def test_campaign_end_to_end_and_rerun_skips_finished_work(tmp_path):
     with h5py.File(plan.tasks[0].output) as a, h5py.File(plan.tasks[2].output) as b:
         assert not np.array_equal(a["log10_mhalo"][:50], b["log10_mhalo"][:50])
     # Parsl's monitoring database holds every task
-    db = campaign.directory / "metadata" / "monitoring.db"
-    with sqlite3.connect(db) as con:
+    with sqlite3.connect(campaign.layout.monitoring_db) as con:
         (n,) = con.execute("select count(*) from task").fetchone()
     assert n == 4
     status = state.campaign_status(campaign)
@@ -91,14 +69,16 @@ def test_campaign_end_to_end_and_rerun_skips_finished_work(tmp_path):
     assert stamps == {t.task_id: t.output.stat().st_mtime_ns for t in plan.tasks}
 
 
-def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(tmp_path):
+def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(make_campaign):
     faults = {
         "r0000_z0.000": {"action": "kill"},
         "r0001_z0.000": {"action": "raise", "times": 2},
         "r0002_z0.000": {"action": "hang"},
     }
     # the walltime must cover a fresh worker's kernel compilation on a loaded 2-core machine
-    campaign = make_campaign(tmp_path, realizations="[0, 1, 2]", walltime=120, faults=faults)
+    campaign = make_campaign(LOCAL_RUN, science={"realizations": [0, 1, 2]},
+                             execution={"task_walltime_s": 120})  # fmt: skip
+    write_faults(campaign, faults)
     assert Runner(campaign, progress=False).run() == {"done": 3, "failed": 0}
     # a killed worker: re-run without charging the retry budget
     kinds = [e["event"] for e in events_of(campaign, "r0000_z0.000")]
@@ -117,13 +97,14 @@ def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(tmp_path
     assert "walltime 120" in ev[1]["error"]
 
 
-def test_corrupt_input_fails_without_retry_then_retry_verb_runs_it(tmp_path):
-    src = halos.open_source("synthetic", n_hosts=300)
+def test_corrupt_input_fails_without_retry_then_retry_verb_runs_it(tmp_path, make_campaign):
+    src = halos.open_source("synthetic", n_hosts=300, log10_mhost_min_msun=11.0)
     block = next(src.iter_blocks(1000))
     halos.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
     (tmp_path / "halos_1.hdf5").write_bytes(b"\x89HDF this is not a catalog")
-    campaign = make_campaign(tmp_path, source="hdf5",
-                             science=f'input: "{tmp_path}/halos_{{realization}}.hdf5"')  # fmt: skip
+    campaign = make_campaign(LOCAL_RUN, science={
+        "source": "hdf5", "n_hosts": None, "input": f"{tmp_path}/halos_{{realization}}.hdf5"
+    })  # fmt: skip
     assert Runner(campaign, progress=False).run() == {"done": 1, "failed": 1}
     ev = events_of(campaign, "r0001_z0.000")
     assert [e["event"] for e in ev] == ["submitted", "failed"]
@@ -140,45 +121,46 @@ def test_corrupt_input_fails_without_retry_then_retry_verb_runs_it(tmp_path):
     assert state.campaign_status(campaign).counts["done"] == 2
 
 
-def test_second_driver_is_refused_and_a_dead_driver_holds_no_lock(tmp_path):
-    campaign = make_campaign(tmp_path)
-    with state.DriverLock(campaign.directory):
+def test_second_driver_is_refused_and_a_dead_driver_holds_no_lock(make_campaign):
+    campaign = make_campaign(LOCAL_RUN)
+    lock = campaign.layout.lock
+    with state.DriverLock(lock):
         with pytest.raises(CovmocksError, match="already being run by pid"):
             Runner(campaign, progress=False).run()
     code = ("import sys, time; from covmocks.state import DriverLock; "
-            f"DriverLock({str(campaign.directory)!r}).acquire(); print('locked', flush=True); "
+            f"DriverLock({str(lock)!r}).acquire(); print('locked', flush=True); "
             "time.sleep(600)")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
-    assert state.driver_alive(campaign.directory).startswith(f"pid {proc.pid}")
+    assert state.driver_alive(lock).startswith(f"pid {proc.pid}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert state.driver_alive(campaign.directory) is None
-    with state.DriverLock(campaign.directory):
+    assert state.driver_alive(lock) is None
+    with state.DriverLock(lock):
         pass
 
 
-def test_driver_killed_mid_campaign_then_restarted(tmp_path):
-    campaign = make_campaign(tmp_path, realizations="[0, 1, 2, 3, 4, 5]")
+def test_driver_killed_mid_campaign_then_restarted(make_campaign):
+    campaign = make_campaign(LOCAL_RUN, science={"realizations": [0, 1, 2, 3, 4, 5]})
     cmd = [sys.executable, "-m", "covmocks.run", str(campaign.path), "--no-monitoring"]
     driver = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
-    qa = campaign.directory / "qa"
+    qa = campaign.layout.qa
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(qa.glob("*.json"))) < 2:
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
     driver.wait()
-    finished = {p.stem: (campaign.directory / "catalogs").rglob("mock_z*.hdf5")
-                for p in qa.glob("*.json")}  # fmt: skip
+    finished = {p.stem for p in qa.glob("*.json")}
     assert 2 <= len(finished) < 6
-    before = {t.task_id: t.output.stat().st_mtime_ns for t in campaign.plan().select("done")}
+    before = {t.task_id: t.output.stat().st_mtime_ns for t in make_plan(campaign).select("done")}
+    assert set(before) == finished
     subprocess.run(cmd, check=True, timeout=600, capture_output=True)
-    plan = campaign.plan()
+    plan = make_plan(campaign)
     assert plan.counts["done"] == 6
     for tid, stamp in before.items():  # finished before the kill: never recomputed
         assert next(t for t in plan.tasks if t.task_id == tid).output.stat().st_mtime_ns == stamp
-    leftovers = [p.name for p in (campaign.directory / "catalogs").rglob("*") if p.is_file()]
+    leftovers = [p.name for p in campaign.layout.catalogs.rglob("*") if p.is_file()]
     assert sorted(leftovers) == ["mock_z0.000.hdf5"] * 6  # no duplicates or partial files
 
 
@@ -192,11 +174,12 @@ def test_the_demo_campaign_runs_end_to_end(tmp_path):
                           text=True, timeout=1200)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     campaign = Campaign.load(path)
-    plan = campaign.plan()
+    plan = make_plan(campaign)
     assert plan.counts == {"done": 12, "todo": 0, "blocked": 0}
-    assert all(json.loads(t.qa_record.read_text())["passed"] for t in plan.tasks)
-    with sqlite3.connect(campaign.directory / "metadata" / "monitoring.db") as con:
+    for task in plan.tasks:
+        assert_qa_passed(task)
+    with sqlite3.connect(campaign.layout.monitoring_db) as con:
         (n,) = con.execute("select count(*) from task").fetchone()
         (name,) = con.execute("select workflow_name from workflow").fetchone()
     assert n == 12 and name == "demo"
-    assert (campaign.directory / "logs" / "driver.log").read_text().count("run finished") == 1
+    assert campaign.layout.driver_log.read_text().count("run finished") == 1

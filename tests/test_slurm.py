@@ -20,6 +20,7 @@ from parsl.jobs.states import JobState
 from parsl.launchers import SrunLauncher
 
 from covmocks.configs.parsl_config import PilotSlurmProvider, _interchange_cmd, build_provider
+from tests.conftest import write_campaign
 from tests.slurm_cluster import SlurmCluster, slurm_cluster, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slurm
@@ -31,30 +32,27 @@ def pilot_config(
     cluster: SlurmCluster, run_dir: Path, *, heartbeat_threshold: int = 10, **config
 ) -> Config:
     """HTEX on one-node pilot blocks submitted with sbatch and launched with srun."""
-    # The provider covmocks campaigns use (PilotSlurmProvider), polling squeue every 2 s
-    # instead of Parsl's fixed 60 s, so a killed block is noticed and replaced promptly.
-    provider = build_provider(
-        {
-            "kind": "slurm",
-            "partition": cluster.partition,
-            "walltime": "00:10:00",
-            "nodes_per_block": 1,
-            "init_blocks": 1,
-            "min_blocks": 0,
-            "max_blocks": 1,
-            "status_polling_s": 2,
-            # build_provider puts the venv's bin first on PATH (process_worker_pool.py); the
-            # workers must also import this module (apps are pickled by reference).
-            "worker_init": "\n".join(
-                [
-                    f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}",
-                    f"export SLURM_CONF={cluster.conf}",
-                    f"cd {REPO}",
-                ]
-            ),
-        },
-        SrunLauncher(),
-    )
+    # The provider covmocks campaigns use (PilotSlurmProvider), as a campaign on the slurm
+    # profile gets it, polling squeue every 2 s instead of Parsl's fixed 60 s, so a killed
+    # block is noticed and replaced promptly.
+    campaign = write_campaign(run_dir.parent, {"execution": {"profile": "slurm", "provider": {
+        "partition": cluster.partition,
+        "walltime": "00:10:00",
+        "nodes_per_block": 1,
+        "init_blocks": 1,
+        "min_blocks": 0,
+        "max_blocks": 1,
+        "status_polling_s": 2,
+        # build_provider puts the venv's bin first on PATH (process_worker_pool.py); the
+        # workers must also import this module (apps are pickled by reference).
+        "worker_init": "\n".join([
+            f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}",
+            f"export SLURM_CONF={cluster.conf}",
+            f"cd {REPO}",
+        ]),
+    }}})  # fmt: skip
+    assert campaign.execution.provider.kind == "slurm"
+    provider = build_provider(campaign.execution.provider, SrunLauncher())
     executor = HighThroughputExecutor(
         label="slurm_htex",
         provider=provider,

@@ -16,40 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from covmocks.campaign import Campaign
-from covmocks.run import Runner
+from covmocks.plan import make_plan
+from covmocks.runner import Runner
+from tests.conftest import LOCAL_RUN, write_campaign
 from tests.slurm_cluster import wait_for
+from tests.test_run import assert_qa_passed, write_faults
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
-
-CAMPAIGN = """
-campaign: {{name: slurmdemo, version: 1, seed: 11}}
-science:
-  source: synthetic
-  n_hosts: 200
-  realizations: {realizations}
-  redshifts: [0.0]
-  log10_mhost_min_msun: 11.0
-  model: diffsky_sfh
-  model_params: {{batch_min: 256, batch_max: 1024}}
-execution:
-  profile: slurm
-  max_in_flight: 4
-  retries: 1
-  task_walltime_s: 600
-  provider:
-    partition: {partition}
-    walltime: "{walltime}"
-    status_polling_s: {polling}
-    init_blocks: 1
-    max_blocks: 1
-    workers_per_node: {workers}
-    worker_init: "export SLURM_CONF={conf}"
-outputs: {{base: {base}}}
-"""
 
 LOG_LINE = re.compile(r"task (\S+) on \S+ pid \d+ slurm job (\S+)")
 
@@ -62,24 +38,38 @@ def jax_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax-cache")
 
 
-def make_campaign(cluster, tmp_path, jax_cache, *, n=3, walltime="00:10:00", polling=2,
-                  faults=None):  # fmt: skip
-    path = tmp_path / "slurm.yaml"
-    path.write_text(CAMPAIGN.format(
-        realizations=list(range(n)), partition=cluster.partition, walltime=walltime,
-        polling=polling, workers=cluster.cpus, conf=cluster.conf, base=tmp_path / "runs",
-    ))  # fmt: skip
-    campaign = Campaign.load(path)
-    metadata = campaign.directory / "metadata"
-    metadata.mkdir(parents=True, exist_ok=True)
-    (metadata / "jax-cache").symlink_to(jax_cache, target_is_directory=True)
+def slurm_campaign(cluster, tmp_path, jax_cache, *, n=3, walltime="00:10:00", polling=2,
+                   faults=None):  # fmt: skip
+    """``n`` boxes on the generic slurm profile: one pilot block of the local cluster at a
+    time, a worker per CPU, one retry; the module's JAX cache; ``faults`` planned."""
+    campaign = write_campaign(tmp_path, LOCAL_RUN, {
+        "campaign": {"name": "slurmdemo", "seed": 11},
+        "science": {"realizations": list(range(n))},
+        "execution": {
+            "profile": "slurm",
+            "max_in_flight": 4,
+            "retries": 1,
+            "executor": {"workers_per_node": cluster.cpus},
+            "provider": {
+                "partition": cluster.partition,
+                "walltime": walltime,
+                "status_polling_s": polling,
+                "init_blocks": 1,
+                "max_blocks": 1,
+                "worker_init": f"export SLURM_CONF={cluster.conf}",
+            },
+        },
+    })  # fmt: skip
+    cache = campaign.layout.jax_cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.symlink_to(jax_cache, target_is_directory=True)
     if faults:
-        (metadata / "faults.json").write_text(json.dumps(faults))
+        write_faults(campaign, faults)
     return campaign
 
 
 def events(campaign) -> list[dict]:
-    lines = (campaign.directory / "metadata" / "events.jsonl").read_text().splitlines()
+    lines = campaign.layout.journal.read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
@@ -92,14 +82,14 @@ def event_kinds(campaign) -> dict[str, list[str]]:
 
 def attempt_jobs(campaign, task_id) -> list[str]:
     """The Slurm job of each attempt of a box, from its log."""
-    log = campaign.directory / "logs" / f"{task_id}.err"
+    log = Path(f"{campaign.layout.log_stem(task_id)}.err")
     if not log.exists():
         return []
     return [m[2] for m in LOG_LINE.finditer(log.read_text()) if m[1] == task_id]
 
 
 def fault_count(campaign, task_id) -> int:
-    counter = campaign.directory / "logs" / f"{task_id}.faults"
+    counter = Path(f"{campaign.layout.log_stem(task_id)}.faults")
     return len(counter.read_text().splitlines()) if counter.exists() else 0
 
 
@@ -125,19 +115,21 @@ class Meddler(threading.Thread):
 
 
 def assert_all_valid(campaign, n):
-    plan = campaign.plan()
+    plan = make_plan(campaign)
     assert plan.counts["done"] == n
-    assert all(json.loads(t.qa_record.read_text())["passed"] for t in plan.tasks)
+    for task in plan.tasks:
+        assert_qa_passed(task)
 
 
 def test_campaign_runs_through_slurm_pilot_blocks(slurm_cluster, tmp_path, jax_cache, monkeypatch):  # noqa: F811
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    campaign = make_campaign(slurm_cluster, tmp_path, jax_cache, polling=60)
-    assert campaign.execution.profile["provider"]["kind"] == "slurm"
+    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache, polling=60)
+    assert campaign.execution.provider.kind == "slurm"
+    assert campaign.execution.launcher.kind == "srun"
     assert Runner(campaign, progress=False).run() == {"done": 3, "failed": 0}
     assert_all_valid(campaign, 3)
     # the work ran inside a Slurm job: the pilot's submit script went through sbatch
-    scripts = [p for p in (campaign.directory / "logs" / "parsl").rglob("submit_scripts/parsl.*")
+    scripts = [p for p in campaign.layout.parsl_runs.rglob("submit_scripts/parsl.*")
                if not p.name.endswith((".sh", ".stdout", ".stderr"))]  # fmt: skip
     assert scripts and f"#SBATCH --partition={slurm_cluster.partition}" in scripts[0].read_text()
     jobs = {job for t in ("r0000_z0.000", "r0001_z0.000", "r0002_z0.000")
@@ -186,7 +178,7 @@ def test_block_killed_by_walltime_mid_campaign(slurm_cluster, tmp_path, jax_cach
     """
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     hung = ["r0000_z0.000", "r0001_z0.000"]
-    campaign = make_campaign(slurm_cluster, tmp_path, jax_cache, walltime="00:01:00",
+    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache, walltime="00:01:00",
                              faults={t: {"action": "hang"} for t in hung})  # fmt: skip
     t0 = time.monotonic()
     assert Runner(campaign, progress=False).run() == {"done": 3, "failed": 0}
@@ -201,7 +193,7 @@ def test_block_scancelled_mid_campaign(slurm_cluster, tmp_path, jax_cache, monke
     """scancel the block while two boxes run in it: they are lost, re-run in a new block."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     hung = ["r0000_z0.000", "r0001_z0.000"]
-    campaign = make_campaign(slurm_cluster, tmp_path, jax_cache,
+    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache,
                              faults={t: {"action": "hang"} for t in hung})  # fmt: skip
 
     def cancel_block():
@@ -228,9 +220,7 @@ def ctld_env(cluster) -> dict[str, str]:
 
 
 def parsl_log(campaign) -> str:
-    return "".join(
-        p.read_text() for p in (campaign.directory / "logs" / "parsl").glob("*/parsl.log")
-    )
+    return "".join(p.read_text() for p in campaign.layout.parsl_runs.glob("*/parsl.log"))
 
 
 def test_slurmctld_outage_mid_campaign(slurm_cluster, tmp_path, jax_cache, monkeypatch):  # noqa: F811
@@ -241,7 +231,7 @@ def test_slurmctld_outage_mid_campaign(slurm_cluster, tmp_path, jax_cache, monke
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     env = ctld_env(slurm_cluster)
     slow = "r0001_z0.000"  # busy for 100 s: still running when the controller comes back
-    campaign = make_campaign(slurm_cluster, tmp_path, jax_cache,
+    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache,
                              faults={slow: {"action": "sleep", "seconds": 100}})  # fmt: skip
 
     def done():
@@ -289,7 +279,7 @@ def test_driver_starts_while_slurmctld_is_down(slurm_cluster, tmp_path, jax_cach
     answer, so the campaign starts once slurmctld is back (here after 30 s)."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     env = ctld_env(slurm_cluster)
-    campaign = make_campaign(slurm_cluster, tmp_path, jax_cache, n=1)
+    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache, n=1)
 
     def restart_later():
         time.sleep(30)
@@ -304,7 +294,7 @@ def test_driver_starts_while_slurmctld_is_down(slurm_cluster, tmp_path, jax_cach
     finally:
         t_start = meddler.join(120)
     assert event_kinds(campaign) == {"r0000_z0.000": ["submitted", "done"]}
-    driver_log = (campaign.directory / "logs" / "driver.log").read_text()
+    driver_log = campaign.layout.driver_log.read_text()
     assert "the Slurm controller does not answer" in driver_log  # and sbatch was retried
     assert events(campaign)[-1]["t"] > t_start
     assert_all_valid(campaign, 1)

@@ -1,11 +1,14 @@
-"""Parsl configurations built from a campaign's machine profile (the profile YAML is data).
+"""Parsl configurations built from a campaign's typed execution settings: its ``executor``,
+``provider`` and ``launcher`` sections (``covmocks.campaign.Execution``), as Parsl separates
+them.
 
 - ``htex`` + ``local``: HighThroughputExecutor with LocalProvider (the embedded default).
 - ``htex`` + ``slurm``: HighThroughputExecutor + SlurmProvider + SrunLauncher, pilot jobs
   (on GPU nodes one worker per accelerator via ``available_accelerators``).
 - ``mpi`` + ``slurm``/``local``: MPIExecutor + SimpleLauncher, each task launching its ranks
-  with the provider's ``mpi_launcher`` (srun or mpiexec) inside the block. Used when the
-  profile says ``executor: mpi`` or when a campaign asks for more than one rank per task.
+  with the launcher section's ``mpi_launcher`` (srun or mpiexec) inside the block, at most
+  ``executor.mpi_tasks_per_block`` tasks at once. Used when the executor's kind is ``mpi``
+  or when a campaign asks for more than one rank per task.
 Monitoring goes to ``<campaign>/metadata/monitoring.db``.
 """
 
@@ -17,8 +20,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from parsl.providers import SlurmProvider
+
+if TYPE_CHECKING:
+    from covmocks.campaign import Execution, LauncherValues, ProviderValues
 
 log = logging.getLogger(__name__)
 BIN = Path(sys.executable).parent
@@ -32,16 +39,18 @@ def _interchange_cmd() -> list[str]:
     return [sys.executable, str(script)]
 
 
-def _worker_init(provider: dict) -> str:
-    """Put this Python's bin first on PATH (process_worker_pool.py), then the profile's lines."""
-    return "\n".join(filter(None, [f"export PATH={BIN}:$PATH", provider.get("worker_init", "")]))
+def _worker_init(provider: ProviderValues, first: str = "") -> str:
+    """Put this Python's bin first on PATH (process_worker_pool.py), then ``first``, then the
+    profile's lines."""
+    lines = [f"export PATH={BIN}:$PATH", first, provider.worker_init]
+    return "\n".join(filter(None, lines))
 
 
-def _exclusive(provider: dict) -> bool:
+def _exclusive(provider: ProviderValues) -> bool:
     """Whole nodes for a Slurm block: as the profile says, else when the nodes have GPUs."""
-    if provider.get("exclusive") is not None:
-        return provider["exclusive"]
-    return provider.get("gpus_per_node", 0) > 0
+    if provider.exclusive is not None:
+        return provider.exclusive
+    return provider.gpus_per_node > 0
 
 
 # Slurm client errors that mean "the controller did not answer", not "the request is bad".
@@ -118,45 +127,45 @@ def _full_signature(cls) -> None:
 _full_signature(PilotSlurmProvider)
 
 
-def build_provider(provider: dict, launcher):
-    """The Parsl provider of a profile's ``provider`` section (a plain dict).
+def build_provider(provider: ProviderValues, launcher, *, worker_init: str = ""):
+    """The Parsl provider of a campaign's ``provider`` section, starting its workers with
+    ``launcher`` (a Parsl launcher) after ``worker_init`` and the section's own lines.
 
-    Slurm: ``PilotSlurmProvider``; the optional keys ``status_polling_s``, ``cmd_timeout`` and
-    ``submit_patience_s`` go to it (see its docstring), the rest to Parsl's SlurmProvider.
+    Slurm: ``PilotSlurmProvider`` (see its docstring), polling every ``status_polling_s``.
     """
     from parsl.providers import LocalProvider
 
     common = dict(
-        nodes_per_block=provider["nodes_per_block"],
-        init_blocks=provider["init_blocks"],
-        min_blocks=provider["min_blocks"],
-        max_blocks=provider["max_blocks"],
-        worker_init=_worker_init(provider),
+        nodes_per_block=provider.nodes_per_block,
+        init_blocks=provider.init_blocks,
+        min_blocks=provider.min_blocks,
+        max_blocks=provider.max_blocks,
+        worker_init=_worker_init(provider, worker_init),
         launcher=launcher,
     )
-    if provider["kind"] == "local":
+    if provider.kind == "local":
         return LocalProvider(**common)
-    slurm = {k: provider.get(k) for k in ("account", "qos", "constraint", "partition")}
-    tuning = ("status_polling_s", "cmd_timeout", "submit_patience_s")
+    slurm = {k: getattr(provider, k) for k in ("account", "qos", "constraint", "partition")}
     return PilotSlurmProvider(
         **{k: v for k, v in slurm.items() if v},
-        **{k: provider[k] for k in tuning if provider.get(k) is not None},
-        walltime=provider["walltime"],
-        scheduler_options=provider.get("scheduler_options") or "",
+        status_polling_s=provider.status_polling_s,
+        walltime=provider.walltime,
+        scheduler_options=provider.scheduler_options,
         # a block asks for its CPUs (one Slurm task per node runs the workers, or an MPI
         # task's srun step): without cores_per_node or exclusive it would get one CPU
-        cores_per_node=provider.get("cores_per_node"),
+        cores_per_node=provider.cores_per_node,
         exclusive=_exclusive(provider),
         **common,
     )
 
 
-def _launcher(provider: dict):
+def _launcher(launcher: LauncherValues, provider: ProviderValues):
+    """The Parsl launcher that starts a block's workers."""
     from parsl.launchers import SimpleLauncher, SingleNodeLauncher, SrunLauncher
 
-    if provider["launcher"] == "srun":
+    if launcher.kind == "srun":
         return SrunLauncher()
-    return SingleNodeLauncher() if provider["kind"] == "local" else SimpleLauncher()
+    return SingleNodeLauncher() if provider.kind == "local" else SimpleLauncher()
 
 
 # Parsl's MPIExecutor learns its block's nodes from Slurm or PBS only; a local block names
@@ -164,50 +173,50 @@ def _launcher(provider: dict):
 LOCAL_NODEFILE = 'export PBS_NODEFILE="$(mktemp)" && echo localhost > "$PBS_NODEFILE"'
 
 
-def build_executor(profile: dict, label: str = "covmocks", *, mpi: bool = False):
-    """The Parsl executor that a profile describes; an MPIExecutor when ``mpi`` is set or the
-    profile's executor is ``mpi``."""
-    provider = profile["provider"]
+def build_executor(execution: Execution, label: str = "covmocks", *, mpi: bool = False):
+    """The Parsl executor that a campaign's execution settings describe; an MPIExecutor when
+    ``mpi`` is set or the executor's kind is ``mpi``."""
+    executor, provider, launcher = execution.executor, execution.provider, execution.launcher
     common = dict(
         label=label,
-        address="127.0.0.1" if provider["kind"] == "local" else None,
+        address="127.0.0.1" if provider.kind == "local" else None,
         heartbeat_period=5,
         heartbeat_threshold=30,  # a lost block's tasks re-run after 30 s, not 120
         encrypted=False,
     )
-    if mpi or profile["executor"] == "mpi":
+    if mpi or executor.kind == "mpi":
         from parsl.executors import MPIExecutor
         from parsl.launchers import SimpleLauncher
 
-        if provider["kind"] == "local":
-            init = "\n".join(filter(None, [LOCAL_NODEFILE, provider.get("worker_init")]))
-            provider = {**provider, "worker_init": init}
-        executor = MPIExecutor(
-            provider=build_provider(provider, SimpleLauncher()),
-            mpi_launcher=provider["mpi_launcher"],
-            max_workers_per_block=provider.get("workers_per_node", 1),
+        init = LOCAL_NODEFILE if provider.kind == "local" else ""
+        parsl_executor = MPIExecutor(
+            provider=build_provider(provider, SimpleLauncher(), worker_init=init),
+            mpi_launcher=launcher.mpi_launcher,
+            max_workers_per_block=executor.mpi_tasks_per_block,
             **common,
         )
         # MPIExecutor annotates interchange_launch_cmd as a str (typeguard refuses a list)
         # but hands it to Popen as HTEX does, where a str names one program: set it after.
-        executor.interchange_launch_cmd = _interchange_cmd()
-        return executor
+        parsl_executor.interchange_launch_cmd = _interchange_cmd()
+        return parsl_executor
     from parsl.executors import HighThroughputExecutor
 
-    accelerators = provider.get("available_accelerators") or ()
     return HighThroughputExecutor(
-        provider=build_provider(provider, _launcher(provider)),
+        provider=build_provider(provider, _launcher(launcher, provider)),
         interchange_launch_cmd=_interchange_cmd(),
-        max_workers_per_node=provider["workers_per_node"],
-        available_accelerators=accelerators,
+        max_workers_per_node=executor.workers_per_node,
+        available_accelerators=executor.available_accelerators or (),
         cores_per_worker=1,
         **common,
     )
 
 
-def build_config(profile: dict, directory: Path, *, monitoring: bool = True, mpi: bool = False):
+def build_config(
+    execution: Execution, directory: Path, *, monitoring: bool = True, mpi: bool = False
+):
     """A Parsl Config for a campaign directory: run_dir under logs/, monitoring in metadata/;
-    ``mpi``: tasks run on several ranks (see build_executor).
+    ``execution``: the campaign's (``campaign.execution``); ``mpi``: tasks run on several
+    ranks (see build_executor).
 
     Retries stay with covmocks (Parsl's are immediate; the runner backs off and tells a
     lost block from a failed task).
@@ -221,7 +230,7 @@ def build_config(profile: dict, directory: Path, *, monitoring: bool = True, mpi
         db = (directory / "metadata" / "monitoring.db").resolve()
         hub = MonitoringHub(logging_endpoint=f"sqlite:///{db}", resource_monitoring_interval=10)
     return Config(
-        executors=[build_executor(profile, mpi=mpi)],
+        executors=[build_executor(execution, mpi=mpi)],
         run_dir=str(directory / "logs" / "parsl"),
         retries=0,
         strategy="simple",

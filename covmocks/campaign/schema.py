@@ -1,0 +1,392 @@
+"""The campaign file and machine profile schema: one frozen pydantic model per section,
+and the typed values a merged campaign holds (``Science``, ``Execution`` with its
+``executor``, ``provider`` and ``launcher`` sections, ``Resources``, ``Profile``).
+
+Field names are the YAML keys. Cross-field checks record their problems through
+``record_problem`` so the loader reports them with the rest (reference: docs/campaigns.md).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from covmocks.campaign.templates import check_template
+from covmocks.campaign.yamldoc import format_path
+from covmocks.catalog import COMPRESSIONS
+from covmocks.halos import SOURCE_KINDS
+from covmocks.model import MODELS
+
+MAX_REALIZATIONS = 1_000_000
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+WALLTIME_PATTERN = r"^\d+:\d{2}:\d{2}$"
+PATH_SOURCES = ("abacus", "hdf5")
+
+
+def record_problem(info: ValidationInfo, path: tuple, message: str) -> None:
+    """Record a cross-field problem at ``path``; the loader reports them with the rest."""
+    if info.context is None:
+        raise ValueError(f"{format_path(path)}: {message}")
+    info.context.append((path, message))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(gt=0)]
+Redshift = Annotated[float, Field(ge=0)]
+
+
+# ---------------------------------------------------------------- campaign, science
+
+
+class CampaignSection(_Section):
+    """``campaign``: names the campaign and fixes its random seed."""
+
+    name: Name
+    version: Name = "1"
+    description: str = ""
+    tags: list[str] = []
+    seed: Annotated[int, Field(ge=0, lt=2**31)]
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _number_as_text(cls, value):
+        return (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
+
+
+class RealizationRange(_Section):
+    """Realizations ``first`` to ``last``, both included, minus ``exclude``."""
+
+    first: NonNegInt
+    last: NonNegInt
+    exclude: list[NonNegInt] = []
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.last < self.first:
+            raise ValueError(f"last ({self.last}) is before first ({self.first})")
+        if self.last - self.first >= MAX_REALIZATIONS:
+            raise ValueError(f"more than {MAX_REALIZATIONS} realizations")
+        outside = [r for r in self.exclude if not self.first <= r <= self.last]
+        if outside:
+            raise ValueError(f"exclude lists {outside}, outside {self.first}..{self.last}")
+        return self
+
+    def values(self) -> list[int]:
+        skip = set(self.exclude)
+        return [r for r in range(self.first, self.last + 1) if r not in skip]
+
+
+def _realizations_kind(value) -> str | None:
+    if isinstance(value, list):
+        return "<list>"
+    return "<range>" if isinstance(value, dict | RealizationRange) else None
+
+
+TAGS = ("<list>", "<range>")  # discriminator tags: not part of a key path
+Realizations = Annotated[
+    Annotated[list[NonNegInt], Tag("<list>")] | Annotated[RealizationRange, Tag("<range>")],
+    Discriminator(
+        _realizations_kind,
+        custom_error_type="realizations",
+        custom_error_message="expected a list of integers or a mapping {first, last, exclude}",
+    ),
+]
+
+
+def model_parameters(model: str) -> list[str]:
+    """Constructor parameter names of a registered galaxy model (no instantiation)."""
+    names = inspect.signature(MODELS[model].__init__).parameters
+    return [n for n in names if n != "self"]
+
+
+class _ScienceValues(_Section):
+    """Science keys that read the same in the file and in the merged campaign."""
+
+    source: Literal[SOURCE_KINDS]
+    n_hosts: PosInt | None = None
+    log10_mhost_min_msun: float | None = None
+    model: str = "diffsky_sfh"
+    model_params: dict[str, Any] = {}
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value):
+        if value not in MODELS:
+            raise ValueError(
+                f"unknown galaxy model {value!r}; expected one of: {', '.join(MODELS)}"
+            )
+        return value
+
+    @field_validator("model_params")
+    @classmethod
+    def _plain_data(cls, value):
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"expected plain data (numbers, text, lists, mappings): {exc}"
+            ) from None
+        return value
+
+
+class ScienceSection(_ScienceValues):
+    """``science`` as written: what every box contains. Masses log10(Msun), no h."""
+
+    input: str | None = None
+    realizations: Realizations
+    redshifts: Annotated[list[Redshift], Field(min_length=1)]
+
+    @field_validator("input")
+    @classmethod
+    def _input_template(cls, value):
+        if value is not None:
+            check_template(value, {"realization": 0, "redshift": 0.0})
+        return value
+
+    @field_validator("realizations")
+    @classmethod
+    def _distinct_realizations(cls, value):
+        if isinstance(value, list) and len(set(value)) < len(value):
+            repeated = sorted({r for r in value if value.count(r) > 1})
+            raise ValueError(f"realizations repeat: {', '.join(map(str, repeated))}")
+        return value
+
+    @field_validator("redshifts")
+    @classmethod
+    def _distinct_snapshots(cls, value):
+        names = [f"{z:.3f}" for z in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"redshifts repeat at 3 decimals (task names): {', '.join(repeated)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo):
+        fail = record_problem
+        if self.source in PATH_SOURCES and self.input is None:
+            fail(info, ("science", "input"), f"required for source {self.source!r}: a path "
+                 "template over {realization} and {redshift}")  # fmt: skip
+        if self.source not in PATH_SOURCES and self.input is not None:
+            fail(info, ("science", "input"), f"not used by source {self.source!r}")
+        if self.source == "synthetic" and self.n_hosts is None:
+            fail(info, ("science", "n_hosts"), "required for source 'synthetic'")
+        if self.source != "synthetic" and self.n_hosts is not None:
+            fail(info, ("science", "n_hosts"), f"not used by source {self.source!r}")
+        allowed = model_parameters(self.model)
+        for key in self.model_params:
+            if key not in allowed:
+                fail(info, ("science", "model_params", key), f"not a parameter of model "
+                     f"{self.model!r}; expected one of: {', '.join(allowed)}")  # fmt: skip
+        return self
+
+    def realization_list(self) -> list[int]:
+        r = self.realizations
+        return list(r) if isinstance(r, list) else r.values()
+
+
+class Science(_ScienceValues):
+    """The merged campaign's science: realizations expanded, input resolved. Masses
+    log10(Msun), no h; ``None`` cut: none (synthetic: 11)."""
+
+    input: str | None = None  # absolute, environment expanded; fields realization, redshift
+    realizations: tuple[int, ...]
+    redshifts: tuple[float, ...]
+
+    def input_path(self, realization: int, redshift: float) -> str | None:
+        """The halo catalog of one box, or None for synthetic halos."""
+        if self.input is None:
+            return None
+        return self.input.format(realization=realization, redshift=redshift)
+
+
+# ---------------------------------------------------------------- execution (Parsl)
+
+
+class ExecutionValues(_Section):
+    """How tasks run: retries, backoff and walltime in seconds, concurrency, output."""
+
+    retries: NonNegInt = 2
+    backoff_base_s: Seconds = 10.0
+    backoff_cap_s: Seconds = 600.0
+    task_walltime_s: Seconds = 3600.0
+    max_in_flight: PosInt = 64
+    compression: Literal[COMPRESSIONS] = "gzip"
+    chunk_hosts: PosInt = 65536
+
+
+class ExecutorValues(_Section):
+    """The Parsl executor: ``htex`` (HighThroughputExecutor) or ``mpi`` (MPIExecutor; also
+    used, whatever ``kind`` says, when some task asks for more than one rank)."""
+
+    kind: Literal["htex", "mpi"] = "htex"
+    workers_per_node: PosInt = 1  # htex: tasks a node runs at once (workers)
+    available_accelerators: NonNegInt | None = None  # htex: accelerators per node, one each
+    mpi_tasks_per_block: PosInt = 1  # MPI executor: MPI tasks a block runs at once
+
+
+class ProviderValues(_Section):
+    """The Parsl provider: where blocks (pilot jobs) of nodes come from."""
+
+    kind: Literal["local", "slurm"] = "local"
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    partition: str | None = None
+    walltime: Annotated[str, Field(pattern=WALLTIME_PATTERN)] = "01:00:00"
+    status_polling_s: Seconds = 60.0  # how often Slurm is asked about the blocks (squeue)
+    nodes_per_block: PosInt = 1
+    init_blocks: NonNegInt = 1
+    min_blocks: NonNegInt = 0
+    max_blocks: PosInt = 1
+    worker_init: str = ""
+    scheduler_options: str = ""
+    cores_per_node: PosInt | None = None  # Slurm: the block asks for these CPUs per node
+    gpus_per_node: NonNegInt = 0
+    exclusive: bool | None = None  # Slurm: whole nodes; default: yes when gpus_per_node > 0
+
+
+class LauncherValues(_Section):
+    """The Parsl launchers: how a block starts its workers (``kind``), and how an MPI task
+    starts its ranks (``mpi_launcher``)."""
+
+    kind: Literal["srun", "simple"] = "simple"
+    mpi_launcher: Literal["srun", "mpiexec"] = "mpiexec"
+
+
+class Execution(ExecutionValues):
+    """Merged execution settings (seconds for times) and the Parsl executor, provider and
+    launcher they run on."""
+
+    executor: ExecutorValues = ExecutorValues()
+    provider: ProviderValues = ProviderValues()
+    launcher: LauncherValues = LauncherValues()
+
+
+class ExecutionSection(Execution):
+    """``execution``: the machine profile, and values that override the profile's."""
+
+    profile: str = "local"
+
+
+# ---------------------------------------------------------------- resources
+
+
+class ResourceValues(_Section):
+    """Per task: nodes, MPI ranks and GPUs (totals for the task)."""
+
+    nodes: PosInt = 1
+    ranks: PosInt = 1
+    gpus: NonNegInt = 0
+
+
+class SnapshotResources(ResourceValues):
+    """Per-snapshot overrides; ``walltime_s`` replaces ``execution.task_walltime_s``."""
+
+    walltime_s: Seconds | None = None
+
+
+class Resources(ResourceValues):
+    """What one task gets: nodes, MPI ranks and GPUs (task totals), walltime in seconds."""
+
+    walltime_s: Seconds
+
+
+class ResourcesSection(ResourceValues):
+    """``resources``: per-task resources, and overrides keyed by snapshot redshift."""
+
+    by_redshift: dict[Redshift, SnapshotResources] = {}
+
+
+# ---------------------------------------------------------------- profiles, outputs, file
+
+
+class CostFigures(_Section):
+    """Per-task cost for ``covmocks estimate`` before any task has run."""
+
+    seconds_per_task: Seconds = 600.0
+    seconds_by_redshift: dict[Redshift, Seconds] = {}
+    gigabytes_per_task: Annotated[float, Field(ge=0)] = 1.0
+
+
+class ProfileFile(_Section):
+    """A machine profile: Parsl executor, provider and launcher, and defaults for execution
+    and resources."""
+
+    description: str = ""
+    executor: ExecutorValues = ExecutorValues()
+    provider: ProviderValues = ProviderValues()
+    launcher: LauncherValues = LauncherValues()
+    execution: ExecutionValues = ExecutionValues()
+    resources: ResourceValues = ResourceValues()
+    cost: CostFigures = CostFigures()
+
+
+class Profile(_Section):
+    """The campaign's machine profile: ``name`` as given in ``execution.profile``, the file
+    it names, its description and cost figures (its other sections are merged into the
+    campaign's execution and resources)."""
+
+    name: str
+    path: Path
+    description: str
+    cost: CostFigures
+
+
+class OutputsSection(_Section):
+    """``outputs``: the campaign directory is ``<base>/<directory>``."""
+
+    base: str = "campaign-runs"
+    directory: str = "{name}_{version}"
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, value):
+        check_template(value, {})
+        return value
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value):
+        check_template(value, {"name": "n", "version": "1"})
+        return value
+
+
+class CampaignFile(_Section):
+    """The whole campaign file."""
+
+    campaign: CampaignSection
+    science: ScienceSection
+    execution: ExecutionSection = ExecutionSection()
+    resources: ResourcesSection = ResourcesSection()
+    outputs: OutputsSection = OutputsSection()
+
+    @model_validator(mode="after")
+    def _overrides_match_snapshots(self, info: ValidationInfo):
+        names = {f"{z:.3f}" for z in self.science.redshifts}
+        for z in self.resources.by_redshift:
+            if f"{z:.3f}" not in names:
+                record_problem(
+                    info, ("resources", "by_redshift", z), "not one of science.redshifts"
+                )
+        return self

@@ -1,0 +1,183 @@
+"""The campaign driver: streams a plan's runnable tasks through Parsl, one driver per campaign.
+
+Keeps a bounded number of tasks in flight, asks ``covmocks.retry.RetryPolicy`` what to do
+with each failure (re-run, retry after a backoff, or fail), and records everything in the
+journal (``covmocks.state``). Re-running after the driver died skips finished boxes:
+completion is read from disk.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from covmocks import logs, state
+from covmocks.apps.box import BoxJob, generate_and_validate
+from covmocks.errors import CovmocksError
+from covmocks.metadata import write_plan
+from covmocks.retry import RetryPolicy, classify
+
+log = logging.getLogger(__name__)
+
+
+def uses_mpi(campaign) -> bool:
+    """Whether boxes run on MPI ranks: the profile's executor is ``mpi``, or a snapshot asks
+    for more than one rank per task."""
+    ranks = (campaign.resources_for(z).ranks for z in campaign.science.redshifts)
+    return campaign.execution.executor.kind == "mpi" or max(ranks) > 1
+
+
+def parsl_config(campaign, *, monitoring: bool = True):
+    """The Parsl Config a run of ``campaign`` loads, and whether its boxes run on MPI ranks."""
+    from covmocks.configs.parsl_config import build_config
+
+    mpi = uses_mpi(campaign)
+    config = build_config(campaign.execution, campaign.directory, monitoring=monitoring, mpi=mpi)
+    if config.monitoring is not None:
+        config.monitoring.workflow_name = campaign.name
+        config.monitoring.workflow_version = str(campaign.version)
+    return config, mpi
+
+
+def mpi_resources(task, mpi_launcher: str) -> dict:
+    """Parsl's ``parsl_resource_specification`` for one MPI task (GPUs split among ranks)."""
+    r = task.resources
+    spec = {"num_nodes": r.nodes, "num_ranks": r.ranks,
+            "ranks_per_node": math.ceil(r.ranks / r.nodes)}  # fmt: skip
+    if r.gpus and mpi_launcher == "srun":
+        spec["launcher_options"] = f"--gpus-per-task={max(1, r.gpus // r.ranks)}"
+    return spec
+
+
+class Runner:
+    """Runs a campaign's runnable tasks through Parsl; one driver per campaign directory."""
+
+    def __init__(self, campaign, *, monitoring: bool = True, retry: list[str] | None = None,
+                 progress: bool = True, box_function=None):  # fmt: skip
+        """``box_function(job: BoxJob) -> qa record`` runs on workers; the default generates
+        and validates a box (``covmocks.apps.box``). Benchmarks pass a stand-in."""
+        self.campaign = campaign
+        self.box_function = box_function or generate_and_validate
+        self.monitoring = monitoring
+        self.retry = retry  # task ids (or ["all"]) of failed tasks to run again
+        self.progress = progress
+        self.journal = state.Journal(campaign.layout.journal)
+        ex = campaign.execution
+        self.policy = RetryPolicy(ex.retries, ex.backoff_base_s, ex.backoff_cap_s)
+
+    def runnable(self, plan) -> list:
+        """Tasks to run: to do, minus those failed before unless asked to retry them."""
+        latest = state.last_events(self.journal.read())
+        wanted = set(self.retry or ())
+        tasks = []
+        for task in plan.select("todo"):
+            last = latest.get(task.task_id)
+            failed = last is not None and last["event"] == "failed"
+            if failed and not ("all" in wanted or task.task_id in wanted):
+                continue
+            tasks.append(task)
+        unknown = wanted - {"all"} - {t.task_id for t in plan.tasks}
+        if unknown:
+            raise CovmocksError(f"no such task(s) in this campaign: {', '.join(sorted(unknown))}")
+        return tasks
+
+    def run(self) -> dict:
+        """Run to completion; returns counts of this run's outcomes."""
+        layout = self.campaign.layout
+        with state.DriverLock(layout.lock), logs.copied_to(layout.driver_log):
+            plan = write_plan(self.campaign)
+            tasks = self.runnable(plan)
+            try:
+                log.info("campaign %s: %d tasks to run (%s)", self.campaign.name, len(tasks),
+                         ", ".join(f"{k} {v}" for k, v in plan.counts.items()))  # fmt: skip
+                return self._execute(tasks) if tasks else {"done": 0, "failed": 0}
+            finally:
+                self.journal.close()
+
+    def _submit(self, app, task, mpi: bool, launcher: str):
+        Path(f"{task.log_stem}.timeout").unlink(missing_ok=True)
+        job = BoxJob.for_task(self.campaign, task, mpi)
+        self.journal.write(task.task_id, "submitted", attempt=self.policy.attempt(task.task_id))
+        if mpi:  # MPIExecutor turns this into the task's $PARSL_MPI_PREFIX
+            return app(job, parsl_resource_specification=mpi_resources(task, launcher))
+        return app(job)
+
+    def _execute(self, tasks) -> dict:
+        import parsl
+        from tqdm import tqdm
+
+        ex = self.campaign.execution
+        config, mpi = parsl_config(self.campaign, monitoring=self.monitoring)
+        launcher = ex.launcher.mpi_launcher
+        dfk = parsl.load(config)
+        app = parsl.python_app(self.box_function, executors=["covmocks"])
+        pending = list(reversed(tasks))  # pop() from the end keeps plan order
+        waiting: list[tuple[float, int, object]] = []  # (ready time, seq, task) heap
+        in_flight: dict = {}
+        outcome = {"done": 0, "failed": 0}
+        every_s = 0.5 if sys.stderr.isatty() else 30.0
+        bar = tqdm(total=len(tasks), disable=not self.progress, unit="box", mininterval=every_s,
+                   desc=self.campaign.name)  # fmt: skip
+        seq = 0
+        try:
+            while pending or waiting or in_flight:
+                now = time.monotonic()
+                while waiting and waiting[0][0] <= now:
+                    pending.append(heapq.heappop(waiting)[2])
+                while pending and len(in_flight) < ex.max_in_flight:
+                    task = pending.pop()
+                    in_flight[self._submit(app, task, mpi, launcher)] = task
+                timeout = 1.0 if not waiting else max(0.05, min(1.0, waiting[0][0] - now))
+                finished, _ = concurrent.futures.wait(
+                    list(in_flight), timeout=timeout,
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )  # fmt: skip
+                for future in finished:
+                    task = in_flight.pop(future)
+                    retry_at = self._settle(task, future, outcome)
+                    if retry_at is None:
+                        bar.update(1)
+                    else:
+                        seq += 1
+                        heapq.heappush(waiting, (retry_at, seq, task))
+                bar.set_postfix(failed=outcome["failed"], running=len(in_flight), refresh=False)
+        finally:
+            bar.close()
+            dfk.cleanup()
+            parsl.clear()
+        log.info("run finished: %d done, %d failed", outcome["done"], outcome["failed"])
+        return outcome
+
+    def _settle(self, task, future, outcome) -> float | None:
+        """Record a finished future; return when to retry it, or None."""
+        tid = task.task_id
+        exc = future.exception()
+        if exc is None:
+            self.journal.write(tid, "done", wall_s=future.result().get("wall_s"))
+            outcome["done"] += 1
+            return None
+        marker = Path(f"{task.log_stem}.timeout")
+        kind = classify(exc, marker.exists())
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        if kind == "timeout" and marker.exists():
+            error = f"killed: {marker.read_text().strip()}"
+        decision = self.policy.decide(tid, kind)
+        if decision.action == "rerun":
+            self.journal.write(tid, "lost", error=error, lost=decision.lost)
+            log.warning("%s lost with its worker (%s); re-running", tid, error)
+            return time.monotonic()
+        if decision.action == "fail":
+            self.journal.write(tid, "failed", error=error, attempt=decision.charged, kind=kind)
+            log.error("%s failed (%s, attempt %d): %s", tid, kind, decision.charged, error)
+            outcome["failed"] += 1
+            return None
+        self.journal.write(tid, decision.event, error=error, attempt=decision.charged,
+                           delay_s=decision.delay_s)  # fmt: skip
+        log.warning("%s %s (attempt %d), retrying in %.1f s: %s", tid, kind, decision.charged,
+                    decision.delay_s, error)  # fmt: skip
+        return time.monotonic() + decision.delay_s
