@@ -23,6 +23,7 @@ from covmocks.layout import redshift_label
 from covmocks.plan import make_plan
 
 log = logging.getLogger(__name__)
+TAIL_BYTES = 1 << 16  # bytes read at a time, backwards, to find the journal's last line
 STATUS_STATES = ("done", "running", "queued", "retry_wait", "failed", "blocked", "todo")
 
 
@@ -131,7 +132,7 @@ class Journal:
         """Offset just after the file's last newline (0 if there is none)."""
         end = size
         while end > 0:
-            begin = max(0, end - 65536)
+            begin = max(0, end - TAIL_BYTES)
             f.seek(begin)
             newline = f.read(end - begin).rfind(b"\n")
             if newline >= 0:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from covmocks.box import CHUNK_HOSTS
 from covmocks.campaign.templates import check_template
 from covmocks.campaign.yamldoc import format_path
 from covmocks.catalog import COMPRESSIONS
@@ -232,7 +233,7 @@ class ExecutionValues(_Section):
     task_walltime_s: Seconds = 3600.0
     max_in_flight: PosInt = 64
     compression: Literal[COMPRESSIONS] = "gzip"
-    chunk_hosts: PosInt = 65536
+    chunk_hosts: PosInt = CHUNK_HOSTS
 
 
 class ExecutorValues(_Section):
