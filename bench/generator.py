@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 # covmocks sets XLA_FLAGS on import, so jax is imported only inside functions, after it.
-from covmocks import box, generator, halos, model, provenance
+from covmocks import box, generator, model, provenance, sources
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -191,7 +191,7 @@ def run(args, out_dir: Path) -> None:
     rows, shapes = [], []
     lifetime_peak = rss_peak_bytes()
     for n_hosts in args.sizes:
-        source = halos.open_source(
+        source = sources.open_source(
             "synthetic", n_hosts=n_hosts, seed=args.host_seed,
             log10_mhost_min_msun=args.log10_mhost_min_msun,
         )  # fmt: skip

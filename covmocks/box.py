@@ -44,11 +44,14 @@ class BoxSpec:
     the header. ``snapshot`` None: ``snapshot_id(redshift)``. Masses log10(Msun), no h;
     ``log10_mhost_min_msun`` None: no cut (synthetic: ``SYNTHETIC_MHOST_MIN``).
     ``host_limit``: only the first N hosts after the cut (tests and benchmarks).
+    ``cleaning``: abacus only: the cleaning root of AbacusSummit's merger-tree-cleaned
+    catalogs (``abacus.cleaning_dir``); None reads the raw CompaSO halos.
     """
 
     source: str
     output: Path
     input: str | None = None
+    cleaning: str | None = None
     n_hosts: int | None = None
     seed: int = 0
     realization: int = 0
@@ -64,8 +67,9 @@ class BoxSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "output", Path(self.output))
-        if self.input is not None:
-            object.__setattr__(self, "input", str(self.input))
+        for key in ("input", "cleaning"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, str(getattr(self, key)))
         if self.redshift is not None and self.snapshot is None:
             object.__setattr__(self, "snapshot", snapshot_id(self.redshift))
 
@@ -74,7 +78,8 @@ class BoxSpec:
         """The box of one campaign task (``covmocks.plan.Task``)."""
         sci, ex = campaign.science, campaign.execution
         return cls(
-            source=sci.source, output=task.output, input=task.input, n_hosts=sci.n_hosts,
+            source=sci.source, output=task.output, input=task.input, cleaning=task.cleaning,
+            n_hosts=sci.n_hosts,
             seed=campaign.seed, realization=task.realization, redshift=task.redshift,
             snapshot=task.snapshot, log10_mhost_min_msun=sci.log10_mhost_min_msun,
             model=sci.model, model_params=dict(sci.model_params), chunk_hosts=ex.chunk_hosts,
@@ -101,6 +106,8 @@ class BoxSpec:
         """Raise CovmocksError (one line) where the spec cannot describe a box."""
         if self.source in PATH_SOURCES and self.input is None:
             raise CovmocksError(f"source {self.source} needs an input path")
+        if self.cleaning is not None and self.source != "abacus":
+            raise CovmocksError(f"cleaning applies to source abacus, not {self.source}")
         if self.source == "synthetic" and not self.n_hosts:
             raise CovmocksError("source synthetic needs n_hosts")
         if self.chunk_hosts < 1:
@@ -108,12 +115,13 @@ class BoxSpec:
 
     def open_source(self):
         """The halo source of this box (opened: header read, no halos read yet)."""
-        from covmocks import halos
+        from covmocks import sources
 
         self.check()
-        return halos.open_source(
+        return sources.open_source(
             self.source, self.input, redshift=self.redshift,
             log10_mhost_min_msun=self.mass_cut, n_hosts=self.n_hosts, seed=self.halo_seed,
+            cleandir=self.cleaning,
         )  # fmt: skip
 
     def resolved(self, header) -> BoxSpec:
@@ -129,6 +137,7 @@ class BoxSpec:
                 "--model", self.model, "--compression", self.compression]  # fmt: skip
         optional = {
             "--input": self.input,
+            "--cleaning": self.cleaning,
             "--n-hosts": self.n_hosts,
             "--redshift": None if self.redshift is None else repr(self.redshift),
             "--snapshot": self.snapshot,

@@ -21,6 +21,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", help="with --campaign: the task id, e.g. r0001_z0.500")
     p.add_argument("--source", choices=halos.SOURCE_KINDS, help="halo source kind")
     p.add_argument("--input", help="halo catalog: Abacus zZ.ZZZ directory or HDF5 file")
+    p.add_argument("--cleaning", help="abacus: cleaning root of the merger-tree-cleaned catalog")
     p.add_argument("--n-hosts", type=int, help="synthetic source: number of host halos")
     p.add_argument(
         "--redshift", type=float, help="snapshot redshift (checked against the catalog header)"
@@ -52,9 +53,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
 
 
-BOX_FIELDS = ("source", "input", "n_hosts", "seed", "realization", "redshift", "snapshot",
-              "log10_mhost_min_msun", "model", "model_params", "chunk_hosts", "host_limit",
-              "compression")  # fmt: skip
+BOX_FIELDS = ("source", "input", "cleaning", "n_hosts", "seed", "realization", "redshift",
+              "snapshot", "log10_mhost_min_msun", "model", "model_params", "chunk_hosts",
+              "host_limit", "compression")  # fmt: skip
 
 
 def box_spec(args: argparse.Namespace):
@@ -130,7 +131,7 @@ def run_plan(args: argparse.Namespace) -> int:
     print(" ".join(f"{state} {n}" for state, n in counts.items()))
     missing = plan.missing_inputs()
     if missing:
-        print(f"blocked until {len(missing)} halo catalogs appear, e.g.:")
+        print(f"blocked until {len(missing)} inputs appear (halo or cleaned catalogs), e.g.:")
         for path in missing[:3]:
             print(f"  {path}")
     return 0

@@ -108,7 +108,8 @@ def catalog_attrs(source, model, snap: CosmicTimes, spec) -> dict:
         "fb": c.fb,
         "w0": c.w0,
         "wa": c.wa,
-        "redshift": hdr.redshift,
+        "redshift": hdr.redshift,  # the catalog header's: the physics uses it
+        "snapshot_redshift": spec.redshift,  # the nominal one the task names
         "t_obs_gyr": snap.t_obs,
         "t0_gyr": snap.t0,
         "realization": spec.realization,
@@ -149,7 +150,7 @@ def generate_box(source, model, spec) -> dict:
     ) as writer:
         blocks = source.iter_blocks(spec.chunk_hosts)
         counts = [populate(blocks, model, snap, root, writer, spec.host_limit)]
-        writer.attrs.update(totals(counts))
+        writer.attrs.update(totals(counts), halo_cleaning=source.cleaning_record())
     result = summary(spec, counts) | {"wall_s": time.perf_counter() - t_start}
     log.info("wrote %s: %d galaxies from %d hosts in %.1f s", spec.output,
              result["n_galaxies"], result["n_hosts"], result["wall_s"])  # fmt: skip

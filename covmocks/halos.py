@@ -1,4 +1,5 @@
-"""Halo sources: one interface, three readers (AbacusSummit CompaSO, generic HDF5, synthetic).
+"""Halo sources: their shared types and interface, and two readers (generic HDF5, synthetic);
+AbacusSummit catalogs are read by ``covmocks.abacus``, any source opened by ``covmocks.sources``.
 
 Every source yields ``HaloBlock``s in catalog order, in the simulation's own units:
 positions comoving Mpc/h in [0, box_size), velocities km/s, masses Msun/h, radii
@@ -14,7 +15,6 @@ units [first, last) only. A failed read raises ``errors.read_error`` (transient 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 from collections.abc import Iterator
@@ -80,12 +80,12 @@ class HaloBlock:
         return HaloBlock(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
 
 
-def _cut(block: HaloBlock, log10_mhost_min_msun: float, h: float) -> HaloBlock:
+def cut(block: HaloBlock, log10_mhost_min_msun: float, h: float) -> HaloBlock:
     keep = units.log_mass_h_to_msun(np.log10(block.mass), h) >= log10_mhost_min_msun
     return block.select(keep)
 
 
-def _split(block: HaloBlock, max_hosts: int) -> Iterator[HaloBlock]:
+def split(block: HaloBlock, max_hosts: int) -> Iterator[HaloBlock]:
     for start in range(0, len(block), max_hosts):
         yield block.select(slice(start, start + max_hosts))
 
@@ -95,103 +95,50 @@ def _concat(a: HaloBlock, b: HaloBlock) -> HaloBlock:
                        for f in dataclasses.fields(HaloBlock)))  # fmt: skip
 
 
-def _check_redshift(path, header: SimulationHeader, redshift: float | None) -> None:
-    if redshift is not None and abs(header.redshift - redshift) > 1e-3:
+# Largest accepted |ln((1 + z_header) / (1 + z_requested))|. AbacusSummit lands its time
+# step exactly on its 12 primary redshifts only; its 21 secondary outputs (1.025, 1.175, ...)
+# are "only approximate and may not match from simulation to simulation" (AbacusSummit
+# documentation, Data Products). 0.01 (1% in 1 + z, a few time steps) accepts them, and stays
+# well below half the closest spacing of any two outputs (Delta z = 0.075 at z = 1.1-1.7,
+# 0.028 in ln(1 + z)), so a directory of another snapshot is never taken for the right one.
+REDSHIFT_TOLERANCE = 0.01
+
+
+def check_redshift(path, header: SimulationHeader, redshift: float | None) -> None:
+    """Refuse a catalog of another snapshot: its header redshift (the exact one, which the
+    physics uses) must be within ``REDSHIFT_TOLERANCE`` of the requested (nominal) one."""
+    if redshift is None:
+        return
+    offset = math.log((1 + header.redshift) / (1 + redshift))
+    if abs(offset) > REDSHIFT_TOLERANCE:
         raise InputError(
-            f"{path}: catalog redshift {header.redshift} does not match the requested "
-            f"snapshot redshift {redshift}"
+            f"{path}: header redshift {header.redshift:g} is not snapshot z={redshift:g} "
+            f"(|ln((1+z_header)/(1+z))| = {abs(offset):.3g} > {REDSHIFT_TOLERANCE}): "
+            "a catalog of another snapshot"
         )
+    if header.redshift != redshift:
+        log.info("%s: header redshift %r for snapshot z=%r (physics uses the header's)",
+                 path, header.redshift, redshift)  # fmt: skip
 
 
-class AbacusSource:
-    """An AbacusSummit CompaSO catalog directory (``.../halos/zZ.ZZZ``), read slab by slab.
+CLEANING_TALLY = ("halos_merged_away", "halos_grown", "particles_merged", "slabs")
 
-    Columns: ``id``; mass = ``N`` x ``ParticleMassHMsun``; position ``x_L2com`` and
-    velocity ``v_L2com`` (centre of mass of the largest L2 subhalo, i.e. the halo core);
-    radius ``r100_L2com`` (radius of the L2 halo enclosing all its particles).
-    Work units: the slab files.
-    """
 
-    FIELDS = ["id", "N", "x_L2com", "v_L2com", "r100_L2com"]
-
-    def __init__(self, path, log10_mhost_min_msun: float = -np.inf, redshift=None):
-        self.path = Path(path)
-        self.log10_mhost_min_msun = float(log10_mhost_min_msun)
-        self.slab_files = sorted((self.path / "halo_info").glob("halo_info_*.asdf"))
-        if not self.path.is_dir() or not self.slab_files:
-            raise InputError(f"halo catalog not found: {self.path} (no halo_info/halo_info_*.asdf)")
-        self._raw_header = dict(self._open(self.slab_files[0], ["id"]).header)
-        self.header = self._make_header(self._raw_header)
-        _check_redshift(self.path, self.header, redshift)
-
-    def _open(self, slab: Path, fields):
-        from abacusnbody.data.compaso_halo_catalog import CompaSOHaloCatalog
-
-        try:
-            return CompaSOHaloCatalog(str(slab), fields=fields, cleaned=False)
-        except OSError as exc:
-            raise read_error(slab, exc) from exc
-        except Exception as exc:  # abacusutils raises many types for one problem
-            raise InputError(f"cannot read halo catalog {slab}: {exc}") from exc
-
-    def _make_header(self, raw: dict) -> SimulationHeader:
-        for key in ("BoxSize", "H0", "Omega_M", "Redshift", "ParticleMassHMsun"):
-            if key not in raw:
-                raise InputError(f"{self.path}: header has no {key}")
-        notes = ""
-        omega_b = raw.get("omega_b")
-        if omega_b is None:
-            omega_b = ABACUS_C000_OMEGA_B
-            notes = f"header has no omega_b; used AbacusSummit c000 omega_b={omega_b}"
-            log.warning("%s: %s", self.path, notes)
-        cosmo = Cosmology(h=raw["H0"] / 100.0, Om0=raw["Omega_M"], omega_b=float(omega_b),
-                          w0=raw.get("w0", -1.0), wa=raw.get("wa", 0.0))  # fmt: skip
-        return SimulationHeader(
-            box_size=float(raw["BoxSize"]),
-            redshift=float(raw["Redshift"]),
-            cosmology=cosmo,
-            sim_name=str(raw.get("SimName", self.path.parent.parent.name)),
-            mass_definition="N x ParticleMassHMsun (CompaSO L1 halo)",
-            position_definition="x_L2com (centre of mass of the L2 core)",
-            radius_definition="r100_L2com (radius enclosing 100% of L2 particles)",
-            notes=notes,
-        )
-
-    def read_slab(self, slab: Path) -> HaloBlock:
-        halos = self._open(slab, self.FIELDS).halos
-        h, box = self.header.cosmology.h, self.header.box_size
-        block = HaloBlock(
-            ids=np.asarray(halos["id"], dtype=np.uint64),
-            pos=units.wrap_periodic(np.asarray(halos["x_L2com"], dtype=np.float64) + box / 2, box),
-            vel=np.asarray(halos["v_L2com"], dtype=np.float64),
-            mass=np.asarray(halos["N"], dtype=np.float64) * self._raw_header["ParticleMassHMsun"],
-            radius=np.asarray(halos["r100_L2com"], dtype=np.float64),
-        )
-        return _cut(block, self.log10_mhost_min_msun, h)
-
-    def n_units(self, max_hosts: int) -> int:
-        return len(self.slab_files)
-
-    def unit_name(self, unit: int) -> str:
-        return self.slab_files[unit].name
-
-    def read_units(self, max_hosts: int, first: int = 0, last: int | None = None):
-        """Slab files [first, last), each as a list of blocks of at most ``max_hosts``."""
-        for slab in self.slab_files[first:last]:
-            yield list(_split(self.read_slab(slab), max_hosts))
-
-    def iter_blocks(self, max_hosts: int) -> Iterator[HaloBlock]:
-        return itertools.chain.from_iterable(self.read_units(max_hosts))
-
-    def describe(self) -> str:
-        return str(self.path)
+def add_tallies(tallies) -> dict:
+    """The sum of cleaning tallies (of several slabs, or of several MPI ranks)."""
+    return {k: sum(t.get(k, 0) for t in tallies) for k in CLEANING_TALLY}
 
 
 class _RowBlocks:
     """A source read in blocks of ``max_hosts`` catalog rows (before the cut): work unit ``u``
-    is block ``u``. Subclasses set ``n_rows`` and read blocks [first, last) in ``read_blocks``."""
+    is block ``u``. Subclasses set ``n_rows`` and read blocks [first, last) in ``read_blocks``.
+    Such sources are never cleaned."""
 
     n_rows: int
+    cleaning_tally: dict = {}
+
+    def cleaning_record(self) -> dict:
+        return {"applied": False}
 
     def _rows(self, max_hosts: int, first: int, last: int | None) -> tuple[int, int]:
         last = self.n_units(max_hosts) if last is None else last
@@ -251,7 +198,7 @@ class HDF5Source(_RowBlocks):
             sim_name=str(attrs.get("sim_name", self.path.stem)),
             **{k: str(attrs.get(k, "unspecified")) for k in self.DEFINITION_ATTRS},
         )
-        _check_redshift(self.path, self.header, redshift)
+        check_redshift(self.path, self.header, redshift)
 
     def _read(self, f, start: int, stop: int) -> HaloBlock:
         """Rows [start, stop) of the open file, before the cut."""
@@ -277,7 +224,7 @@ class HDF5Source(_RowBlocks):
                     block = self._read(f, row, min(row + max_hosts, stop))
                 except OSError as exc:  # h5py's I/O failures (errno kept where known)
                     raise read_error(self.path, exc) from exc
-                yield _cut(block, self.log10_mhost_min_msun, self.header.cosmology.h)
+                yield cut(block, self.log10_mhost_min_msun, self.header.cosmology.h)
 
     def describe(self) -> str:
         return str(self.path)
@@ -371,22 +318,6 @@ def _hmf_tables(log10_mhost_min_msun: float, redshift: float):
     lgm, cdf = _get_hmf_cdf_interp_tables(params, mmin, redshift)
     density = float(_compute_nhalos_tot(params, mmin, redshift, 1.0))
     return np.asarray(lgm, dtype=np.float64), np.asarray(cdf, dtype=np.float64), density
-
-
-def open_source(kind: str, path=None, *, redshift=None, log10_mhost_min_msun=-np.inf,
-                n_hosts: int | None = None, seed: int = 0):  # fmt: skip
-    """Open a halo source by kind: 'abacus' (path), 'hdf5' (path) or 'synthetic' (n_hosts
-    and a finite ``log10_mhost_min_msun``; ``box.BoxSpec.mass_cut`` gives its default)."""
-    if kind == "abacus":
-        return AbacusSource(path, log10_mhost_min_msun, redshift)
-    if kind == "hdf5":
-        return HDF5Source(path, log10_mhost_min_msun, redshift)
-    if kind == "synthetic":
-        if n_hosts is None:
-            raise InputError("synthetic source needs n_hosts")
-        z = 0.0 if redshift is None else redshift
-        return SyntheticSource(n_hosts, log10_mhost_min_msun, z, seed)
-    raise InputError(f"unknown halo source {kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
 
 
 def write_hdf5_halos(path, block: HaloBlock, header: SimulationHeader) -> None:

@@ -59,6 +59,8 @@ def check_science(campaign: Campaign) -> None:
     if recorded == now or not has_catalogs(layout):
         return
     changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+    if not changed:  # a key added to the record since, at its default: nothing changed
+        return
     raise CovmocksError(
         f"{campaign.path}: campaign {campaign.name} version {campaign.version} already has "
         f"catalogs in {layout.catalogs}, made with different values of "

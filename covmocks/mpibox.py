@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import covmocks  # noqa: F401  (configures XLA before anything imports jax)
-from covmocks import catalog, catalog_mpio, generator
+from covmocks import catalog, catalog_mpio, generator, halos
 from covmocks.errors import CovmocksError, TransientInputError
 
 log = logging.getLogger("covmocks.mpibox")
@@ -145,6 +145,7 @@ def generate_box_mpi(comm, source, model, spec) -> dict:
         mine = rank_share(n_units, size, rank)
         limits = _unit_host_limits(comm, source, spec, n_units, mine)
         counts = _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
+        source.cleaning_tally = halos.add_tallies(comm.allgather(source.cleaning_tally))
         summary = generator.summary(spec, counts) | {"n_ranks": size}
         t_write = time.perf_counter()
         parallel = catalog_mpio.parallel_hdf5()
@@ -252,7 +253,8 @@ def _attrs(source, model, spec, counts: list[dict]) -> dict:
     from covmocks.model import CosmicTimes
 
     snap = CosmicTimes.from_header(source.header)
-    return generator.catalog_attrs(source, model, snap, spec) | generator.totals(counts)
+    attrs = generator.catalog_attrs(source, model, snap, spec) | generator.totals(counts)
+    return attrs | {"halo_cleaning": source.cleaning_record()}
 
 
 def _assemble(source, model, spec, counts: list[dict], shard_dir: Path) -> None:

@@ -1,8 +1,9 @@
 """A campaign's plan: one task per (realization, snapshot) and its state, read off the
 campaign directory (paths: ``covmocks.layout``). Reads the file system, writes nothing.
 
-States: ``done`` (QA record and catalog exist), ``blocked`` (the halo catalog is missing;
-not a failure: the task becomes ``todo`` when it appears), ``todo`` (anything else).
+States: ``done`` (QA record and catalog exist), ``blocked`` (the halo catalog, or its
+cleaned catalog, is missing; not a failure: the task becomes ``todo`` when it appears),
+``todo`` (anything else).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from covmocks.abacus import cleaning_dir
 from covmocks.box import BoxSpec, snapshot_id
 from covmocks.campaign import Campaign, Resources
 from covmocks.errors import CovmocksError
@@ -35,9 +37,11 @@ class Task:
     snapshot: int  # covmocks.box.snapshot_id(redshift), keys the random stream
     source: str
     input: str | None
+    cleaning: str | None  # the cleaning root of AbacusSummit's cleaned catalogs, if read
     layout: Layout
     resources: Resources
     state: str
+    blocked_on: str | None = None  # the missing input of a blocked task
 
     @property
     def output(self) -> Path:
@@ -61,6 +65,7 @@ class Task:
             "state": self.state,
             "source": self.source,
             "input": self.input,
+            "cleaning": self.cleaning,
         }
         prefix = f"{self.layout.root}{os.sep}"
         for key in ("output", "qa_record", "log_stem"):
@@ -92,8 +97,9 @@ class Plan:
         return [t for t in self.tasks if t.state == state]
 
     def missing_inputs(self) -> list[str]:
-        """The distinct halo catalogs that blocked tasks wait for, in plan order."""
-        return list(dict.fromkeys(t.input for t in self.tasks if t.state == "blocked"))
+        """The distinct inputs (halo catalogs, cleaned catalogs) that blocked tasks wait
+        for, in plan order."""
+        return list(dict.fromkeys(t.blocked_on for t in self.tasks if t.state == "blocked"))
 
 
 class _InputCheck:
@@ -127,6 +133,27 @@ class _InputCheck:
             self._ready[path] = self._check(path)
         return self._ready[path]
 
+    def cleaned_ready(self, cleaned: Path) -> bool:
+        """Whether a cleaned catalog directory holds its ``cleaned_halo_info_*`` files."""
+        key = str(cleaned)
+        if key not in self._ready:
+            self._ready[key] = self._isdir(key) and any(
+                e.name.startswith("cleaned_halo_info_") for e in os.scandir(key)
+            )
+        return self._ready[key]
+
+    def missing(self, path: str | None, cleaning: str | None) -> str | None:
+        """The first missing input of a box: its halo catalog, else its cleaned catalog."""
+        if path is None:
+            return None
+        if not self.ready(path):
+            return path
+        if cleaning is not None:
+            cleaned = cleaning_dir(Path(path), Path(cleaning))
+            if not self.cleaned_ready(cleaned):
+                return str(cleaned)
+        return None
+
 
 def dir_names(directory: Path) -> set[str]:
     """The names in ``directory``; none if it does not exist."""
@@ -139,7 +166,7 @@ def dir_names(directory: Path) -> set[str]:
 
 def make_plan(campaign: Campaign) -> Plan:
     """The tasks and their states now. Reads the file system, writes nothing; logs a
-    warning naming the missing halo catalogs, if any."""
+    warning naming the missing inputs, if any."""
     layout = campaign.layout
     sci = campaign.science
     qa_names = dir_names(layout.qa)
@@ -160,22 +187,24 @@ def make_plan(campaign: Campaign) -> Plan:
         rdir = layout.realization_dir_name(r)
         for z, output, snap, resources in snapshots:
             stem = task_id(r, z)
-            path = sci.input_path(r, z)
+            path, cleaning = sci.input_path(r, z), sci.cleaning_path(r, z)
+            missing = None
             if f"{stem}.json" in qa_names and output in catalogs(rdir):
                 state = "done"
-            elif path is not None and not inputs.ready(path):
+            elif missing := inputs.missing(path, cleaning):
                 state = "blocked"
             else:
                 state = "todo"
             tasks.append(Task(
                 task_id=stem, realization=r, redshift=z, snapshot=snap, source=sci.source,
-                input=path, layout=layout, resources=resources, state=state,
+                input=path, cleaning=cleaning, layout=layout, resources=resources, state=state,
+                blocked_on=missing,
             ))  # fmt: skip
     plan = Plan(layout.root, tuple(tasks))
     missing = plan.missing_inputs()
     if missing:
         log.warning(
-            "%d of %d tasks blocked: %d halo catalogs missing, e.g. %s",
+            "%d of %d tasks blocked: %d inputs missing (halo or cleaned catalogs), e.g. %s",
             plan.counts["blocked"], len(tasks), len(missing), ", ".join(missing[:3]),
         )  # fmt: skip
     return plan
@@ -199,7 +228,8 @@ def find_task(campaign: Campaign, text: str) -> BoxSpec:
     z = redshifts[zname]
     task = Task(
         task_id=text, realization=realization, redshift=z, snapshot=snapshot_id(z),
-        source=sci.source, input=sci.input_path(realization, z), layout=campaign.layout,
+        source=sci.source, input=sci.input_path(realization, z),
+        cleaning=sci.cleaning_path(realization, z), layout=campaign.layout,
         resources=campaign.resources_for(z), state="todo",
     )  # fmt: skip
     return BoxSpec.for_task(campaign, task)

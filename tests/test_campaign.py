@@ -458,7 +458,9 @@ def test_shipped_campaigns_validate():
     assert roman.profile.name == "perlmutter-gpu"
     assert roman.profile.path == CONFIGS / "perlmutter-gpu.yaml"
     assert roman.science.input_path(3000, 1.1).endswith("_c000_ph3000/halos/z1.100")
-    assert roman.resources_for(0.5).walltime_s == 3600 and roman.resources_for(1.1).gpus == 1
+    assert roman.resources_for(0.8).walltime_s == 3600 and roman.resources_for(1.1).gpus == 1
+    assert min(roman.science.redshifts) == 0.725 and max(roman.science.redshifts) == 3.0
+    assert roman.science.cleaning_path(3000, 1.1).endswith("AbacusSummit/cleaning")
 
 
 # Random or truncated text must end in a Campaign or a ConfigError, never another exception.

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import catalog, generator, halos
+from covmocks import catalog, generator, sources
 from covmocks.box import BoxSpec
 from covmocks.model import get_model
 
@@ -67,7 +67,7 @@ def test_galaxies_are_physical(mini_mock):
 
 def test_satellites_lie_within_their_host_radius(mini_mock, mini_catalog_dir):
     d = mini_mock.data
-    src = halos.open_source("abacus", mini_catalog_dir)
+    src = sources.open_source("abacus", mini_catalog_dir)
     blocks = list(src.iter_blocks(10**6))
     radius = dict(zip(np.concatenate([b.ids for b in blocks]),
                       np.concatenate([b.radius for b in blocks]), strict=True))  # fmt: skip
@@ -141,7 +141,7 @@ def test_populate_counts_rows_from_the_writer_row(mini_catalog_dir, model):
             self.appended.append(columns)
             self.n += len(columns["halo_id"])
 
-    source = halos.open_source("abacus", mini_catalog_dir)
+    source = sources.open_source("abacus", mini_catalog_dir)
     blocks = [source.read_slab(source.slab_files[0]).select(slice(0, n)) for n in (30, 0, 30)]
     writer = Rows()
     snap = CosmicTimes.from_header(source.header)

@@ -6,7 +6,7 @@ import errno
 import numpy as np
 import pytest
 
-from covmocks import halos, units
+from covmocks import abacus, halos, sources, units
 from covmocks.errors import InputError, TransientInputError
 
 FIELDS = ("ids", "pos", "vel", "mass", "radius")
@@ -24,7 +24,7 @@ def _join(blocks):
 
 
 def test_abacus_header_units_and_counts(mini_catalog_dir):
-    src = halos.open_source("abacus", mini_catalog_dir, redshift=0.0)
+    src = sources.open_source("abacus", mini_catalog_dir, redshift=0.0)
     hdr = src.header
     assert hdr.box_size == 32.0 and hdr.redshift == 0.0
     assert hdr.cosmology.h == pytest.approx(0.6736)
@@ -44,26 +44,26 @@ def test_abacus_header_units_and_counts(mini_catalog_dir):
 
 def test_abacus_mass_cut_is_in_msun_without_h(mini_catalog_dir):
     cut = 12.5  # log10 Msun
-    src = halos.open_source("abacus", mini_catalog_dir, log10_mhost_min_msun=cut)
+    src = sources.open_source("abacus", mini_catalog_dir, log10_mhost_min_msun=cut)
     block = _all(src)
-    full = _all(halos.open_source("abacus", mini_catalog_dir))
+    full = _all(sources.open_source("abacus", mini_catalog_dir))
     expected = np.sum(np.log10(full.mass / 0.6736) >= cut)
     assert 0 < len(block) == expected < 381
 
 
 def test_abacus_missing_and_wrong_redshift(tmp_path, mini_catalog_dir):
     with pytest.raises(InputError, match=str(tmp_path / "nowhere")):
-        halos.open_source("abacus", tmp_path / "nowhere")
+        sources.open_source("abacus", tmp_path / "nowhere")
     with pytest.raises(InputError, match="redshift"):
-        halos.open_source("abacus", mini_catalog_dir, redshift=1.0)
+        sources.open_source("abacus", mini_catalog_dir, redshift=1.0)
 
 
 def test_hdf5_source_round_trip(tmp_path, mini_catalog_dir):
-    src = halos.open_source("abacus", mini_catalog_dir)
+    src = sources.open_source("abacus", mini_catalog_dir)
     block = _all(src)
     path = tmp_path / "halos.hdf5"
     halos.write_hdf5_halos(path, block, src.header)
-    back = halos.open_source("hdf5", path, redshift=0.0)
+    back = sources.open_source("hdf5", path, redshift=0.0)
     assert back.header.box_size == 32.0
     assert back.header.cosmology == src.header.cosmology
     chunks = list(back.iter_blocks(100))
@@ -74,12 +74,12 @@ def test_hdf5_source_round_trip(tmp_path, mini_catalog_dir):
 
 def test_hdf5_source_without_box_size(halo_file_without_box_size):
     with pytest.raises(InputError, match="box_size"):
-        halos.open_source("hdf5", halo_file_without_box_size)
+        sources.open_source("hdf5", halo_file_without_box_size)
 
 
 def test_synthetic_is_reproducible_and_chunk_independent():
-    a = halos.open_source("synthetic", n_hosts=70000, seed=5, log10_mhost_min_msun=11.0)
-    b = halos.open_source("synthetic", n_hosts=70000, seed=5, log10_mhost_min_msun=11.0)
+    a = sources.open_source("synthetic", n_hosts=70000, seed=5, log10_mhost_min_msun=11.0)
+    b = sources.open_source("synthetic", n_hosts=70000, seed=5, log10_mhost_min_msun=11.0)
     whole, chunked = _all(a), _all(b, max_hosts=999)
     assert len(whole) == 70000
     for f in FIELDS:
@@ -87,12 +87,12 @@ def test_synthetic_is_reproducible_and_chunk_independent():
     lgm = units.log_mass_h_to_msun(np.log10(whole.mass), a.header.cosmology.h)
     assert lgm.min() >= 11.0 - 1e-9
     assert whole.pos.min() >= 0 and whole.pos.max() < a.header.box_size
-    other = _all(halos.open_source("synthetic", n_hosts=70000, seed=6, log10_mhost_min_msun=11.0))
+    other = _all(sources.open_source("synthetic", n_hosts=70000, seed=6, log10_mhost_min_msun=11.0))
     assert not np.array_equal(other.mass, whole.mass)
 
 
 def test_synthetic_box_matches_mass_function_density():
-    src = halos.open_source("synthetic", n_hosts=1000, log10_mhost_min_msun=11.0)
+    src = sources.open_source("synthetic", n_hosts=1000, log10_mhost_min_msun=11.0)
     _, _, density = halos._hmf_tables(11.0, 0.0)  # per Mpc^3
     volume_mpc3 = (src.header.box_size / src.header.cosmology.h) ** 3
     assert density * volume_mpc3 == pytest.approx(1000, rel=1e-6)
@@ -100,13 +100,13 @@ def test_synthetic_box_matches_mass_function_density():
 
 def test_unknown_source_kind():
     with pytest.raises(InputError, match="unknown halo source"):
-        halos.open_source("gadget", "x")
+        sources.open_source("gadget", "x")
 
 
 def test_synthetic_needs_a_finite_mass_cut():
     """The synthetic default cut is the box spec's (box.SYNTHETIC_MHOST_MIN), not the source's."""
     with pytest.raises(InputError, match="finite host mass cut"):
-        halos.open_source("synthetic", n_hosts=10)
+        sources.open_source("synthetic", n_hosts=10)
 
 
 def _counting(monkeypatch, cls, name):
@@ -126,7 +126,7 @@ def _counting(monkeypatch, cls, name):
 def test_synthetic_block_range_draws_only_overlapping_blocks(monkeypatch, max_hosts):
     """Blocks [first, last) of a 3-BLOCK box (140,000 hosts) are exactly that slice of the
     full stream, drawn from only the random-number BLOCKs they overlap."""
-    src = halos.open_source("synthetic", n_hosts=140000, seed=5, log10_mhost_min_msun=11.0)
+    src = sources.open_source("synthetic", n_hosts=140000, seed=5, log10_mhost_min_msun=11.0)
     whole = _all(src)
     drawn = _counting(monkeypatch, halos.SyntheticSource, "_block")
     n_units = src.n_units(max_hosts)
@@ -153,10 +153,10 @@ def test_synthetic_block_range_draws_only_overlapping_blocks(monkeypatch, max_ho
 def test_hdf5_block_range_reads_only_its_rows(tmp_path, monkeypatch):
     """Blocks [first, last) of an HDF5 catalog read only their rows, and match the stream
     (each block cut by mass, possibly to nothing)."""
-    synthetic = halos.open_source("synthetic", n_hosts=1000, seed=3, log10_mhost_min_msun=11.0)
+    synthetic = sources.open_source("synthetic", n_hosts=1000, seed=3, log10_mhost_min_msun=11.0)
     path = tmp_path / "halos.hdf5"
     halos.write_hdf5_halos(path, _all(synthetic), synthetic.header)
-    src = halos.open_source("hdf5", path, log10_mhost_min_msun=11.5)
+    src = sources.open_source("hdf5", path, log10_mhost_min_msun=11.5)
     stream = list(src.iter_blocks(150))
     assert len(stream) == src.n_units(150) == 7
     reads = _counting(monkeypatch, halos.HDF5Source, "_read")
@@ -169,10 +169,10 @@ def test_hdf5_block_range_reads_only_its_rows(tmp_path, monkeypatch):
 
 
 def test_abacus_units_are_slabs_read_alone(mini_catalog_dir, monkeypatch):
-    src = halos.open_source("abacus", mini_catalog_dir)
+    src = sources.open_source("abacus", mini_catalog_dir)
     whole = _all(src)
     assert src.n_units(1000) == 3 and src.unit_name(1) == "halo_info_001.asdf"
-    reads = _counting(monkeypatch, halos.AbacusSource, "read_slab")
+    reads = _counting(monkeypatch, abacus.AbacusSource, "read_slab")
     (blocks,) = list(src.read_units(50, 1, 2))
     assert [slab.name for (slab,) in reads] == ["halo_info_001.asdf"]
     assert all(len(b) <= 50 for b in blocks)
@@ -191,10 +191,10 @@ def test_hdf5_read_errors_transient_or_not(tmp_path, monkeypatch):
     a missing or corrupt file: InputError (fails at once)."""
     import h5py
 
-    synthetic = halos.open_source("synthetic", n_hosts=300, seed=3, log10_mhost_min_msun=11.0)
+    synthetic = sources.open_source("synthetic", n_hosts=300, seed=3, log10_mhost_min_msun=11.0)
     path = tmp_path / "halos.hdf5"
     halos.write_hdf5_halos(path, _all(synthetic), synthetic.header)
-    src = halos.open_source("hdf5", path)
+    src = sources.open_source("hdf5", path)
     with monkeypatch.context() as m:
         m.setattr(h5py.Dataset, "__getitem__", _eio)
         with pytest.raises(TransientInputError, match="halos.hdf5: Input/output error"):
@@ -202,11 +202,11 @@ def test_hdf5_read_errors_transient_or_not(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(h5py, "File", _eio)
         with pytest.raises(TransientInputError):
-            halos.open_source("hdf5", path)
+            sources.open_source("hdf5", path)
         with pytest.raises(TransientInputError):
             list(src.read_blocks(100, 1, 2))
     with pytest.raises(InputError) as missing:
-        halos.open_source("hdf5", tmp_path / "nowhere.hdf5")
+        sources.open_source("hdf5", tmp_path / "nowhere.hdf5")
     assert not isinstance(missing.value, TransientInputError)
     path.unlink()
     with pytest.raises(InputError) as gone:
@@ -215,14 +215,14 @@ def test_hdf5_read_errors_transient_or_not(tmp_path, monkeypatch):
     corrupt = tmp_path / "corrupt.hdf5"
     corrupt.write_bytes(b"\x89HDF this is not a catalog")
     with pytest.raises(InputError) as bad:
-        halos.open_source("hdf5", corrupt)
+        sources.open_source("hdf5", corrupt)
     assert not isinstance(bad.value, TransientInputError)
 
 
 def test_abacus_read_errors_transient_or_not(mini_catalog_dir, monkeypatch):
     from abacusnbody.data import compaso_halo_catalog
 
-    src = halos.open_source("abacus", mini_catalog_dir)
+    src = sources.open_source("abacus", mini_catalog_dir)
     monkeypatch.setattr(compaso_halo_catalog, "CompaSOHaloCatalog", _eio)
     with pytest.raises(TransientInputError, match="halo_info_000.asdf"):
         list(src.iter_blocks(1000))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covmocks import catalog, halos
+from covmocks import catalog, halos, sources
 from covmocks.errors import InputError, OutputError, TransientInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,7 +271,7 @@ def test_host_limit_counts_hosts_in_catalog_order(tmp_path, tmp_path_factory, mp
 def test_hdf5_source_with_mass_cut(tmp_path, tmp_path_factory, mpi_env):
     """The generic HDF5 reader, cut by mass at the source, shared among 2 ranks."""
     path = tmp_path_factory.mktemp("halos") / "halos.hdf5"
-    synthetic = halos.open_source("synthetic", n_hosts=3000, seed=3, log10_mhost_min_msun=11.0)
+    synthetic = sources.open_source("synthetic", n_hosts=3000, seed=3, log10_mhost_min_msun=11.0)
     halos.write_hdf5_halos(path, next(synthetic.iter_blocks(3000)), synthetic.header)
     args = ["--source", "hdf5", "--input", path, "--log10-mhost-min-msun", 11.3, "--seed", 1,
             "--chunk-hosts", 500]  # fmt: skip
@@ -352,7 +352,7 @@ def test_each_rank_reads_only_its_share(tmp_path, mpi_env):
     reads only the rows of its own units (each once), and both catalogs are bit-identical
     whatever the number of ranks."""
     halo_file = tmp_path / "halos.hdf5"
-    synthetic = halos.open_source("synthetic", n_hosts=2000, seed=8, log10_mhost_min_msun=11.0)
+    synthetic = sources.open_source("synthetic", n_hosts=2000, seed=8, log10_mhost_min_msun=11.0)
     halos.write_hdf5_halos(halo_file, next(synthetic.iter_blocks(2000)), synthetic.header)
     script = tmp_path / "share.py"
     script.write_text(_SHARE_SCRIPT)

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import halos
+from covmocks import halos, sources
 from covmocks.campaign import Campaign
 from covmocks.plan import make_plan
 from covmocks.runner import Runner, uses_mpi
@@ -88,7 +88,7 @@ def test_mpi_box_past_its_walltime_has_its_ranks_stopped(make_campaign):
 
 
 def test_bad_input_on_mpi_ranks_fails_at_once(tmp_path, make_campaign):
-    src = halos.open_source("synthetic", n_hosts=300, log10_mhost_min_msun=11.0)
+    src = sources.open_source("synthetic", n_hosts=300, log10_mhost_min_msun=11.0)
     block = next(src.iter_blocks(1000))
     halos.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
     (tmp_path / "halos_1.hdf5").write_bytes(b"\x89HDF this is not a catalog")

@@ -112,7 +112,7 @@ def test_write_plan_makes_the_directory_and_metadata(make_campaign):
     assert [r["task_id"] for r in rows] == [t.task_id for t in plan.tasks]
     assert rows[0] == {
         "task_id": "r0002_z0.000", "realization": 2, "redshift": 0.0, "snapshot": 0,
-        "state": "todo", "source": "synthetic", "input": None,
+        "state": "todo", "source": "synthetic", "input": None, "cleaning": None,
         "output": "catalogs/r0002/mock_z0.000.hdf5", "qa_record": "qa/r0002_z0.000.json",
         "log_stem": "logs/r0002_z0.000", "nodes": 1, "ranks": 1, "gpus": 0, "walltime_s": 50.0,
     }  # fmt: skip
@@ -123,7 +123,7 @@ def test_missing_inputs_are_blocked_until_they_appear(tmp_path, make_campaign, c
     with caplog.at_level(logging.WARNING, logger="covmocks.plan"):
         plan = make_plan(c)
     assert plan.counts == {"done": 0, "todo": 0, "blocked": 4}
-    assert "4 of 4 tasks blocked: 4 halo catalogs missing, e.g. " in caplog.text
+    assert "4 of 4 tasks blocked: 4 inputs missing (halo or cleaned catalogs), e.g. " in caplog.text
     assert str(tmp_path / "sims/ph000/halos/z0.000") in caplog.text
     assert plan.missing_inputs()[0] == str(tmp_path / "sims/ph000/halos/z0.000")
 
@@ -265,9 +265,10 @@ def test_cli_plan(shipped, capsys):
     assert cli.main(["plan", "-q", str(shipped / "roman_grs_covariance.yaml")]) == 0
     out = capsys.readouterr().out
     assert "40000 tasks (2000 realizations x 20 snapshots)" in out
-    assert "blocked until 40000 halo catalogs appear, e.g.:\n  /global/cfs/" in out
+    blocked = "blocked until 40000 inputs appear (halo or cleaned catalogs), e.g.:\n  /global/cfs/"
+    assert blocked in out
     rows = read_manifest(Layout(shipped.parent / "campaign-runs" / "roman_grs_covariance_1"))
-    assert len(rows) == 40000 and rows[-1]["task_id"] == "r4999_z2.500"
+    assert len(rows) == 40000 and rows[-1]["task_id"] == "r4999_z0.725"
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "Mini_N64_L32").is_dir(), reason="no Mini_N64_L32 data")
@@ -290,7 +291,7 @@ def test_cli_config_show(shipped, capsys):
         f"# profile file perlmutter-gpu.yaml:{backoff}"
     )
     assert shown["execution.provider.partition"].endswith("# default")
-    assert "# override roman_grs_covariance.yaml:" in shown["resources.by_redshift[0.5].walltime_s"]
+    assert "# override roman_grs_covariance.yaml:" in shown["resources.by_redshift[0.725].walltime_s"]
 
 
 def test_cli_estimate(shipped, capsys):

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import halos, state
+from covmocks import halos, sources, state
 from covmocks.campaign import Campaign
 from covmocks.errors import CovmocksError
 from covmocks.plan import make_plan
@@ -98,7 +98,7 @@ def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(make_cam
 
 
 def test_corrupt_input_fails_without_retry_then_retry_verb_runs_it(tmp_path, make_campaign):
-    src = halos.open_source("synthetic", n_hosts=300, log10_mhost_min_msun=11.0)
+    src = sources.open_source("synthetic", n_hosts=300, log10_mhost_min_msun=11.0)
     block = next(src.iter_blocks(1000))
     halos.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
     (tmp_path / "halos_1.hdf5").write_bytes(b"\x89HDF this is not a catalog")

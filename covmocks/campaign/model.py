@@ -99,6 +99,7 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
         name = cf.outputs.directory.format(name=cf.campaign.name, version=cf.campaign.version)
         directory = Path(resolve_path(cf.outputs.base, base_dir)) / name
         template = cf.science.input and resolve_path(cf.science.input, base_dir)
+        cleaning = cf.science.cleaning and resolve_path(cf.science.cleaning, base_dir)
     except ValueError as exc:
         problems.append((0, f"{doc.label}: {exc}"))
     raise_problems(problems)
@@ -106,6 +107,8 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
     entries[("outputs", "campaign_dir")] = Entry(str(directory), "derived")
     if template:
         entries[("science", "input_resolved")] = Entry(template, "derived")
+    if cleaning:
+        entries[("science", "cleaning_resolved")] = Entry(cleaning, "derived")
 
     resources, by_redshift = merge.resources(entries, execution.task_walltime_s)
     sci = cf.science
@@ -122,6 +125,7 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
         science=Science(
             source=sci.source,
             input=template,
+            cleaning=cleaning,
             n_hosts=sci.n_hosts,
             realizations=tuple(realizations),
             redshifts=tuple(sci.redshifts),
@@ -143,6 +147,7 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
             "campaign.seed": cf.campaign.seed,
             "science.source": sci.source,
             "science.input": sci.input,
+            "science.cleaning": sci.cleaning,
             "science.n_hosts": sci.n_hosts,
             "science.realizations": sorted(realizations),
             "science.redshifts": sorted(float(redshift_label(z)) for z in sci.redshifts),

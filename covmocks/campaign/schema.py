@@ -155,10 +155,11 @@ class ScienceSection(_ScienceValues):
     """``science`` as written: what every box contains. Masses log10(Msun), no h."""
 
     input: str | None = None
+    cleaning: str | None = None
     realizations: Realizations
     redshifts: Annotated[list[Redshift], Field(min_length=1)]
 
-    @field_validator("input")
+    @field_validator("input", "cleaning")
     @classmethod
     def _input_template(cls, value):
         if value is not None:
@@ -190,6 +191,9 @@ class ScienceSection(_ScienceValues):
                  "template over {realization} and {redshift}")  # fmt: skip
         if self.source not in PATH_SOURCES and self.input is not None:
             fail(info, ("science", "input"), f"not used by source {self.source!r}")
+        if self.source != "abacus" and self.cleaning is not None:
+            fail(info, ("science", "cleaning"), f"cleaned catalogs are AbacusSummit's: not "
+                 f"used by source {self.source!r}")  # fmt: skip
         if self.source == "synthetic" and self.n_hosts is None:
             fail(info, ("science", "n_hosts"), "required for source 'synthetic'")
         if self.source != "synthetic" and self.n_hosts is not None:
@@ -211,6 +215,7 @@ class Science(_ScienceValues):
     log10(Msun), no h; ``None`` cut: none (synthetic: 11)."""
 
     input: str | None = None  # absolute, environment expanded; fields realization, redshift
+    cleaning: str | None = None  # the same, for the cleaning root (abacus only)
     realizations: tuple[int, ...]
     redshifts: tuple[float, ...]
 
@@ -219,6 +224,12 @@ class Science(_ScienceValues):
         if self.input is None:
             return None
         return self.input.format(realization=realization, redshift=redshift)
+
+    def cleaning_path(self, realization: int, redshift: float) -> str | None:
+        """The cleaning root of one box's cleaned catalog, or None: raw halos."""
+        if self.cleaning is None:
+            return None
+        return self.cleaning.format(realization=realization, redshift=redshift)
 
 
 # ---------------------------------------------------------------- execution (Parsl)

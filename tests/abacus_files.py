@@ -1,4 +1,6 @@
-"""Cleaning files for the Mini_N64_L32 test catalog, in AbacusSummit's real format.
+"""AbacusSummit-format test files made from the Mini_N64_L32 catalog: cleaning files in the real
+format (:func:`write_cleaning`), and a copy whose header claims another redshift
+(:func:`write_with_redshift`).
 
 AbacusSummit's "cleaned" halo catalogs (merger-tree cleaning, Bose et al. 2022) are the raw
 CompaSO ``halo_info`` files plus, per superslab, one ``cleaned_halo_info_XXX.asdf`` (and one
@@ -259,3 +261,17 @@ def write_cleaning(
         N_raw=N.astype(np.uint32),
         N_total=N_total.astype(np.uint32),
     )
+
+
+def write_with_redshift(halo_dir: Path, dest: Path, redshift: float) -> Path:
+    """Copy the CompaSO catalog ``halo_dir`` to ``dest`` (a ``.../halos/zZ.ZZZ`` directory)
+    with every slab header's ``Redshift`` set to ``redshift`` (as AbacusSummit's secondary
+    outputs differ from their directory names); the data are the same. Returns ``dest``."""
+    (dest / "halo_info").mkdir(parents=True, exist_ok=True)
+    for path in _slab_files(Path(halo_dir)):
+        data, header = _read(path)
+        header["Redshift"] = redshift
+        asdf.AsdfFile({"header": header, "data": data}).write_to(
+            dest / "halo_info" / path.name, **COMPRESSION
+        )
+    return dest

@@ -1,0 +1,28 @@
+"""Opening a halo source by kind: ``abacus``, ``hdf5`` or ``synthetic``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from covmocks.abacus import AbacusSource
+from covmocks.errors import InputError
+from covmocks.halos import SOURCE_KINDS, HDF5Source, SyntheticSource
+
+
+def open_source(kind: str, path=None, *, redshift=None, log10_mhost_min_msun=-np.inf,
+                n_hosts: int | None = None, seed: int = 0, cleandir=None):  # fmt: skip
+    """Open a halo source by kind: 'abacus' (path, and ``cleandir`` for the cleaned catalog),
+    'hdf5' (path) or 'synthetic' (n_hosts and a finite ``log10_mhost_min_msun``;
+    ``box.BoxSpec.mass_cut`` gives its default)."""
+    if cleandir is not None and kind != "abacus":
+        raise InputError(f"halo cleaning applies to AbacusSummit catalogs, not source {kind}")
+    if kind == "abacus":
+        return AbacusSource(path, log10_mhost_min_msun, redshift, cleandir)
+    if kind == "hdf5":
+        return HDF5Source(path, log10_mhost_min_msun, redshift)
+    if kind == "synthetic":
+        if n_hosts is None:
+            raise InputError("synthetic source needs n_hosts")
+        z = 0.0 if redshift is None else redshift
+        return SyntheticSource(n_hosts, log10_mhost_min_msun, z, seed)
+    raise InputError(f"unknown halo source {kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
