@@ -46,6 +46,7 @@ class BoxSpec:
     ``host_limit``: only the first N hosts after the cut (tests and benchmarks).
     ``cleaning``: abacus only: the cleaning root of AbacusSummit's merger-tree-cleaned
     catalogs (``abacus.cleaning_dir``); None reads the raw CompaSO halos.
+    ``statistics``: where the box's statistics file goes (``covmocks.statistics``); None: none.
     """
 
     source: str
@@ -64,9 +65,12 @@ class BoxSpec:
     host_limit: int | None = None
     compression: str = "gzip"
     overwrite: bool = False
+    statistics: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "output", Path(self.output))
+        if self.statistics is not None:
+            object.__setattr__(self, "statistics", Path(self.statistics))
         for key in ("input", "cleaning"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, str(getattr(self, key)))
@@ -83,7 +87,7 @@ class BoxSpec:
             seed=campaign.seed, realization=task.realization, redshift=task.redshift,
             snapshot=task.snapshot, log10_mhost_min_msun=sci.log10_mhost_min_msun,
             model=sci.model, model_params=dict(sci.model_params), chunk_hosts=ex.chunk_hosts,
-            compression=ex.compression,
+            compression=ex.compression, statistics=task.layout.statistics(task.task_id),
         )  # fmt: skip
 
     @property
@@ -144,6 +148,7 @@ class BoxSpec:
             "--log10-mhost-min-msun": self.log10_mhost_min_msun,
             "--host-limit": self.host_limit,
             "--model-params": json.dumps(self.model_params) if self.model_params else None,
+            "--statistics": self.statistics,
         }
         args += [x for key, value in optional.items() if value is not None for x in (key, value)]
         if self.overwrite:

@@ -18,6 +18,17 @@ import h5py
 
 from covmocks.errors import OutputError
 
+# The state at the snapshot (covmocks.model.quenched_log_ssfr_threshold is the one definition).
+QUENCHED_DESCRIPTION = (
+    "True where the galaxy is quenched at the snapshot: specific star formation rate below "
+    "1/(5 t_obs), log10_ssfr < log10(0.2 / t_obs), t_obs the cosmic age at the snapshot in yr "
+    "(file attribute t_obs_gyr x 1e9), compared in float32 as stored (Franx et al. 2008; "
+    "Pacifici et al. 2016); covmocks.model.quenched_log_ssfr_threshold"
+)
+BRANCH_DESCRIPTION = (
+    "diffstarpop's Monte-Carlo branch choice (quenched-branch SFH); NOT the state: the galaxy "
+    "may still be star-forming at the snapshot; see is_quenched"
+)
 # name: (dtype, trailing shape, units, description)
 SCHEMA = {
     "pos": ("f4", (3,), "comoving Mpc/h", "position in [0, box_size)"),
@@ -30,7 +41,8 @@ SCHEMA = {
     "log10_mstar": ("f4", (), "log10(Msun)", "stellar mass formed by the snapshot"),
     "log10_sfr": ("f4", (), "log10(Msun/yr)", "star formation rate at the snapshot"),
     "log10_ssfr": ("f4", (), "log10(1/yr)", "specific star formation rate SFR/Mstar"),
-    "is_quenched": ("bool", (), "dimensionless", "Monte Carlo quenched draw of diffstarpop"),
+    "is_quenched": ("bool", (), "dimensionless", QUENCHED_DESCRIPTION),
+    "diffstar_quenched_branch": ("bool", (), "dimensionless", BRANCH_DESCRIPTION),
 }
 COMPRESSIONS = ("gzip", "lzf", "none")
 # Rows per HDF5 chunk of every dataset: the file's storage layout (not box.CHUNK_HOSTS, the

@@ -49,6 +49,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--compression", choices=catalog.COMPRESSIONS, help="default gzip")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--statistics", type=Path, help="write the box's statistics file here")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
 
@@ -69,12 +70,14 @@ def box_spec(args: argparse.Namespace):
     if args.campaign is not None or args.task is not None:
         if args.campaign is None or args.task is None or given:
             extra = " ".join(f"--{k.replace('_', '-')}" for k in given)
-            raise CovmocksError("--campaign and --task go together, and with them only --output "
-                                f"and --overwrite{'; got ' + extra if extra else ''}")  # fmt: skip
+            extra = f"; got {extra}" if extra else ""
+            raise CovmocksError("--campaign and --task go together, and with them only --output, "
+                                f"--overwrite and --statistics{extra}")  # fmt: skip
         return _campaign_box(args)
     if args.source is None:
         raise CovmocksError("--source is required (or --campaign and --task)")
-    spec = BoxSpec(output=args.output, overwrite=args.overwrite, **given)
+    spec = BoxSpec(output=args.output, overwrite=args.overwrite, statistics=args.statistics,
+                   **given)  # fmt: skip
     spec.check()
     return spec
 
@@ -87,7 +90,9 @@ def _campaign_box(args: argparse.Namespace):
 
     campaign = Campaign.load(args.campaign)
     spec = find_task(campaign, args.task)
-    return dataclasses.replace(spec, output=args.output, overwrite=args.overwrite)
+    # the campaign's statistics file stays the campaign's: only --statistics writes one
+    return dataclasses.replace(spec, output=args.output, overwrite=args.overwrite,
+                               statistics=args.statistics)  # fmt: skip
 
 
 def generate_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -198,6 +203,21 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_validate(args: argparse.Namespace) -> int:
+    """One line per failed check of each catalog; exit status 1 if any failed."""
+    from covmocks.validation import check_file
+
+    failed = 0
+    for path in args.catalogs:
+        lines = check_file(path)
+        failed += bool(lines)
+        for line in lines:
+            print(f"{path}: {line}")
+        if not lines and not args.quiet:
+            print(f"{path}: passed")
+    return 1 if failed else 0
+
+
 def _stop_on_sigterm() -> None:
     """Let SIGTERM unwind the driver like Ctrl-C, so Parsl shuts its workers down."""
     import signal
@@ -222,6 +242,9 @@ def run_campaign(args: argparse.Namespace, retry: list[str] | None = None) -> in
     outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
     status = campaign_status(campaign)
     print(" ".join(f"{k}={v}" for k, v in status.counts.items() if v))
+    layout = campaign.layout
+    print(f"catalogs  {layout.catalogs}\nstatus    covmocks status {campaign.path}\n"
+          f"report    covmocks report {campaign.path}  (writes {layout.report})")  # fmt: skip
     return 1 if outcome["failed"] else 0
 
 
@@ -251,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="populate one halo catalog and write one galaxy catalog")
     add_generate_arguments(gen)
     gen.set_defaults(func=run_generate)
+    val = sub.add_parser("validate", help="check galaxy catalogs: one line per failed check")
+    val.add_argument("catalogs", nargs="+", type=Path, help="HDF5 galaxy catalogs")
+    val.add_argument("-v", "--verbose", action="count", default=0)
+    val.add_argument("-q", "--quiet", action="store_true", help="print failures only")
+    val.set_defaults(func=run_validate)
     plan = sub.add_parser("plan", help="validate a campaign, write its directory and manifest")
     _campaign_arguments(plan)
     plan.set_defaults(func=run_plan)

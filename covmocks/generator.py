@@ -15,6 +15,10 @@ import numpy as np
 
 from covmocks import catalog, provenance
 from covmocks.model import CosmicTimes, snapshot_key
+from covmocks.statistics import BoxStatistics
+
+# Statistics summary values that the catalog's attributes carry too.
+COMPLETENESS_ATTRS = ("log10_mstar_complete", "log10_sfr_complete", "completeness_definition")
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ def catalog_columns(galaxies: dict, hosts, first_row: int) -> dict:
         "log10_sfr": galaxies["log10_sfr"],
         "log10_ssfr": galaxies["log10_sfr"] - log10_mstar,
         "is_quenched": galaxies["is_quenched"],
+        "diffstar_quenched_branch": galaxies["diffstar_quenched_branch"],
     }
 
 
@@ -58,9 +63,11 @@ def check_resolved(spec) -> None:
         raise ValueError("a box needs a resolved spec (BoxSpec.resolved): redshift and snapshot")
 
 
-def populate(blocks, model, snap: CosmicTimes, root, writer, host_limit: int | None = None) -> dict:
-    """Populate host ``blocks`` (in catalog order) with ``model`` and append their galaxies
-    to ``writer`` (a ``catalog.CatalogWriter``); host indices count from the writer's row.
+def populate(blocks, model, snap: CosmicTimes, root, writer, stats: BoxStatistics,
+             host_limit: int | None = None) -> dict:  # fmt: skip
+    """Populate host ``blocks`` (in catalog order) with ``model``, append their galaxies to
+    ``writer`` (a ``catalog.CatalogWriter``; host indices count from its row) and count them
+    in ``stats``.
 
     The one populate-and-write loop: a whole box (``generate_box``) and one MPI work unit
     (``covmocks.mpibox``) both run it. Returns ``n_rows``, ``n_hosts``, ``n_satellites``.
@@ -70,7 +77,9 @@ def populate(blocks, model, snap: CosmicTimes, root, writer, host_limit: int | N
     for i, hosts in enumerate(limit_hosts(blocks, host_limit)):
         t0 = time.perf_counter()
         galaxies = model.populate(hosts, snap, root)
-        writer.append(catalog_columns(galaxies, hosts, writer.n))
+        columns = catalog_columns(galaxies, hosts, writer.n)
+        stats.add(columns, writer.n)
+        writer.append(columns)
         n_hosts += len(hosts)
         n_sats += int((~galaxies["is_central"]).sum())
         log.info(
@@ -133,6 +142,26 @@ def catalog_attrs(source, model, snap: CosmicTimes, spec) -> dict:
     }
 
 
+def statistics_summary(stats: BoxStatistics, source, model) -> dict:
+    """``BoxStatistics.summary`` of a box of ``source`` populated by ``model``."""
+    hdr = source.header
+    return stats.summary(
+        box_size=hdr.box_size, h=hdr.cosmology.h, log10_mhost_min_msun=source.log10_mhost_min_msun,
+        log10_msub_min_msun=model.params.get("log10_msub_min_msun", -np.inf),
+    )  # fmt: skip
+
+
+def write_statistics(spec, stats: BoxStatistics, summary: dict, attrs: dict) -> None:
+    """Write the box's statistics to ``spec.statistics`` (if set) with what identifies the
+    box (from the catalog's ``attrs``)."""
+    if spec.statistics is None:
+        return
+    keys = ("realization", "snapshot", "redshift", "snapshot_redshift", "seed", "model_name",
+            "model_version", "box_size", "h", "Om0", "t_obs_gyr")  # fmt: skip
+    stats.write(spec.statistics, {**{k: attrs[k] for k in keys}, "catalog": str(spec.output),
+                                  **summary})  # fmt: skip
+
+
 def generate_box(source, model, spec) -> dict:
     """Populate every host of ``source`` with ``model`` and write one catalog to
     ``spec.output``. ``spec``: a resolved ``box.BoxSpec`` (``spec.resolved(source.header)``).
@@ -145,12 +174,17 @@ def generate_box(source, model, spec) -> dict:
     snap = CosmicTimes.from_header(source.header)
     root = snapshot_key(spec.seed, spec.realization, spec.snapshot)
     attrs = catalog_attrs(source, model, snap, spec)
+    stats = BoxStatistics()
     with catalog.CatalogWriter(
         spec.output, attrs, compression=spec.compression, overwrite=spec.overwrite
     ) as writer:
         blocks = source.iter_blocks(spec.chunk_hosts)
-        counts = [populate(blocks, model, snap, root, writer, spec.host_limit)]
-        writer.attrs.update(totals(counts), halo_cleaning=source.cleaning_record())
+        counts = [populate(blocks, model, snap, root, writer, stats, spec.host_limit)]
+        stats_summary = statistics_summary(stats, source, model)
+        writer.attrs.update(totals(counts), halo_cleaning=source.cleaning_record(),
+                            **{k: stats_summary[k] for k in COMPLETENESS_ATTRS})  # fmt: skip
+        # before the catalog is published: a catalog on disk always has its statistics
+        write_statistics(spec, stats, stats_summary, attrs)
     result = summary(spec, counts) | {"wall_s": time.perf_counter() - t_start}
     log.info("wrote %s: %d galaxies from %d hosts in %.1f s", spec.output,
              result["n_galaxies"], result["n_hosts"], result["wall_s"])  # fmt: skip

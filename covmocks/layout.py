@@ -16,6 +16,8 @@ Every other module asks this one for a path; none spells out a directory name it
                  jax-cache/         JAX's persistent compilation cache
       catalogs/rNNNN/mock_zZ.ZZZ.hdf5
       qa/rNNNN_zZ.ZZZ.json          written last: with the catalog, marks the task done
+         rNNNN_zZ.ZZZ.stats.hdf5    the box's science statistics
+         report.html                the campaign report
       logs/rNNNN_zZ.ZZZ.out, .err   the task's output; .timeout and .faults markers beside
            driver.log, driver.console, parsl/, dry-run/
 """
@@ -151,6 +153,15 @@ class Layout:
     def qa_record(self, task: str) -> Path:
         """The QA record of task ``task`` (a task id)."""
         return self.qa / f"{task}.json"
+
+    @property
+    def report(self) -> Path:
+        """The campaign report (``covmocks report``)."""
+        return self.qa / "report.html"
+
+    def statistics(self, task: str) -> Path:
+        """The science statistics of task ``task`` (``covmocks.statistics``)."""
+        return self.qa / f"{task}.stats.hdf5"
 
     def log_stem(self, task: str) -> Path:
         """Stem of a task's logs: ``.out``, ``.err``, ``.timeout`` and ``.faults`` follow."""

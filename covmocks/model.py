@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 
 import numpy as np
 
@@ -66,6 +67,30 @@ class CosmicTimes:
         return cls(header, float(_age_at_z_kern(header.redshift, *cosmo)), float(age_at_z0(*cosmo)))
 
 
+# A galaxy is quenched at the snapshot where its specific star formation rate is below this
+# many times 1 / t_obs (t_obs: the cosmic age at the snapshot): sSFR < 1 / (5 t_H), the
+# definition of Franx et al. (2008) and Pacifici et al. (2016).
+QUENCHED_SSFR_TIMES_T_OBS = 0.2
+
+
+def quenched_log_ssfr_threshold(t_obs_gyr: float) -> float:
+    """log10 of the sSFR (1/yr) below which a galaxy is quenched at cosmic age ``t_obs_gyr``
+    (Gyr): log10(0.2 / t_obs), t_obs in yr. The one definition of ``is_quenched``.
+
+    A catalog's ``is_quenched`` is ``log10_ssfr < float32(quenched_log_ssfr_threshold(
+    t_obs_gyr))`` with its stored float32 ``log10_ssfr`` and its ``t_obs_gyr`` attribute.
+    """
+    return math.log10(QUENCHED_SSFR_TIMES_T_OBS / (float(t_obs_gyr) * 1e9))
+
+
+def quenched_at_snapshot(log10_sfr, log10_mstar, t_obs_gyr: float) -> np.ndarray:
+    """``is_quenched``: the sSFR state at the snapshot (``quenched_log_ssfr_threshold``),
+    evaluated on sSFR as the catalog stores it (float32), so the column agrees exactly
+    with the file's ``log10_ssfr``."""
+    log10_ssfr = (np.asarray(log10_sfr) - np.asarray(log10_mstar)).astype(np.float32)
+    return log10_ssfr < np.float32(quenched_log_ssfr_threshold(t_obs_gyr))
+
+
 # Galaxy columns a model returns, in galaxy order (each central followed by its satellites).
 GALAXY_COLUMNS = (
     "pos",  # (n, 3) comoving Mpc/h in [0, box)
@@ -76,7 +101,8 @@ GALAXY_COLUMNS = (
     "log10_mpeak",  # (n,) log10 Msun
     "log10_mstar",  # (n,) log10 Msun, stellar mass formed by t_obs
     "log10_sfr",  # (n,) log10 Msun/yr at t_obs
-    "is_quenched",  # (n,) bool, the Monte Carlo quenched/main-sequence draw
+    "is_quenched",  # (n,) bool, quenched at t_obs: quenched_at_snapshot (the sSFR state)
+    "diffstar_quenched_branch",  # (n,) bool, diffstarpop's Monte Carlo branch: NOT the state
 )
 
 
@@ -195,7 +221,7 @@ def _build_kernels(n_t: int):
             log10_mpeak=_log_mah_kern(mah, jnp.minimum(mah.t_peak, t_obs), lgt0),
             log10_mstar=lgmstar,
             log10_sfr=lgsfr,
-            is_quenched=is_q,
+            diffstar_quenched_branch=is_q,
         )
 
     def satellite(sat_key, j, host_lgm, host_mah, mahpop, sfhpop, ctx):
@@ -224,7 +250,7 @@ def _build_kernels(n_t: int):
             log10_mpeak=lgm_inf,
             log10_mstar=lgmstar,
             log10_sfr=lgsfr,
-            is_quenched=is_q,
+            diffstar_quenched_branch=is_q,
             u_pos=jran.uniform(k_pos, (3,)),
             n_vel=jran.normal(k_vel, (3,)),
         )
@@ -250,6 +276,14 @@ class DiffskySFH:
     - star formation: diffstarpop (``diffstar.diffstarpop``) main-sequence/quenched draw
       with lgt0 and fb from the simulation's cosmology; stellar mass is the mass formed
       by t_obs (no mass loss), SFR is the instantaneous rate at t_obs.
+    - ``is_quenched`` is the galaxy's state at t_obs, sSFR < 0.2 / t_obs
+      (``quenched_log_ssfr_threshold``); diffstarpop's Monte Carlo branch is kept as
+      ``diffstar_quenched_branch`` (a quenched-branch history may still be star-forming at
+      t_obs: it can quench later).
+
+    Versions: 1.0 wrote the branch as ``is_quenched``; 1.1 writes the state as
+    ``is_quenched`` and the branch as ``diffstar_quenched_branch`` (every other column and
+    every random draw unchanged).
 
     Parameters: ``log10_msub_min_msun``, the smallest synthetic subhalo Mpeak, log10 Msun;
     ``n_t_table``, time steps of the star-formation history; ``diffmahpop`` and
@@ -258,7 +292,7 @@ class DiffskySFH:
     """
 
     name = "diffsky_sfh"
-    version = "1.0"
+    version = "1.1"
 
     def __init__(
         self,
@@ -383,11 +417,13 @@ class DiffskySFH:
         out["pos"][offset], out["pos"][sat_slot] = hosts.pos, sat_pos
         out["vel"][offset], out["vel"][sat_slot] = hosts.vel, sat_vel
         cen_cols = {**cen, "log10_mhalo": lgm_host}
-        for name in ("log10_mhalo", "log10_mpeak", "log10_mstar", "log10_sfr", "is_quenched"):
+        for name in ("log10_mhalo", "log10_mpeak", "log10_mstar", "log10_sfr",
+                     "diffstar_quenched_branch"):  # fmt: skip
             col = np.empty(n_gal, dtype=cen_cols[name].dtype)
             col[offset] = cen_cols[name]
             col[sat_slot] = sat[name] if len(sat_host) else []
             out[name] = col
+        out["is_quenched"] = quenched_at_snapshot(out["log10_sfr"], out["log10_mstar"], snap.t_obs)
         return out
 
 

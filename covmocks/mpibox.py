@@ -37,6 +37,7 @@ from pathlib import Path
 import covmocks  # noqa: F401  (configures XLA before anything imports jax)
 from covmocks import catalog, catalog_mpio, generator, halos
 from covmocks.errors import CovmocksError, TransientInputError
+from covmocks.statistics import BoxStatistics
 
 log = logging.getLogger("covmocks.mpibox")
 
@@ -144,19 +145,29 @@ def generate_box_mpi(comm, source, model, spec) -> dict:
         shard_dir = comm.bcast(shard_dir, root=0)
         mine = rank_share(n_units, size, rank)
         limits = _unit_host_limits(comm, source, spec, n_units, mine)
-        counts = _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
+        counts, stats = _populate_units(comm, source, model, spec, n_units, mine, limits,
+                                         shard_dir)  # fmt: skip
         source.cleaning_tally = halos.add_tallies(comm.allgather(source.cleaning_tally))
+        stats_summary = generator.statistics_summary(stats, source, model)
+        attrs = _attrs(source, model, spec, counts, stats_summary) if rank == 0 else None
+        attrs = comm.bcast(attrs, root=0)  # one creation time for every rank
+        guard = _Guard(comm, name_rank=False)
+        with guard:  # before the catalog: a catalog on disk always has its statistics
+            if rank == 0:
+                generator.write_statistics(spec, stats, stats_summary, attrs)
+        guard.check()
         summary = generator.summary(spec, counts) | {"n_ranks": size}
         t_write = time.perf_counter()
         parallel = catalog_mpio.parallel_hdf5()
         if parallel:
-            _write_collective(comm, source, model, spec, mine, counts, shard_dir)
+            _write_collective(comm, spec, attrs, mine, counts, shard_dir)
         else:
             guard = _Guard(comm)
             with guard:
                 if rank == 0:
-                    _assemble(source, model, spec, counts, shard_dir)
+                    _assemble(spec, attrs, counts, shard_dir)
             guard.check()
+
         if rank == 0:
             log.info("%s: %.2f s", "parallel HDF5 write (mpio)" if parallel else
                      "shards copied by rank 0", time.perf_counter() - t_write)  # fmt: skip
@@ -214,8 +225,9 @@ def _shard_path(shard_dir: Path, unit: int) -> Path:
     return shard_dir / f"unit-{unit:08d}.hdf5"
 
 
-def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir) -> list[dict]:
-    """Populate this rank's units into shards; return every unit's counts (collective).
+def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir):
+    """Populate this rank's units into shards; return every unit's counts and the box's
+    statistics, every rank's merged (collective).
 
     Units run in rounds, one unit per rank per round, with an error check after each, so
     a failing rank stops the others after at most one unit.
@@ -226,6 +238,7 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
     root = snapshot_key(spec.seed, spec.realization, spec.snapshot)
     stream = source.read_units(spec.chunk_hosts, mine.start, mine.stop)
     local = {}
+    stats = BoxStatistics()
     try:
         for i in range(math.ceil(n_units / comm.size)):
             guard = _Guard(comm)
@@ -238,7 +251,7 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
                     shard_path = _shard_path(shard_dir, unit)
                     with catalog.CatalogWriter(shard_path, {}, compression="none") as shard:
                         local[unit] = generator.populate(blocks, model, snap, root, shard,
-                                                         limits[unit])  # fmt: skip
+                                                         stats, limits[unit])  # fmt: skip
                     log.info("unit %d (%s): %d hosts -> %d galaxies in %.2f s", unit,
                              guard.context, local[unit]["n_hosts"], local[unit]["n_rows"],
                              time.perf_counter() - t0)  # fmt: skip
@@ -246,34 +259,36 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
     finally:
         stream.close()
     counts = _allgather_dict(comm, local)
-    return [counts[u] for u in range(n_units)]
+    box_stats = BoxStatistics()
+    for part in comm.allgather(stats):
+        box_stats.merge(part)
+    return [counts[u] for u in range(n_units)], box_stats
 
 
-def _attrs(source, model, spec, counts: list[dict]) -> dict:
+def _attrs(source, model, spec, counts: list[dict], stats_summary: dict) -> dict:
+    """The catalog's attributes, as ``generator.generate_box`` writes them."""
     from covmocks.model import CosmicTimes
 
     snap = CosmicTimes.from_header(source.header)
     attrs = generator.catalog_attrs(source, model, snap, spec) | generator.totals(counts)
-    return attrs | {"halo_cleaning": source.cleaning_record()}
+    completeness = {k: stats_summary[k] for k in generator.COMPLETENESS_ATTRS}
+    return attrs | {"halo_cleaning": source.cleaning_record()} | completeness
 
 
-def _assemble(source, model, spec, counts: list[dict], shard_dir: Path) -> None:
+def _assemble(spec, attrs: dict, counts: list[dict], shard_dir: Path) -> None:
     """Rank 0: the shards, in unit order, into the catalog."""
     shards = [(_shard_path(shard_dir, u), c["n_rows"]) for u, c in enumerate(counts)]
-    attrs = _attrs(source, model, spec, counts)
     catalog_mpio.assemble(spec.output, attrs, shards, compression=spec.compression,
                           overwrite=spec.overwrite)  # fmt: skip
 
 
-def _write_collective(comm, source, model, spec, mine, counts, shard_dir) -> None:
+def _write_collective(comm, spec, attrs: dict, mine, counts, shard_dir) -> None:
     """All ranks: the catalog through parallel HDF5, each rank writing its own units' rows.
     An error in here aborts the job: a rank that left a collective call would leave the
     others waiting."""
     first_rows = [0]
     for c in counts:
         first_rows.append(first_rows[-1] + c["n_rows"])
-    attrs = _attrs(source, model, spec, counts) if comm.rank == 0 else None
-    attrs = comm.bcast(attrs, root=0)
     n_rounds = comm.allreduce(catalog_mpio.rounds([counts[u]["n_rows"] for u in mine]),
                               op=_mpi_max())  # fmt: skip
     pieces = (

@@ -82,9 +82,9 @@ def test_campaign_task_by_id(tmp_path, make_campaign):
     ]
     spec = _parse(args)
     task = {t.task_id: t for t in make_plan(campaign).tasks}["r0003_z0.500"]
-    assert spec == dataclasses.replace(
-        BoxSpec.for_task(campaign, task), output=tmp_path / "one.hdf5"
-    )
+    want = BoxSpec.for_task(campaign, task)
+    assert want.statistics == campaign.layout.statistics("r0003_z0.500")
+    assert spec == dataclasses.replace(want, output=tmp_path / "one.hdf5", statistics=None)
     assert (spec.seed, spec.realization, spec.redshift, spec.snapshot) == (21, 3, 0.5, 500)
     assert (spec.n_hosts, spec.log10_mhost_min_msun, spec.chunk_hosts) == (50, 11.5, 20)
     assert (spec.compression, spec.model_params) == ("lzf", {"batch_min": 256, "batch_max": 512})
@@ -92,7 +92,9 @@ def test_campaign_task_by_id(tmp_path, make_campaign):
         find_task(campaign, "r0001_z0.500")
     with pytest.raises(CovmocksError, match="not a task id"):
         find_task(campaign, "box7")
-    with pytest.raises(CovmocksError, match="with them only --output and --overwrite; got --seed"):
+    with pytest.raises(
+        CovmocksError, match="with them only --output, --overwrite and --statistics; got --seed"
+    ):
         _parse([*args, "--seed", "3"])
 
 

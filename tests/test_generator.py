@@ -7,6 +7,7 @@ import pytest
 from covmocks import catalog, generator, sources
 from covmocks.box import BoxSpec
 from covmocks.model import get_model
+from covmocks.statistics import BoxStatistics
 
 
 def mini_spec(mini_catalog_dir, output, **fields) -> BoxSpec:
@@ -36,7 +37,7 @@ def test_schema_units_and_attributes(mini_mock):
     assert a["box_size"] == 32.0 and a["h"] == pytest.approx(0.6736)
     assert a["n_hosts"] == 381 and a["n_centrals"] == 381
     assert a["n_galaxies"] == a["n_centrals"] + a["n_satellites"]
-    assert a["model_name"] == "diffsky_sfh" and a["model_version"] == "1.0"
+    assert a["model_name"] == "diffsky_sfh" and a["model_version"] == "1.1"
     assert a["seed"] == 7 and a["realization"] == 0 and a["snapshot"] == 0
     assert set(a["versions"]) >= {"covmocks", "diffmah", "diffstar", "diffsky", "dsps", "jax"}
     assert a["jax_platform"].startswith("cpu")
@@ -145,8 +146,12 @@ def test_populate_counts_rows_from_the_writer_row(mini_catalog_dir, model):
     blocks = [source.read_slab(source.slab_files[0]).select(slice(0, n)) for n in (30, 0, 30)]
     writer = Rows()
     snap = CosmicTimes.from_header(source.header)
-    counts = generator.populate(blocks, model, snap, snapshot_key(1, 0, 0), writer, host_limit=40)
+    stats = BoxStatistics()
+    counts = generator.populate(blocks, model, snap, snapshot_key(1, 0, 0), writer, stats,
+                                host_limit=40)  # fmt: skip
     assert counts["n_hosts"] == 40 and counts["n_rows"] == writer.n - 1000
+    assert (stats.n_centrals, stats.n_satellites) == (40, counts["n_satellites"])
+    assert stats.counts["hosts_mhalo"].sum() == 40  # every host counted once, in range
     assert counts["n_rows"] == 40 + counts["n_satellites"]
     first, second = writer.appended
     assert first["host_index"].min() == 1000 and first["is_central"].sum() == 30

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -197,6 +198,13 @@ def _generate_here(job: BoxJob) -> None:
         )
 
 
+def _peak_rss_bytes(mpi: bool) -> int:
+    """Peak resident memory (bytes) of what generated the box: the largest MPI rank (waited-for
+    descendants) or this worker process (a warm worker's peak over its boxes so far)."""
+    who = resource.RUSAGE_CHILDREN if mpi else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss * 1024  # Linux reports KiB
+
+
 def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None = None) -> dict:
     """Run one task's box and validate it; returns the QA record.
 
@@ -227,7 +235,8 @@ def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None
         else:
             log.info("catalog exists, validating only: %s", output)
         try:
-            return validation.validate(output, job.qa_record, task_id=job.task_id, wall_s=wall_s)
+            return validation.validate(output, job.qa_record, task_id=job.task_id, wall_s=wall_s,
+                                       peak_rss_bytes=_peak_rss_bytes(job.mpi))  # fmt: skip
         except validation.ValidationError:
             output.rename(output.with_name(output.name + ".invalid"))
             raise
