@@ -20,6 +20,7 @@ from covmocks import logs, state
 from covmocks.apps.box import BoxJob, generate_and_validate
 from covmocks.errors import CovmocksError
 from covmocks.metadata import write_plan
+from covmocks.notify import Notifier
 from covmocks.retry import RetryPolicy, classify
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class Runner:
         waiting: list[tuple[float, int, object]] = []  # (ready time, seq, task) heap
         in_flight: dict = {}
         outcome = {"done": 0, "failed": 0}
+        notifier = Notifier(self.campaign, len(tasks))
         every_s = 0.5 if sys.stderr.isatty() else 30.0
         bar = tqdm(total=len(tasks), disable=not self.progress, unit="box", mininterval=every_s,
                    desc=self.campaign.name)  # fmt: skip
@@ -142,6 +144,7 @@ class Runner:
                     retry_at = self._settle(task, future, outcome)
                     if retry_at is None:
                         bar.update(1)
+                        notifier.settled(outcome)
                     else:
                         seq += 1
                         heapq.heappush(waiting, (retry_at, seq, task))
@@ -151,6 +154,7 @@ class Runner:
             dfk.cleanup()
             parsl.clear()
         log.info("run finished: %d done, %d failed", outcome["done"], outcome["failed"])
+        notifier.finished(outcome)
         return outcome
 
     def _settle(self, task, future, outcome) -> float | None:

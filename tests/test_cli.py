@@ -54,6 +54,7 @@ def test_existing_output_is_kept(tmp_path, capsys):
     assert out.read_bytes() == b"finished work"
 
 
+@pytest.mark.slow
 def test_python_dash_m_generate_on_the_real_catalog(tmp_path, mini_catalog_dir):
     out = tmp_path / "mock.hdf5"
     cmd = [sys.executable, "-m", "covmocks.generate", "--source", "abacus",

@@ -92,6 +92,7 @@ def test_mean_stellar_mass_rises_with_halo_mass(mini_mock):
     assert 8.0 < np.median(lgms) < 11.5
 
 
+@pytest.mark.slow
 def test_same_seed_is_bit_identical_whatever_the_chunking(tmp_path, mini_catalog_dir, model,
                                                           mini_mock):  # fmt: skip
     again = _generate(tmp_path, mini_catalog_dir, model, "again")
@@ -177,6 +178,7 @@ def test_crash_mid_write_leaves_no_file(tmp_path, mini_catalog_dir, model, monke
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_import_order(tmp_path, mini_catalog_dir):
     """diffsky switches on jax_enable_x64 when imported; the model must not care whether a
     halo source imported diffsky before the model was built (fresh processes, both orders)."""

@@ -291,7 +291,8 @@ def test_cli_config_show(shipped, capsys):
         f"# profile file perlmutter-gpu.yaml:{backoff}"
     )
     assert shown["execution.provider.partition"].endswith("# default")
-    assert "# override roman_grs_covariance.yaml:" in shown["resources.by_redshift[0.725].walltime_s"]
+    override = shown["resources.by_redshift[0.725].walltime_s"]
+    assert "# override roman_grs_covariance.yaml:" in override
 
 
 def test_cli_estimate(shipped, capsys):

@@ -102,10 +102,16 @@ def test_corrupt_input_fails_without_retry_then_retry_verb_runs_it(tmp_path, mak
     block = next(src.iter_blocks(1000))
     halos.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
     (tmp_path / "halos_1.hdf5").write_bytes(b"\x89HDF this is not a catalog")
+    alerts = tmp_path / "alerts.txt"
+    record = ["-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')", str(alerts)]
     campaign = make_campaign(LOCAL_RUN, science={
         "source": "hdf5", "n_hosts": None, "input": f"{tmp_path}/halos_{{realization}}.hdf5"
-    })  # fmt: skip
+    }, campaign={"notify": {"command": [sys.executable, *record],
+                            "failure_fraction": 0.5}})  # fmt: skip
     assert Runner(campaign, progress=False).run() == {"done": 1, "failed": 1}
+    # the driver alerted once at half the tasks failed, and once at the end
+    first, last = alerts.read_text().splitlines()
+    assert "failures reached 50%" in first and "run finished: 1 done, 1 failed of 2" in last
     ev = events_of(campaign, "r0001_z0.000")
     assert [e["event"] for e in ev] == ["submitted", "failed"]
     assert ev[-1]["kind"] == "deterministic" and "halos_1.hdf5" in ev[-1]["error"]

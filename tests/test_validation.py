@@ -445,6 +445,7 @@ def real_catalogs(tmp_path_factory, mini_catalog_dir, model):
     return [spec.output for spec in specs]
 
 
+@pytest.mark.slow
 def test_real_catalogs_pass_every_check(real_catalogs, tmp_path):
     for path in real_catalogs:
         assert validation.check_file(path) == [], path

@@ -15,7 +15,7 @@ from covmocks.campaign import merge
 from covmocks.campaign.merge import Entry
 from covmocks.campaign.messages import raise_problems, validate
 from covmocks.campaign.profiles import load_profile, profile_ref
-from covmocks.campaign.schema import CampaignFile, Execution, Profile, Resources, Science
+from covmocks.campaign.schema import CampaignFile, Execution, Notify, Profile, Resources, Science
 from covmocks.campaign.templates import resolve_path
 from covmocks.campaign.yamldoc import YamlDoc, format_path, parse_yaml, read_yaml
 from covmocks.layout import Layout, redshift_label
@@ -37,6 +37,7 @@ class Campaign:
     description: str
     tags: tuple[str, ...]
     seed: int
+    notify: Notify | None
     directory: Path
     science: Science
     execution: Execution
@@ -121,6 +122,7 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
         description=cf.campaign.description,
         tags=tuple(cf.campaign.tags),
         seed=cf.campaign.seed,
+        notify=cf.campaign.notify,
         directory=directory,
         science=Science(
             source=sci.source,

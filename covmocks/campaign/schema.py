@@ -58,6 +58,15 @@ Redshift = Annotated[float, Field(ge=0)]
 # ---------------------------------------------------------------- campaign, science
 
 
+class Notify(_Section):
+    """``campaign.notify``: a command (an argv list, never run by a shell) that gets a
+    one-line summary as its last argument when the campaign's run finishes, and once when
+    the fraction of this run's tasks that failed reaches ``failure_fraction``."""
+
+    command: Annotated[list[str], Field(min_length=1)]
+    failure_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+
 class CampaignSection(_Section):
     """``campaign``: names the campaign and fixes its random seed."""
 
@@ -66,6 +75,7 @@ class CampaignSection(_Section):
     description: str = ""
     tags: list[str] = []
     seed: Annotated[int, Field(ge=0, lt=2**31)]
+    notify: Notify | None = None
 
     @field_validator("version", mode="before")
     @classmethod
