@@ -115,7 +115,11 @@ def test_cleaned_box_records_what_cleaning_changed(tmp_path, mini_catalog_dir, m
     assert cat["attrs"]["n_hosts"] == cleaned.n_kept == int(cat["is_central"].sum())
 
 
-def _abacus_campaign(make_campaign, root, cleaning):
+def _abacus_campaign(make_campaign, mini_catalog_dir, root, cleaning):
+    """A one-box campaign over ``root/Mini_N64_L32/halos/z0.000`` (a link to the Mini
+    catalog) that reads its cleaned catalog from the cleaning root ``cleaning``."""
+    (root / "Mini_N64_L32" / "halos").mkdir(parents=True)
+    os.symlink(mini_catalog_dir, root / "Mini_N64_L32" / "halos" / "z0.000")
     halos = f"{root}/Mini_N64_L32/halos/z{{redshift:.3f}}"
     return make_campaign(science={"source": "abacus", "n_hosts": None, "input": halos,
                                   "cleaning": cleaning, "realizations": [0]})  # fmt: skip
@@ -124,9 +128,7 @@ def _abacus_campaign(make_campaign, root, cleaning):
 def test_missing_cleaned_catalog_blocks_the_task_until_it_appears(tmp_path, mini_catalog_dir,
                                                                   make_campaign):  # fmt: skip
     root = tmp_path / "sims"
-    (root / "Mini_N64_L32" / "halos").mkdir(parents=True)
-    os.symlink(mini_catalog_dir, root / "Mini_N64_L32" / "halos" / "z0.000")
-    campaign = _abacus_campaign(make_campaign, root, f"{root}/cleaning")
+    campaign = _abacus_campaign(make_campaign, mini_catalog_dir, root, f"{root}/cleaning")
     (task,) = make_plan(campaign).tasks
     expected = root / "cleaning" / "Mini_N64_L32" / "z0.000" / "cleaned_halo_info"
     assert task.state == "blocked" and task.blocked_on == str(expected)
@@ -138,10 +140,8 @@ def test_missing_cleaned_catalog_blocks_the_task_until_it_appears(tmp_path, mini
 
 def test_cleaning_root_outside_the_simulations_tree_is_refused(tmp_path, mini_catalog_dir,
                                                                make_campaign):  # fmt: skip
-    root = tmp_path / "sims"
-    (root / "Mini_N64_L32" / "halos").mkdir(parents=True)
-    os.symlink(mini_catalog_dir, root / "Mini_N64_L32" / "halos" / "z0.000")
-    campaign = _abacus_campaign(make_campaign, root, f"{tmp_path}/elsewhere/deep/cleaning")
+    elsewhere = f"{tmp_path}/elsewhere/deep/cleaning"
+    campaign = _abacus_campaign(make_campaign, mini_catalog_dir, tmp_path / "sims", elsewhere)
     with pytest.raises(CovmocksError, match="parent must contain the simulation directory"):
         make_plan(campaign)
 
