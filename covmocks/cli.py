@@ -203,6 +203,24 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_report(args: argparse.Namespace) -> int:
+    """Write the campaign report (qa/report.html); with --watch, rebuild it until Ctrl-C or
+    until the campaign is done and no driver runs."""
+    from covmocks import report
+    from covmocks.campaign import Campaign
+
+    campaign = Campaign.load(args.campaign)
+    if args.watch is None:
+        print(report.build_report(campaign))
+        return 0
+    print(f"rebuilding {campaign.layout.report} every {args.watch:g} s (Ctrl-C stops)")
+    try:
+        report.watch(campaign, args.watch)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def run_validate(args: argparse.Namespace) -> int:
     """One line per failed check of each catalog; exit status 1 if any failed."""
     from covmocks.validation import check_file
@@ -274,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="populate one halo catalog and write one galaxy catalog")
     add_generate_arguments(gen)
     gen.set_defaults(func=run_generate)
+    rep = sub.add_parser("report", help="write the campaign report qa/report.html")
+    _campaign_arguments(rep)
+    rep.add_argument("--watch", type=float, metavar="SECONDS",
+                     help="rebuild it every SECONDS while the campaign runs")  # fmt: skip
+    rep.set_defaults(func=run_report)
     val = sub.add_parser("validate", help="check galaxy catalogs: one line per failed check")
     val.add_argument("catalogs", nargs="+", type=Path, help="HDF5 galaxy catalogs")
     val.add_argument("-v", "--verbose", action="count", default=0)

@@ -271,3 +271,12 @@ def test_report_renders_in_chromium_without_errors_or_requests(campaign_with_rec
     assert (pixels < 128).mean() > 0.005
     for png in _images(page.read_text()):
         assert _decode(png).size
+
+
+def test_report_command(campaign_with_records, capsys):
+    from covmocks import cli
+
+    assert cli.main(["report", "-q", str(campaign_with_records.path)]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == str(campaign_with_records.layout.report)
+    assert OUTLIER in campaign_with_records.layout.report.read_text()
