@@ -200,6 +200,12 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"done in the last hour: {status.done_last_hour}; ETA {eta}")
     for f in status.failed:
         print(f"failed {f['task']}: {f['error']} (log {f['log']})")
+    if args.outliers:  # reads every box's statistics file: seconds per thousand boxes
+        from covmocks import report
+
+        for task, z, value, mean, std in report.outliers(report.load_records(campaign)[0]):
+            print(f"outlier {task}: number density {value:.4g} (h/Mpc)^3, snapshot z={z:g} "
+                  f"ensemble {mean:.4g} +- {std:.2g}")  # fmt: skip
     return 0
 
 
@@ -322,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="counts by state, throughput, ETA, failed tasks")
     _campaign_arguments(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--outliers", action="store_true",
+                        help="name boxes whose number density strays from the ensemble")  # fmt: skip
     status.set_defaults(func=run_status)
     retry = sub.add_parser("retry", help="run failed tasks again (all, or the ones named)")
     _campaign_arguments(retry)

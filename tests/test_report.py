@@ -280,3 +280,11 @@ def test_report_command(campaign_with_records, capsys):
     out = capsys.readouterr().out.strip()
     assert out == str(campaign_with_records.layout.report)
     assert OUTLIER in campaign_with_records.layout.report.read_text()
+
+
+def test_status_names_the_outlier(campaign_with_records, capsys):
+    from covmocks import cli
+
+    assert cli.main(["status", "-q", "--outliers", str(campaign_with_records.path)]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("outlier ")]
+    assert len(lines) == 1 and lines[0].startswith(f"outlier {OUTLIER}: number density")
