@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _campaign_arguments(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--outliers", action="store_true",
-                        help="name boxes whose number density strays from the ensemble")  # fmt: skip
+                        help="name boxes whose number density is off the ensemble")  # fmt: skip
     status.set_defaults(func=run_status)
     retry = sub.add_parser("retry", help="run failed tasks again (all, or the ones named)")
     _campaign_arguments(retry)
