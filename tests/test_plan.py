@@ -329,3 +329,14 @@ def test_unwritable_campaign_directory_is_a_clean_error(tmp_path, capsys):
     path = campaign_file(tmp_path, SYNTHETIC, outputs={"base": "a-file"})
     assert cli.main(["plan", str(path)]) == 2
     assert "cannot write campaign directory" in capsys.readouterr().err
+
+
+def test_catalogs_of_another_model_version_refuse_a_replan(make_campaign):
+    c = make_campaign()
+    finish(write_plan(c).tasks[0])
+    science = json.loads(c.layout.science.read_text())
+    assert science["record"]["science.model_version"] == "1.1"
+    science["record"]["science.model_version"] = "1.0"  # as the previous covmocks wrote it
+    c.layout.science.write_text(json.dumps(science))
+    with pytest.raises(CovmocksError, match="different values of science.model_version"):
+        write_plan(c)

@@ -19,6 +19,7 @@ from covmocks.campaign.schema import CampaignFile, Execution, Notify, Profile, R
 from covmocks.campaign.templates import resolve_path
 from covmocks.campaign.yamldoc import YamlDoc, format_path, parse_yaml, read_yaml
 from covmocks.layout import Layout, redshift_label
+from covmocks.model import MODELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +156,7 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
             "science.redshifts": sorted(float(redshift_label(z)) for z in sci.redshifts),
             "science.log10_mhost_min_msun": sci.log10_mhost_min_msun,
             "science.model": sci.model,
+            "science.model_version": MODELS[sci.model].version,
             "science.model_params": sci.model_params,
         },
     )
