@@ -286,7 +286,7 @@ flavour: vanilla
 """)  # fmt: skip
     assert found == [
         "campaign.yaml:4 campaign.colour: unknown key; expected one of: name, version, "
-        "description, tags, seed",
+        "description, tags, seed, notify",
         "campaign.yaml:11 execution.retry: unknown key; did you mean 'retries'?",
         "campaign.yaml:12 flavour: unknown key; expected one of: campaign, science, execution, "
         "resources, outputs",
