@@ -182,14 +182,18 @@ class Ensemble:
         return len(self.tasks)
 
 
-def ensembles(records: list[BoxRecord]) -> list[Ensemble]:
-    """One Ensemble per snapshot with finished boxes, by increasing redshift."""
+def by_snapshot(records) -> list[tuple[str, list]]:
+    """``(redshift label, its records)`` per snapshot, by increasing redshift."""
     groups = collections.defaultdict(list)
     for r in records:
         groups[redshift_label(r.redshift)].append(r)
+    return sorted(groups.items(), key=lambda item: float(item[0]))
+
+
+def ensembles(records: list[BoxRecord]) -> list[Ensemble]:
+    """One Ensemble per snapshot with finished boxes, by increasing redshift."""
     out = []
-    for label in sorted(groups, key=float):
-        g = groups[label]
+    for label, g in by_snapshot(records):
         col = {k: np.array([r.values[k] for r in g]) for k in _ATTRS}
         volume = col["volume_mpc3_per_h3"]
         sfr = np.array([r.sfr_all for r in g], np.float64)
@@ -216,12 +220,8 @@ def outliers(records, n_sigma: float = N_SIGMA, min_boxes: int = MIN_BOXES) -> l
     ``[(task_id, redshift, value, mean, std)]``, mean and std (ddof 1) of the others. The box
     itself is left out of its reference: with it, no box of N could lie more than
     (N-1)/sqrt(N) deviations off (1.8 for N=5), and one wild box would hide."""
-    groups = collections.defaultdict(list)
-    for r in records:
-        groups[redshift_label(r.redshift)].append(r)
     found = []
-    for label in sorted(groups, key=float):
-        group = groups[label]
+    for _, group in by_snapshot(records):
         n = len(group)
         if n < max(min_boxes, 3):
             continue
