@@ -9,7 +9,8 @@ them.
   with the launcher section's ``mpi_launcher`` (srun or mpiexec) inside the block, at most
   ``executor.mpi_tasks_per_block`` tasks at once. Used when the executor's kind is ``mpi``
   or when a campaign asks for more than one rank per task.
-Monitoring goes to ``<campaign>/metadata/monitoring.db``.
+Monitoring goes to the campaign's ``Layout.monitoring_db``, Parsl's run directories to
+``Layout.parsl_runs``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from parsl.providers import SlurmProvider
+
+from covmocks.layout import Layout
 
 if TYPE_CHECKING:
     from covmocks.campaign import Execution, LauncherValues, ProviderValues
@@ -223,15 +226,16 @@ def build_config(
     """
     from parsl.config import Config
 
+    layout = Layout(Path(directory))
     hub = None
     if monitoring:
         from parsl.monitoring import MonitoringHub
 
-        db = (directory / "metadata" / "monitoring.db").resolve()
+        db = layout.monitoring_db.resolve()
         hub = MonitoringHub(logging_endpoint=f"sqlite:///{db}", resource_monitoring_interval=10)
     return Config(
         executors=[build_executor(execution, mpi=mpi)],
-        run_dir=str(directory / "logs" / "parsl"),
+        run_dir=str(layout.parsl_runs),
         retries=0,
         strategy="simple",
         max_idletime=60,
