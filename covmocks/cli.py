@@ -201,11 +201,11 @@ def run_status(args: argparse.Namespace) -> int:
     for f in status.failed:
         print(f"failed {f['task']}: {f['error']} (log {f['log']})")
     if args.outliers:  # reads every box's statistics file: seconds per thousand boxes
-        from covmocks import report
+        from covmocks import outliers, report
 
-        for task, z, value, mean, std in report.outliers(report.load_records(campaign)[0]):
-            print(f"outlier {task}: number density {value:.4g} (h/Mpc)^3, snapshot z={z:g} "
-                  f"ensemble {mean:.4g} +- {std:.2g}")  # fmt: skip
+        for f in outliers.find(report.load_records(campaign)[0]):
+            print(f"outlier {f.task_id} z={f.redshift:g}: {f.statistic} {f.value:.4g}, other "
+                  f"boxes {f.mean:.4g} +- {f.std:.2g} ({f.sigmas:+.1f} std)")  # fmt: skip
     return 0
 
 

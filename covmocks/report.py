@@ -14,7 +14,6 @@ unchanged files between builds.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import logging
@@ -29,6 +28,7 @@ import numpy as np
 
 from covmocks import report_figures as figures
 from covmocks.layout import redshift_label
+from covmocks.outliers import MIN_BOXES, N_SIGMA, by_snapshot, find
 from covmocks.report_figures import esc, img, table
 from covmocks.report_figures import md14_sfrd as md14_sfrd
 from covmocks.report_figures import md14_smd as md14_smd
@@ -37,8 +37,6 @@ from covmocks.statistics import MHALO_EDGES, MSTAR_EDGES
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
-N_SIGMA = 5.0  # outlier: number density this many standard deviations off the others' mean
-MIN_BOXES = 5  # boxes a snapshot needs before outliers are called
 POOL_MIN_FILES = 2000  # files to read above which a process pool reads them
 MSTAR_DEX = float(MSTAR_EDGES[1] - MSTAR_EDGES[0])
 
@@ -57,6 +55,7 @@ class BoxRecord:
     realization: int
     redshift: float
     wall_s: float  # NaN where the QA record has none
+    peak_rss_bytes: float  # of the process that made the box; NaN where unknown
     values: dict[str, float]  # _ATTRS
     smf_all: np.ndarray
     smf_satellites: np.ndarray
@@ -74,7 +73,8 @@ def _read_box(task_id: str, realization: int, redshift: float, stats: str, qa: s
     import h5py
 
     try:
-        wall = json.loads(Path(qa).read_bytes()).get("wall_s")
+        record = json.loads(Path(qa).read_bytes())
+        wall, rss = (_number(record.get(k)) for k in ("wall_s", "peak_rss_bytes"))
         fid = h5py.h5f.open(os.fsencode(stats), h5py.h5f.ACC_RDONLY)
         try:  # each h5py object costs: no more than needed (file types as given)
             out = np.empty(len(_ATTRS))
@@ -93,9 +93,14 @@ def _read_box(task_id: str, realization: int, redshift: float, stats: str, qa: s
         return None
     flat = hists.pop("centrals_mhalo_mstar").ravel()
     nonzero = np.flatnonzero(flat)
-    return BoxRecord(task_id, realization, redshift,
-                     float(wall) if isinstance(wall, int | float) else float("nan"), values,
-                     **hists, shmr=(nonzero.astype(np.int32), flat[nonzero]))  # fmt: skip
+    return BoxRecord(task_id, realization, redshift, wall, rss, values, **hists,
+                     shmr=(nonzero.astype(np.int32), flat[nonzero]))  # fmt: skip
+
+
+def _number(value) -> float:
+    """A QA record's number as a float; NaN where absent or not a number."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else float("nan")
 
 
 def _read_chunk(items: list[tuple]) -> list:
@@ -170,6 +175,7 @@ class Ensemble:
     mhost_cut: np.ndarray
     msub_cut: np.ndarray
     wall_s: np.ndarray
+    peak_rss_bytes: np.ndarray
     smf: np.ndarray
     sfr_cum: np.ndarray
     smf_all_sum: np.ndarray
@@ -180,14 +186,6 @@ class Ensemble:
     @property
     def n(self) -> int:
         return len(self.tasks)
-
-
-def by_snapshot(records) -> list[tuple[str, list]]:
-    """``(redshift label, its records)`` per snapshot, by increasing redshift."""
-    groups = collections.defaultdict(list)
-    for r in records:
-        groups[redshift_label(r.redshift)].append(r)
-    return sorted(groups.items(), key=lambda item: float(item[0]))
 
 
 def ensembles(records: list[BoxRecord]) -> list[Ensemble]:
@@ -205,6 +203,7 @@ def ensembles(records: list[BoxRecord]) -> list[Ensemble]:
             col["sfr_density_msun_yr_mpc3"], col["mstar_density_msun_mpc3"],
             col["log10_mstar_complete"], col["log10_sfr_complete"], col["log10_mhost_min_msun"],
             col["log10_msub_min_msun"], np.array([r.wall_s for r in g]),
+            np.array([r.peak_rss_bytes for r in g]),
             smf=np.array([r.smf_all for r in g]) / MSTAR_DEX / volume[:, None],
             sfr_cum=np.cumsum(sfr[:, ::-1], axis=1)[:, ::-1] / volume[:, None],
             smf_all_sum=sum(r.smf_all for r in g), smf_sat_sum=sum(r.smf_satellites for r in g),
@@ -212,29 +211,6 @@ def ensembles(records: list[BoxRecord]) -> list[Ensemble]:
             shmr=shmr.reshape(len(MHALO_EDGES) - 1, len(MSTAR_EDGES) - 1),
         ))  # fmt: skip
     return out
-
-
-def outliers(records, n_sigma: float = N_SIGMA, min_boxes: int = MIN_BOXES) -> list[tuple]:
-    """Boxes whose number density lies more than ``n_sigma`` standard deviations from the
-    mean of the other boxes of their snapshot, in snapshots of at least ``min_boxes`` boxes:
-    ``[(task_id, redshift, value, mean, std)]``, mean and std (ddof 1) of the others. The box
-    itself is left out of its reference: with it, no box of N could lie more than
-    (N-1)/sqrt(N) deviations off (1.8 for N=5), and one wild box would hide."""
-    found = []
-    for _, group in by_snapshot(records):
-        n = len(group)
-        if n < max(min_boxes, 3):
-            continue
-        x = np.array([r.number_density for r in group], np.float64)
-        centre = np.median(x)
-        c = x - centre
-        mean = (c.sum() - c) / (n - 1)
-        std = np.sqrt(np.maximum(((c * c).sum() - c * c - (n - 1) * mean**2) / (n - 2), 0.0))
-        for i in np.flatnonzero(np.abs(c - mean) > n_sigma * std):
-            r = group[i]
-            found.append((r.task_id, r.redshift, float(x[i]), float(mean[i] + centre),
-                          float(std[i])))  # fmt: skip
-    return found
 
 
 CSS = """
@@ -249,7 +225,7 @@ nav a{margin-right:1em}
 SECTIONS = (("completion", "Completion"), ("functions", "Mass and SFR functions"),
             ("shmr", "Stellar-to-halo mass"), ("fractions", "Satellite and quenched fractions"),
             ("cosmic", "Cosmic densities"), ("density", "Number density and outliers"),
-            ("timing", "Durations and throughput"), ("failures", "Failures"),
+            ("timing", "Durations, memory and throughput"), ("failures", "Failures"),
             ("completeness", "Completeness"), ("provenance", "Provenance"))  # fmt: skip
 
 
@@ -327,7 +303,7 @@ def render(
     states = task_states(plan, events, status.driver)
     finished = status.driver is None and plan.counts["done"] == len(plan.tasks)
     records, skipped = load_records(campaign, plan, cache=cache, workers=workers)
-    ens, flagged = ensembles(records), outliers(records, n_sigma)
+    ens, flagged = ensembles(records), find(records, n_sigma)
     body = {"completion": _completion(plan, status, states)}
     if ens:
         body |= figures.science_sections(ens, flagged, n_sigma, MIN_BOXES)
@@ -335,8 +311,10 @@ def render(
     done_times = np.array([e["t"] for e in events if e["event"] == "done"], np.float64)
     if ens or len(done_times):
         body["timing"] = img(figures.timing(ens, done_times), "durations and throughput") + (
-            "<p class=note>Durations: the QA records' <code>wall_s</code>; completions: the "
-            "journal's <code>done</code> events (Parsl's monitoring.db is not read).</p>"
+            "<p class=note>Durations and peak memory: the QA records' <code>wall_s</code> and "
+            "<code>peak_rss_bytes</code> (peak resident set of the worker process so far, or "
+            "of the largest MPI rank); completions: the journal's <code>done</code> events "
+            "(Parsl's monitoring.db is not read).</p>"
         )
     failed = [[f["task"], f["error"], f["attempts"], f["log"]] for f in status.failed]
     body["failures"] = (table(["task", "error", "attempts", "log"], failed, left=4)

@@ -12,6 +12,7 @@ import io
 import numpy as np
 
 from covmocks.layout import redshift_label
+from covmocks.outliers import NUMBER_DENSITY, SMF_MIN_COUNT
 from covmocks.statistics import MHALO_EDGES, MSTAR_EDGES, SFR_EDGES
 
 # state -> colour of the completion map, in legend order
@@ -207,16 +208,17 @@ def number_density(ensembles, flagged) -> str:
     fig, ax = plt.subplots(figsize=(9, 4))
     rng = np.random.default_rng(1)
     position = {e.label: i for i, e in enumerate(ensembles)}
-    named = {f[0] for f in flagged}
+    flagged = [f for f in flagged if f.statistic == NUMBER_DENSITY]
+    named = {f.task_id for f in flagged}
     for i, e in enumerate(ensembles):
         ax.plot(i + rng.uniform(-0.15, 0.15, e.n), e.number_density, ".", color="tab:blue",
                 ms=3, alpha=0.5)  # fmt: skip
         kept = e.number_density[[t not in named for t in e.tasks]]
         ax.errorbar(i + 0.3, kept.mean(), kept.std(), fmt="s", color="k", capsize=3)
-    for task, redshift, value, _mean, _std in flagged:
-        x = position[f"{redshift:.3f}"]
-        ax.plot(x, value, "x", color="tab:red", ms=10, mew=2)
-        ax.annotate(task, (x, value), xytext=(6, 4), textcoords="offset points",
+    for f in flagged:
+        x = position[redshift_label(f.redshift)]
+        ax.plot(x, f.value, "x", color="tab:red", ms=10, mew=2)
+        ax.annotate(f.task_id, (x, f.value), xytext=(6, 4), textcoords="offset points",
                     color="tab:red", fontsize=8)  # fmt: skip
     ax.set_xticks(range(len(ensembles)), [f"z={e.label}" for e in ensembles])
     ax.set_yscale("log")
@@ -228,33 +230,46 @@ def number_density(ensembles, flagged) -> str:
     return _png(fig)
 
 
-def timing(ensembles, done_times: np.ndarray) -> str:
-    """Task durations (QA records' wall_s) and completions over time (journal)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    walls = [e.wall_s[np.isfinite(e.wall_s) & (e.wall_s > 0)] for e in ensembles]
-    every = np.concatenate(walls) if walls else np.array([])
+def _per_snapshot_hist(ax, ensembles, values: list[np.ndarray], xlabel: str, title: str):
+    """Step histograms (log bins) of one positive per-box value, one line per snapshot."""
+    every = np.concatenate(values) if values else np.array([])
     if len(every):
         bins = np.geomspace(every.min() * 0.9, every.max() * 1.1 + 1e-9, 30)
-        for e, w, c in zip(ensembles, walls, _colours(len(ensembles)), strict=True):
-            axes[0].hist(w, bins, histtype="step", color=c, label=f"z={e.label}")
-        axes[0].set_xscale("log")
-        axes[0].legend(fontsize=8)
-    axes[0].set_xlabel("task wall time [s]")
-    axes[0].set_ylabel("boxes")
-    axes[0].set_title("Task durations (QA records)")
+        for e, v, c in zip(ensembles, values, _colours(len(ensembles)), strict=True):
+            ax.hist(v, bins, histtype="step", color=c, label=f"z={e.label}")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("boxes")
+    ax.set_title(title)
+
+
+def _positive(x: np.ndarray) -> np.ndarray:
+    return x[np.isfinite(x) & (x > 0)]
+
+
+def timing(ensembles, done_times: np.ndarray) -> str:
+    """Task durations and peak memory (QA records' wall_s, peak_rss_bytes) and completions
+    over time (journal)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    _per_snapshot_hist(axes[0], ensembles, [_positive(e.wall_s) for e in ensembles],
+                       "task wall time [s]", "Task durations (QA records)")  # fmt: skip
+    gib = [_positive(e.peak_rss_bytes) / 2**30 for e in ensembles]
+    _per_snapshot_hist(axes[1], ensembles, gib, "peak resident memory [GiB]",
+                       "Peak memory per task (QA records)")  # fmt: skip
     if len(done_times):
         hours = (np.sort(done_times) - done_times.min()) / 3600.0
-        axes[1].plot(hours, np.arange(1, len(hours) + 1), color="k")
-        twin = axes[1].twinx()
+        axes[2].plot(hours, np.arange(1, len(hours) + 1), color="k")
+        twin = axes[2].twinx()
         width = max(hours[-1] / 40, 1 / 60)  # bins of at least a minute
         span = max(hours[-1], width)
         counts, edges = np.histogram(hours, np.arange(0, span + width, width))
         twin.bar(edges[:-1], counts / width, width, align="edge", color="tab:orange", alpha=0.4)
         twin.set_ylabel("throughput [boxes/h]", color="tab:orange")
-    axes[1].set_xlabel("hours since the first completion")
-    axes[1].set_ylabel("boxes done (cumulative)")
-    axes[1].set_title("Completions (journal 'done' events)")
+    axes[2].set_xlabel("hours since the first completion")
+    axes[2].set_ylabel("boxes done (cumulative)")
+    axes[2].set_title("Completions (journal 'done' events)")
     fig.tight_layout()
     return _png(fig)
 
@@ -310,10 +325,11 @@ def science_sections(ens, flagged: list, n_sigma: float, min_boxes: int) -> dict
         "MD14 x 0.63 (Chabrier)": (md14_sfrd(z), md14_smd(z), "-"),
         "MD14 (Salpeter, as published)": (md14_sfrd(z, False), md14_smd(z, False), ":"),
     }
-    rows = [[t, redshift_label(zz), f"{v:.4g}", f"{m:.4g}", f"{s:.3g}",
-             f"{(v - m) / s:+.1f}" if s > 0 else "inf"] for t, zz, v, m, s in flagged]  # fmt: skip
-    named = (table(["task", "z", "n [(Mpc/h)^-3]", "mean of others", "std of others",
-                     "deviation [std]"], rows) if rows else "<p>No outlier.</p>")  # fmt: skip
+    rows = [[f.task_id, redshift_label(f.redshift), f.statistic, f"{f.value:.4g}",
+             f"{f.mean:.4g}", f"{f.std:.3g}", f"{f.sigmas:+.1f}"] for f in flagged]  # fmt: skip
+    header = ["task", "z", "statistic", "value", "mean of others", "std of others",
+              "deviation [std]"]  # fmt: skip
+    named = table(header, rows, left=3) if rows else "<p>No outlier.</p>"
     return {
         "functions": img(smf, "stellar mass function")
         + img(sfr, "SFR function")
@@ -334,9 +350,12 @@ def science_sections(ens, flagged: list, n_sigma: float, min_boxes: int) -> dict
         "cosmology (h=0.7, Om=0.3, OL=0.7). Box densities are per comoving Mpc^3 (the boxes' "
         "h) and count only the galaxies of the catalogs' halos: lower bounds.</p>",
         "density": img(number_density(ens, flagged), "number density")
-        + f"<p>A box is an outlier when its number density lies more than {n_sigma:g} "
-        f"standard deviations from the mean of the other boxes of its snapshot (snapshots "
-        f"of at least {min_boxes} boxes).</p>" + named,
+        + f"<p>A box is an outlier when its number density, or its stellar mass function in "
+        f"any 0.1 dex bin above the completeness limit where the others average at least "
+        f"{SMF_MIN_COUNT:g} galaxies, lies more than {n_sigma:g} standard deviations from the "
+        f"mean of the other boxes of its snapshot (snapshots of at least {min_boxes} boxes; "
+        "the mass function's deviation at least Poisson's). Number densities per "
+        "(Mpc/h)^3, the mass function per dex per (Mpc/h)^3.</p>" + named,
     }
 
 

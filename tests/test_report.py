@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from covmocks import report
+from covmocks import outliers, report
 from covmocks.metadata import write_plan
 from covmocks.state import Journal
 from covmocks.statistics import BoxStatistics
@@ -49,6 +49,7 @@ def write_box(layout, task_id: str, realization: int, redshift: float, n_galaxie
     stats.write(layout.statistics(task_id), {**attrs, **summary})
     if qa:
         record = {"task_id": task_id, "wall_s": wall_s, "file_bytes": 1000,
+                  "peak_rss_bytes": (1 + realization) * 2**30,
                   "checks": {"schema_complete": True}}  # fmt: skip
         layout.qa_record(task_id).write_text(json.dumps(record))
 
@@ -124,30 +125,30 @@ def test_report_names_outlier_and_failure_and_embeds_every_figure(campaign_with_
     assert "0.3.11" in text and "diffsky_sfh" in text  # provenance: model version from a box
 
 
-def test_outliers_returns_exactly_the_planted_box(campaign_with_records):
+def test_outliers_return_exactly_the_planted_box(campaign_with_records):
     records, skipped = report.load_records(campaign_with_records)
     assert skipped == [PARTIAL]
     assert {r.task_id for r in records} >= {OUTLIER} and len(records) == 13
-    found = report.outliers(records)
-    assert [f[0] for f in found] == [OUTLIER]
-    task, z, value, mean, std = found[0]
-    assert z == 0.0 and value > 5 * mean and abs(value - mean) > report.N_SIGMA * std
+    found = outliers.find(records)
+    # ten times the galaxies: off in number density and in the mass function
+    assert {f.task_id for f in found} == {OUTLIER}
+    assert found[0].statistic == outliers.NUMBER_DENSITY and found[1].statistic.startswith("SMF")
+    density = found[0]
+    assert density.redshift == 0.0 and density.value > 5 * density.mean
+    assert density.sigmas > report.N_SIGMA
     # z=0 has 8 boxes, z=1 5: a bar of 9 boxes calls none
-    assert report.outliers(records, min_boxes=8) == found
-    assert report.outliers(records, min_boxes=9) == []
+    assert outliers.find(records, min_boxes=8) == found
+    assert outliers.find(records, min_boxes=9) == []
 
 
-def test_outliers_leave_the_box_out_of_its_reference():
-    class Box:
-        def __init__(self, i, n):
-            self.task_id, self.redshift, self.number_density = f"r{i:04d}_z0.500", 0.5, n
-
-    boxes = [Box(i, 1.0 + 0.01 * (i % 3)) for i in range(5)] + [Box(5, 10.0)]
-    # with the box in its own mean and std, 10.0 would lie only 2.2 std off
-    assert [f[0] for f in report.outliers(boxes)] == ["r0005_z0.500"]
-    five = report.outliers(boxes[:4] + boxes[5:])  # 5 boxes needed: 5 given, found
-    assert [f[0] for f in five] == ["r0005_z0.500"]
-    assert report.outliers(boxes[:3] + boxes[5:]) == []  # 4 boxes: none called
+def test_records_carry_wall_time_and_peak_memory(campaign_with_records):
+    records, _ = report.load_records(campaign_with_records)
+    for r in records:
+        assert r.wall_s == 20.0 + r.realization and r.peak_rss_bytes == (1 + r.realization) * 2**30
+    z0 = report.ensembles(records)[0]
+    np.testing.assert_array_equal(z0.peak_rss_bytes, [(1 + r) * 2**30 for r in range(8)])
+    text = report.build_report(campaign_with_records).read_text()
+    assert "peak_rss_bytes" in text.split('id="timing"')[1].split("<h2")[0]
 
 
 def test_pool_reads_the_same_records_as_one_process(campaign_with_records, monkeypatch):
@@ -287,4 +288,5 @@ def test_status_names_the_outlier(campaign_with_records, capsys):
 
     assert cli.main(["status", "-q", "--outliers", str(campaign_with_records.path)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("outlier ")]
-    assert len(lines) == 1 and lines[0].startswith(f"outlier {OUTLIER}: number density")
+    assert len(lines) == 2 and all(x.startswith(f"outlier {OUTLIER} z=0: ") for x in lines)
+    assert ": number density " in lines[0] and ": SMF log10 M* " in lines[1]
