@@ -114,6 +114,7 @@ class AbacusSource:
             position_definition="x_L2com (centre of mass of the L2 core)",
             radius_definition="r100_L2com (radius enclosing 100% of L2 particles)",
             notes=notes,
+            hubble_now=float(raw["HubbleNow"]) if "HubbleNow" in raw else None,
         )
 
     def read_slab(self, slab: Path) -> HaloBlock:

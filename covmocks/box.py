@@ -47,6 +47,8 @@ class BoxSpec:
     ``cleaning``: abacus only: the cleaning root of AbacusSummit's merger-tree-cleaned
     catalogs (``abacus.cleaning_dir``); None reads the raw CompaSO halos.
     ``statistics``: where the box's statistics file goes (``covmocks.statistics``); None: none.
+    ``samples``: where the galaxies of the clustering samples go, kept by ``sample_rules``
+    (``covmocks.samples``); None: none.
     """
 
     source: str
@@ -66,11 +68,18 @@ class BoxSpec:
     compression: str = "gzip"
     overwrite: bool = False
     statistics: Path | None = None
+    samples: Path | None = None
+    sample_rules: tuple = ()  # of covmocks.samples.Rule
 
     def __post_init__(self):
+        from covmocks.samples import Rule
+
         object.__setattr__(self, "output", Path(self.output))
-        if self.statistics is not None:
-            object.__setattr__(self, "statistics", Path(self.statistics))
+        for key in ("statistics", "samples"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, Path(getattr(self, key)))
+        rules = tuple(r if isinstance(r, Rule) else Rule(**r) for r in self.sample_rules)
+        object.__setattr__(self, "sample_rules", rules)
         for key in ("input", "cleaning"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, str(getattr(self, key)))
@@ -80,7 +89,10 @@ class BoxSpec:
     @classmethod
     def for_task(cls, campaign, task) -> BoxSpec:
         """The box of one campaign task (``covmocks.plan.Task``)."""
+        from covmocks.samples import rules_for
+
         sci, ex = campaign.science, campaign.execution
+        rules = rules_for(campaign.clustering, task.redshift)
         return cls(
             source=sci.source, output=task.output, input=task.input, cleaning=task.cleaning,
             n_hosts=sci.n_hosts,
@@ -88,6 +100,7 @@ class BoxSpec:
             snapshot=task.snapshot, log10_mhost_min_msun=sci.log10_mhost_min_msun,
             model=sci.model, model_params=dict(sci.model_params), chunk_hosts=ex.chunk_hosts,
             compression=ex.compression, statistics=task.layout.statistics(task.task_id),
+            samples=task.layout.samples(task.task_id) if rules else None, sample_rules=rules,
         )  # fmt: skip
 
     @property
@@ -116,6 +129,8 @@ class BoxSpec:
             raise CovmocksError("source synthetic needs n_hosts")
         if self.chunk_hosts < 1:
             raise CovmocksError(f"chunk_hosts must be at least 1, got {self.chunk_hosts}")
+        if (self.samples is None) != (not self.sample_rules):
+            raise CovmocksError("a sample file and sample rules go together")
 
     def open_source(self):
         """The halo source of this box (opened: header read, no halos read yet)."""
@@ -149,6 +164,10 @@ class BoxSpec:
             "--host-limit": self.host_limit,
             "--model-params": json.dumps(self.model_params) if self.model_params else None,
             "--statistics": self.statistics,
+            "--samples": self.samples,
+            "--sample-rules": json.dumps([dataclasses.asdict(r) for r in self.sample_rules])
+            if self.sample_rules
+            else None,
         }
         args += [x for key, value in optional.items() if value is not None for x in (key, value)]
         if self.overwrite:

@@ -50,13 +50,21 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compression", choices=catalog.COMPRESSIONS, help="default gzip")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--statistics", type=Path, help="write the box's statistics file here")
+    p.add_argument(
+        "--samples",
+        type=Path,
+        help="write the galaxies of the clustering samples here (with --sample-rules)",
+    )
+    p.add_argument("--sample-rules", type=json.loads, metavar="JSON",
+                   help='what --samples keeps: a JSON list of {"name", "select" (all, sfr, '
+                   'mstar), "floor" or "density" [(h/Mpc)^3]}')  # fmt: skip
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
 
 
 BOX_FIELDS = ("source", "input", "cleaning", "n_hosts", "seed", "realization", "redshift",
               "snapshot", "log10_mhost_min_msun", "model", "model_params", "chunk_hosts",
-              "host_limit", "compression")  # fmt: skip
+              "host_limit", "compression", "sample_rules")  # fmt: skip
 
 
 def box_spec(args: argparse.Namespace):
@@ -72,12 +80,12 @@ def box_spec(args: argparse.Namespace):
             extra = " ".join(f"--{k.replace('_', '-')}" for k in given)
             extra = f"; got {extra}" if extra else ""
             raise CovmocksError("--campaign and --task go together, and with them only --output, "
-                                f"--overwrite and --statistics{extra}")  # fmt: skip
+                                f"--overwrite, --statistics and --samples{extra}")  # fmt: skip
         return _campaign_box(args)
     if args.source is None:
         raise CovmocksError("--source is required (or --campaign and --task)")
     spec = BoxSpec(output=args.output, overwrite=args.overwrite, statistics=args.statistics,
-                   **given)  # fmt: skip
+                   samples=args.samples, **given)  # fmt: skip
     spec.check()
     return spec
 
@@ -90,9 +98,11 @@ def _campaign_box(args: argparse.Namespace):
 
     campaign = Campaign.load(args.campaign)
     spec = find_task(campaign, args.task)
-    # the campaign's statistics file stays the campaign's: only --statistics writes one
+    # the campaign's statistics and sample files stay the campaign's: only --statistics
+    # and --samples write them
     return dataclasses.replace(spec, output=args.output, overwrite=args.overwrite,
-                               statistics=args.statistics)  # fmt: skip
+                               statistics=args.statistics, samples=args.samples,
+                               sample_rules=spec.sample_rules if args.samples else ())  # fmt: skip
 
 
 def generate_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -227,6 +237,18 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_covariance(args: argparse.Namespace) -> int:
+    """Assemble the clustering covariance of the boxes finished so far (covariance.hdf5)."""
+    from covmocks import covariance
+    from covmocks.campaign import Campaign
+
+    campaign = Campaign.load(args.campaign)
+    if campaign.clustering is None:
+        raise CovmocksError(f"{campaign.path}: no clustering section: nothing is measured")
+    print(covariance.build(campaign))
+    return 0
+
+
 def run_validate(args: argparse.Namespace) -> int:
     """One line per failed check of each catalog; exit status 1 if any failed."""
     from covmocks.validation import check_file
@@ -303,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--watch", type=float, metavar="SECONDS",
                      help="rebuild it every SECONDS while the campaign runs")  # fmt: skip
     rep.set_defaults(func=run_report)
+    cov = sub.add_parser("covariance", help="assemble the clustering covariance of the boxes "
+                         "finished so far")  # fmt: skip
+    _campaign_arguments(cov)
+    cov.set_defaults(func=run_covariance)
     val = sub.add_parser("validate", help="check galaxy catalogs: one line per failed check")
     val.add_argument("catalogs", nargs="+", type=Path, help="HDF5 galaxy catalogs")
     val.add_argument("-v", "--verbose", action="count", default=0)

@@ -15,6 +15,7 @@ import numpy as np
 
 from covmocks import catalog, provenance
 from covmocks.model import CosmicTimes, snapshot_key
+from covmocks.samples import SampleCollector
 from covmocks.statistics import BoxStatistics
 
 # Statistics summary values that the catalog's attributes carry too.
@@ -64,10 +65,11 @@ def check_resolved(spec) -> None:
 
 
 def populate(blocks, model, snap: CosmicTimes, root, writer, stats: BoxStatistics,
-             host_limit: int | None = None) -> dict:  # fmt: skip
+             host_limit: int | None = None,
+             samples: SampleCollector | None = None) -> dict:  # fmt: skip
     """Populate host ``blocks`` (in catalog order) with ``model``, append their galaxies to
-    ``writer`` (a ``catalog.CatalogWriter``; host indices count from its row) and count them
-    in ``stats``.
+    ``writer`` (a ``catalog.CatalogWriter``; host indices count from its row), count them
+    in ``stats`` and offer them to ``samples`` (rows counted from the writer's).
 
     The one populate-and-write loop: a whole box (``generate_box``) and one MPI work unit
     (``covmocks.mpibox``) both run it. Returns ``n_rows``, ``n_hosts``, ``n_satellites``.
@@ -79,6 +81,8 @@ def populate(blocks, model, snap: CosmicTimes, root, writer, stats: BoxStatistic
         galaxies = model.populate(hosts, snap, root)
         columns = catalog_columns(galaxies, hosts, writer.n)
         stats.add(columns, writer.n)
+        if samples is not None:
+            samples.add(columns, writer.n)
         writer.append(columns)
         n_hosts += len(hosts)
         n_sats += int((~galaxies["is_central"]).sum())
@@ -119,6 +123,9 @@ def catalog_attrs(source, model, snap: CosmicTimes, spec) -> dict:
         "wa": c.wa,
         "redshift": hdr.redshift,  # the catalog header's: the physics uses it
         "snapshot_redshift": spec.redshift,  # the nominal one the task names
+        "hubble_e": hdr.hubble_e,
+        "hubble_e_definition": "H(z)/H0 at the snapshot: the simulation's HubbleNow where its "
+        "header has it, else flat w0waCDM without radiation",
         "t_obs_gyr": snap.t_obs,
         "t0_gyr": snap.t0,
         "realization": spec.realization,
@@ -151,15 +158,20 @@ def statistics_summary(stats: BoxStatistics, source, model) -> dict:
     )  # fmt: skip
 
 
-def write_statistics(spec, stats: BoxStatistics, summary: dict, attrs: dict) -> None:
-    """Write the box's statistics to ``spec.statistics`` (if set) with what identifies the
-    box (from the catalog's ``attrs``)."""
-    if spec.statistics is None:
-        return
-    keys = ("realization", "snapshot", "redshift", "snapshot_redshift", "seed", "model_name",
-            "model_version", "box_size", "h", "Om0", "t_obs_gyr")  # fmt: skip
-    stats.write(spec.statistics, {**{k: attrs[k] for k in keys}, "catalog": str(spec.output),
-                                  **summary})  # fmt: skip
+IDENTITY = ("realization", "snapshot", "redshift", "snapshot_redshift", "seed", "model_name",
+            "model_version", "box_size", "h", "Om0", "t_obs_gyr", "hubble_e")  # fmt: skip
+
+
+def write_statistics(spec, stats: BoxStatistics, summary: dict, attrs: dict,
+                     samples: SampleCollector | None = None) -> None:  # fmt: skip
+    """Write the box's statistics to ``spec.statistics`` and its sample galaxies to
+    ``spec.samples`` (where set) with what identifies the box (the catalog's ``attrs``)."""
+    identity = {**{k: attrs[k] for k in IDENTITY}, "catalog": str(spec.output)}
+    if spec.statistics is not None:
+        stats.write(spec.statistics, {**identity, **summary})
+    if spec.samples is not None and samples is not None:
+        samples.write(spec.samples, {**identity, "task_id": spec.task_id,
+                                     **{k: summary[k] for k in COMPLETENESS_ATTRS}})  # fmt: skip
 
 
 def generate_box(source, model, spec) -> dict:
@@ -175,16 +187,17 @@ def generate_box(source, model, spec) -> dict:
     root = snapshot_key(spec.seed, spec.realization, spec.snapshot)
     attrs = catalog_attrs(source, model, snap, spec)
     stats = BoxStatistics()
+    samples = SampleCollector(spec.sample_rules, source.header.box_size)
     with catalog.CatalogWriter(
         spec.output, attrs, compression=spec.compression, overwrite=spec.overwrite
     ) as writer:
         blocks = source.iter_blocks(spec.chunk_hosts)
-        counts = [populate(blocks, model, snap, root, writer, stats, spec.host_limit)]
+        counts = [populate(blocks, model, snap, root, writer, stats, spec.host_limit, samples)]
         stats_summary = statistics_summary(stats, source, model)
         writer.attrs.update(totals(counts), halo_cleaning=source.cleaning_record(),
                             **{k: stats_summary[k] for k in COMPLETENESS_ATTRS})  # fmt: skip
         # before the catalog is published: a catalog on disk always has its statistics
-        write_statistics(spec, stats, stats_summary, attrs)
+        write_statistics(spec, stats, stats_summary, attrs, samples)
     result = summary(spec, counts) | {"wall_s": time.perf_counter() - t_start}
     log.info("wrote %s: %d galaxies from %d hosts in %.1f s", spec.output,
              result["n_galaxies"], result["n_hosts"], result["wall_s"])  # fmt: skip

@@ -48,6 +48,12 @@ class Cosmology:
         """Cosmic baryon fraction Omega_b / Omega_m."""
         return self.omega_b / self.h**2 / self.Om0
 
+    def hubble_e(self, redshift: float) -> float:
+        """H(z)/H0 of flat w0waCDM, radiation neglected (a relative 1e-4 at z < 3)."""
+        a = 1.0 / (1.0 + redshift)
+        de = a ** (-3 * (1 + self.w0 + self.wa)) * np.exp(-3 * self.wa * (1 - a))
+        return float(np.sqrt(self.Om0 * a**-3 + (1 - self.Om0) * de))
+
 
 @dataclasses.dataclass(frozen=True)
 class SimulationHeader:
@@ -61,6 +67,14 @@ class SimulationHeader:
     position_definition: str
     radius_definition: str
     notes: str = ""
+    hubble_now: float | None = None  # H(z)/H0 as the simulation computed it (Abacus HubbleNow)
+
+    @property
+    def hubble_e(self) -> float:
+        """H(z)/H0 at the snapshot: the simulation's own where given, else the cosmology's."""
+        if self.hubble_now is not None:
+            return self.hubble_now
+        return self.cosmology.hubble_e(self.redshift)
 
 
 @dataclasses.dataclass

@@ -14,10 +14,14 @@ Every other module asks this one for a path; none spells out a directory name it
                  faults.json        fault injection (tests and rehearsals only)
                  monitoring.db      Parsl's monitoring database
                  jax-cache/         JAX's persistent compilation cache
+                 thresholds.json    sample thresholds fixed per snapshot (clustering)
       catalogs/rNNNN/mock_zZ.ZZZ.hdf5
       qa/rNNNN_zZ.ZZZ.json          written last: with the catalog, marks the task done
          rNNNN_zZ.ZZZ.stats.hdf5    the box's science statistics
+         rNNNN_zZ.ZZZ.samples.hdf5  the galaxies the clustering samples are cut from
+         rNNNN_zZ.ZZZ.pk.hdf5       the box's clustering: multipoles of each sample
          report.html                the campaign report
+      covariance.hdf5               the clustering covariance (``covmocks covariance``)
       logs/rNNNN_zZ.ZZZ.out, .err   the task's output; .timeout and .faults markers beside
            driver.log, driver.console, parsl/, dry-run/
 """
@@ -162,6 +166,24 @@ class Layout:
     def statistics(self, task: str) -> Path:
         """The science statistics of task ``task`` (``covmocks.statistics``)."""
         return self.qa / f"{task}.stats.hdf5"
+
+    def samples(self, task: str) -> Path:
+        """The galaxies a box's clustering samples are cut from (``covmocks.samples``)."""
+        return self.qa / f"{task}.samples.hdf5"
+
+    def clustering(self, task: str) -> Path:
+        """The clustering record of task ``task`` (``covmocks.power``)."""
+        return self.qa / f"{task}.pk.hdf5"
+
+    @property
+    def thresholds(self) -> Path:
+        """The sample thresholds, fixed per snapshot for the ensemble (``covmocks.samples``)."""
+        return self.metadata / "thresholds.json"
+
+    @property
+    def covariance(self) -> Path:
+        """The clustering covariance of the campaign (``covmocks.covariance``)."""
+        return self.root / "covariance.hdf5"
 
     def log_stem(self, task: str) -> Path:
         """Stem of a task's logs: ``.out``, ``.err``, ``.timeout`` and ``.faults`` follow."""

@@ -25,6 +25,7 @@ CLI), else 1 (a transient read error too, so that the task is retried).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from pathlib import Path
 import covmocks  # noqa: F401  (configures XLA before anything imports jax)
 from covmocks import catalog, catalog_mpio, generator, halos
 from covmocks.errors import CovmocksError, TransientInputError
+from covmocks.samples import SampleCollector
 from covmocks.statistics import BoxStatistics
 
 log = logging.getLogger("covmocks.mpibox")
@@ -145,8 +147,8 @@ def generate_box_mpi(comm, source, model, spec) -> dict:
         shard_dir = comm.bcast(shard_dir, root=0)
         mine = rank_share(n_units, size, rank)
         limits = _unit_host_limits(comm, source, spec, n_units, mine)
-        counts, stats = _populate_units(comm, source, model, spec, n_units, mine, limits,
-                                         shard_dir)  # fmt: skip
+        counts, stats, samples = _populate_units(comm, source, model, spec, n_units, mine,
+                                                  limits, shard_dir)  # fmt: skip
         source.cleaning_tally = halos.add_tallies(comm.allgather(source.cleaning_tally))
         stats_summary = generator.statistics_summary(stats, source, model)
         attrs = _attrs(source, model, spec, counts, stats_summary) if rank == 0 else None
@@ -154,7 +156,7 @@ def generate_box_mpi(comm, source, model, spec) -> dict:
         guard = _Guard(comm, name_rank=False)
         with guard:  # before the catalog: a catalog on disk always has its statistics
             if rank == 0:
-                generator.write_statistics(spec, stats, stats_summary, attrs)
+                generator.write_statistics(spec, stats, stats_summary, attrs, samples)
         guard.check()
         summary = generator.summary(spec, counts) | {"n_ranks": size}
         t_write = time.perf_counter()
@@ -226,8 +228,9 @@ def _shard_path(shard_dir: Path, unit: int) -> Path:
 
 
 def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir):
-    """Populate this rank's units into shards; return every unit's counts and the box's
-    statistics, every rank's merged (collective).
+    """Populate this rank's units into shards; return every unit's counts, the box's
+    statistics, every rank's merged, and (on rank 0; None elsewhere) the galaxies the box
+    keeps for its samples (collective).
 
     Units run in rounds, one unit per rank per round, with an error check after each, so
     a failing rank stops the others after at most one unit.
@@ -237,7 +240,7 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
     snap = CosmicTimes.from_header(source.header)
     root = snapshot_key(spec.seed, spec.realization, spec.snapshot)
     stream = source.read_units(spec.chunk_hosts, mine.start, mine.stop)
-    local = {}
+    local, kept = {}, {}
     stats = BoxStatistics()
     try:
         for i in range(math.ceil(n_units / comm.size)):
@@ -249,9 +252,10 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
                     t0 = time.perf_counter()
                     blocks = next(stream)
                     shard_path = _shard_path(shard_dir, unit)
+                    kept[unit] = part = SampleCollector(spec.sample_rules, source.header.box_size)
                     with catalog.CatalogWriter(shard_path, {}, compression="none") as shard:
                         local[unit] = generator.populate(blocks, model, snap, root, shard,
-                                                         stats, limits[unit])  # fmt: skip
+                                                         stats, limits[unit], part)  # fmt: skip
                     log.info("unit %d (%s): %d hosts -> %d galaxies in %.2f s", unit,
                              guard.context, local[unit]["n_hosts"], local[unit]["n_rows"],
                              time.perf_counter() - t0)  # fmt: skip
@@ -262,7 +266,19 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
     box_stats = BoxStatistics()
     for part in comm.allgather(stats):
         box_stats.merge(part)
-    return [counts[u] for u in range(n_units)], box_stats
+    first_rows = list(itertools.accumulate((counts[u]["n_rows"] for u in range(n_units)),
+                                           initial=0))  # fmt: skip
+    mine_kept = SampleCollector(spec.sample_rules, source.header.box_size)
+    for unit, part in kept.items():  # in shard rows: moved to the catalog's
+        mine_kept.merge(part.shifted(first_rows[unit]))
+    parts = comm.gather(mine_kept if mine_kept else None, root=0)
+    samples = None
+    if comm.rank == 0:
+        samples = SampleCollector(spec.sample_rules, source.header.box_size)
+        for part in parts:
+            if part is not None:
+                samples.merge(part)
+    return [counts[u] for u in range(n_units)], box_stats, samples
 
 
 def _attrs(source, model, spec, counts: list[dict], stats_summary: dict) -> dict:

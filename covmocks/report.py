@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covmocks import report_clustering
 from covmocks import report_figures as figures
 from covmocks.layout import redshift_label
 from covmocks.outliers import MIN_BOXES, N_SIGMA, by_snapshot, find
@@ -225,8 +226,9 @@ nav a{margin-right:1em}
 SECTIONS = (("completion", "Completion"), ("functions", "Mass and SFR functions"),
             ("shmr", "Stellar-to-halo mass"), ("fractions", "Satellite and quenched fractions"),
             ("cosmic", "Cosmic densities"), ("density", "Number density and outliers"),
-            ("timing", "Durations, memory and throughput"), ("failures", "Failures"),
-            ("completeness", "Completeness"), ("provenance", "Provenance"))  # fmt: skip
+            ("clustering", "Clustering"), ("timing", "Durations, memory and throughput"),
+            ("failures", "Failures"), ("completeness", "Completeness"),
+            ("provenance", "Provenance"))  # fmt: skip
 
 
 def _read_json(path: Path) -> dict | None:
@@ -290,6 +292,7 @@ def render(
     workers: int | None = None,
     n_sigma: float = N_SIGMA,
     cache: dict | None = None,
+    pk_cache: dict | None = None,
     refresh_s: float | None = None,
 ) -> tuple[str, bool]:
     """The page's HTML, and whether the campaign is finished (no driver, every box done)."""
@@ -320,6 +323,10 @@ def render(
     body["failures"] = (table(["task", "error", "attempts", "log"], failed, left=4)
                         if failed else "<p>No failed task.</p>")  # fmt: skip
     body["provenance"] = _provenance(campaign, records)
+    if campaign.clustering is None:
+        body["clustering"] = "<p>No clustering section in the campaign file.</p>"
+    elif (pk := report_clustering.section(campaign, plan, cache=pk_cache)) is not None:
+        body["clustering"] = pk
     none = "<p>No finished box yet (a QA record with a readable statistics file).</p>"
     title = f"{campaign.name} {campaign.version}"
     refresh = (f'<meta http-equiv="refresh" content="{max(int(refresh_s), 1)}">'
@@ -367,8 +374,10 @@ def watch(campaign, every_s: float, stop=lambda: False, *, workers: int | None =
     ``stop()`` is true (asked after each build and each second between) or no driver runs
     and every box is done. Files that did not change are not read again."""
     cache: dict = {}
+    pk_cache: dict = {}
     while True:
-        path, finished = _build(campaign, workers=workers, cache=cache, refresh_s=every_s)
+        path, finished = _build(campaign, workers=workers, cache=cache, pk_cache=pk_cache,
+                                refresh_s=every_s)  # fmt: skip
         log.info("report rebuilt: %s", path)
         if finished or stop():
             return path

@@ -17,13 +17,18 @@ import time
 from pathlib import Path
 
 from covmocks import logs, state
-from covmocks.apps.box import BoxJob, generate_and_validate
+from covmocks.apps.box import BoxJob, generate_and_validate, measure_clustering
+from covmocks.clustering import ClusteringJob
 from covmocks.errors import CovmocksError
+from covmocks.gate import SampleGate
 from covmocks.metadata import write_plan
 from covmocks.notify import Notifier
 from covmocks.retry import RetryPolicy, classify
 
 log = logging.getLogger(__name__)
+
+# An MPI executor's resource specification for a task of one rank (a measurement).
+ONE_RANK = {"num_nodes": 1, "num_ranks": 1, "ranks_per_node": 1}
 
 
 def uses_mpi(campaign) -> bool:
@@ -93,22 +98,47 @@ class Runner:
         with state.DriverLock(layout.lock), logs.copied_to(layout.driver_log):
             plan = write_plan(self.campaign)
             tasks = self.runnable(plan)
+            items = self._work(plan, tasks)
             try:
                 log.info("campaign %s: %d tasks to run (%s)", self.campaign.name, len(tasks),
                          ", ".join(f"{k} {v}" for k, v in plan.counts.items()))  # fmt: skip
-                return self._execute(tasks) if tasks else {"done": 0, "failed": 0}
+                return self._execute(items, len(tasks)) if items else {"done": 0, "failed": 0}
             finally:
                 self.journal.close()
 
-    def _submit(self, app, task, mpi: bool, launcher: str):
-        Path(f"{task.log_stem}.timeout").unlink(missing_ok=True)
-        job = BoxJob.for_task(self.campaign, task, mpi)
-        self.journal.write(task.task_id, "submitted", attempt=self.policy.attempt(task.task_id))
+    def _work(self, plan, tasks) -> list[tuple]:
+        """The work items (``covmocks.gate``) of ``tasks``, and the measurements that boxes
+        already made still owe; ``self.gate`` holds what must wait for thresholds."""
+        if self.campaign.clustering is None:
+            self.gate = None
+            return [(t, True, None) for t in tasks]
+        layout = self.campaign.layout
+        latest = state.last_events(self.journal.read())
+        running = {t.task_id for t in tasks}
+        failed = {t.task_id for t in plan.tasks if t.state == "blocked" or (
+            t.state == "todo" and t.task_id not in running
+            and latest.get(t.task_id, {}).get("event") == "failed")}  # fmt: skip
+        self.gate = SampleGate(self.campaign, plan, failed)
+        owed = [t for t in plan.select("done") if not layout.clustering(t.task_id).exists()]
+        routed = [self.gate.route(t, True) for t in tasks]
+        routed += [self.gate.route(t, False) for t in owed]
+        return [item for item in routed if item is not None] + self.gate.release_ready()
+
+    def _submit(self, apps, item, mpi: bool, launcher: str):
+        task, generate, cuts = item
+        clustering = cuts and ClusteringJob.for_task(self.campaign, task, cuts)
+        job = BoxJob.for_task(self.campaign, task, mpi, clustering=clustering or None)
+        if generate:
+            Path(f"{task.log_stem}.timeout").unlink(missing_ok=True)
+            self.journal.write(task.task_id, "submitted",
+                               attempt=self.policy.attempt(task.task_id))  # fmt: skip
+        app = apps[0] if generate else apps[1]
         if mpi:  # MPIExecutor turns this into the task's $PARSL_MPI_PREFIX
-            return app(job, parsl_resource_specification=mpi_resources(task, launcher))
+            spec = mpi_resources(task, launcher) if generate else ONE_RANK
+            return app(job, parsl_resource_specification=spec)
         return app(job)
 
-    def _execute(self, tasks) -> dict:
+    def _execute(self, items, n_boxes: int) -> dict:
         import parsl
         from tqdm import tqdm
 
@@ -116,14 +146,15 @@ class Runner:
         config, mpi = parsl_config(self.campaign, monitoring=self.monitoring)
         launcher = ex.launcher.mpi_launcher
         dfk = parsl.load(config)
-        app = parsl.python_app(self.box_function, executors=["covmocks"])
-        pending = list(reversed(tasks))  # pop() from the end keeps plan order
+        apps = [parsl.python_app(f, executors=["covmocks"])
+                for f in (self.box_function, measure_clustering)]  # fmt: skip
+        pending = list(reversed(items))  # pop() from the end keeps plan order
         waiting: list[tuple[float, int, object]] = []  # (ready time, seq, task) heap
         in_flight: dict = {}
         outcome = {"done": 0, "failed": 0}
-        notifier = Notifier(self.campaign, len(tasks))
+        notifier = Notifier(self.campaign, n_boxes)
         every_s = 0.5 if sys.stderr.isatty() else 30.0
-        bar = tqdm(total=len(tasks), disable=not self.progress, unit="box", mininterval=every_s,
+        bar = tqdm(total=n_boxes, disable=not self.progress, unit="box", mininterval=every_s,
                    desc=self.campaign.name)  # fmt: skip
         seq = 0
         try:
@@ -132,22 +163,26 @@ class Runner:
                 while waiting and waiting[0][0] <= now:
                     pending.append(heapq.heappop(waiting)[2])
                 while pending and len(in_flight) < ex.max_in_flight:
-                    task = pending.pop()
-                    in_flight[self._submit(app, task, mpi, launcher)] = task
+                    item = pending.pop()
+                    in_flight[self._submit(apps, item, mpi, launcher)] = item
                 timeout = 1.0 if not waiting else max(0.05, min(1.0, waiting[0][0] - now))
                 finished, _ = concurrent.futures.wait(
                     list(in_flight), timeout=timeout,
                     return_when=concurrent.futures.FIRST_COMPLETED,
                 )  # fmt: skip
                 for future in finished:
-                    task = in_flight.pop(future)
-                    retry_at = self._settle(task, future, outcome)
+                    item = in_flight.pop(future)
+                    if not item[1]:  # a measurement only
+                        self._measured(item[0], future)
+                        continue
+                    retry_at = self._settle(item[0], future, outcome)
                     if retry_at is None:
                         bar.update(1)
                         notifier.settled(outcome)
+                        pending.extend(reversed(self._released(item[0], future)))
                     else:
                         seq += 1
-                        heapq.heappush(waiting, (retry_at, seq, task))
+                        heapq.heappush(waiting, (retry_at, seq, item))
                 bar.set_postfix(failed=outcome["failed"], running=len(in_flight), refresh=False)
         finally:
             bar.close()
@@ -156,6 +191,26 @@ class Runner:
         log.info("run finished: %d done, %d failed", outcome["done"], outcome["failed"])
         notifier.finished(outcome)
         return outcome
+
+    def _released(self, task, future) -> list[tuple]:
+        """The work items a settled box releases (its snapshot's thresholds fixed)."""
+        if self.gate is None:
+            return []
+        made = future.exception() is None
+        if made and "clustering" in future.result():
+            self._measured(task, future)
+        return self.gate.settled(task, made)
+
+    def _measured(self, task, future) -> None:
+        """Journal a box's clustering measurement (``clustering``: samples, or error)."""
+        exc = future.exception()
+        result = {"error": f"{type(exc).__name__}: {exc}"[:500]} if exc else (
+            future.result()["clustering"])  # fmt: skip
+        if "error" in result:
+            log.error("%s: clustering not measured: %s", task.task_id, result["error"])
+            self.journal.write(task.task_id, "clustering", error=result["error"])
+        else:
+            self.journal.write(task.task_id, "clustering", samples=result)
 
     def _settle(self, task, future, outcome) -> float | None:
         """Record a finished future; return when to retry it, or None."""

@@ -92,9 +92,8 @@ def test_campaign_task_by_id(tmp_path, make_campaign):
         find_task(campaign, "r0001_z0.500")
     with pytest.raises(CovmocksError, match="not a task id"):
         find_task(campaign, "box7")
-    with pytest.raises(
-        CovmocksError, match="with them only --output, --overwrite and --statistics; got --seed"
-    ):
+    only = "with them only --output, --overwrite, --statistics and --samples; got --seed"
+    with pytest.raises(CovmocksError, match=only):
         _parse([*args, "--seed", "3"])
 
 

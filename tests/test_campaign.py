@@ -289,7 +289,7 @@ flavour: vanilla
         "description, tags, seed, notify",
         "campaign.yaml:11 execution.retry: unknown key; did you mean 'retries'?",
         "campaign.yaml:12 flavour: unknown key; expected one of: campaign, science, execution, "
-        "resources, outputs",
+        "resources, outputs, clustering",
     ]
 
 

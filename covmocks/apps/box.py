@@ -53,7 +53,8 @@ os.kill(pid, signal.SIGKILL)
 @dataclasses.dataclass(frozen=True)
 class BoxJob:
     """One task's run of a box: the box, where its QA record and logs go, its walltime (s),
-    and whether it runs on ``ranks`` MPI ranks (``mpi``) or in the worker itself."""
+    whether it runs on ``ranks`` MPI ranks (``mpi``) or in the worker itself, and its
+    clustering measurement (``covmocks.clustering.ClusteringJob``; None: none now)."""
 
     task_id: str
     box: BoxSpec
@@ -64,15 +65,17 @@ class BoxJob:
     ranks: int
     jax_cache: Path
     faults: Path
+    clustering: object = None
 
     @classmethod
-    def for_task(cls, campaign, task, mpi: bool = False) -> BoxJob:
+    def for_task(cls, campaign, task, mpi: bool = False, clustering=None) -> BoxJob:
         """The run of a plan's task (``covmocks.plan.Task``)."""
         layout = campaign.layout
         return cls(
             task_id=task.task_id, box=BoxSpec.for_task(campaign, task), qa_record=task.qa_record,
             log_stem=task.log_stem, walltime_s=task.resources.walltime_s, mpi=mpi,
             ranks=task.resources.ranks, jax_cache=layout.jax_cache, faults=layout.faults,
+            clustering=clustering,
         )  # fmt: skip
 
 
@@ -235,8 +238,34 @@ def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None
         else:
             log.info("catalog exists, validating only: %s", output)
         try:
-            return validation.validate(output, job.qa_record, task_id=job.task_id, wall_s=wall_s,
-                                       peak_rss_bytes=_peak_rss_bytes(job.mpi))  # fmt: skip
+            rss = _peak_rss_bytes(job.mpi)
+            record = validation.validate(output, job.qa_record, task_id=job.task_id,
+                                         wall_s=wall_s, peak_rss_bytes=rss)  # fmt: skip
         except validation.ValidationError:
             output.rename(output.with_name(output.name + ".invalid"))
             raise
+        if job.clustering is not None:
+            record["clustering"] = _measure(job.clustering)
+        return record
+
+
+def _measure(job) -> dict:
+    """Measure a box's clustering (``covmocks.clustering``): the per-sample summary, or the
+    error (the catalog stands; the driver records the error, the box stays done)."""
+    from covmocks import clustering
+
+    try:
+        return clustering.measure(job)
+    except (OSError, ValueError, KeyError) as exc:
+        logging.getLogger("covmocks.apps.box").exception("clustering of %s failed", job.samples)
+        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]}
+
+
+def measure_clustering(job: BoxJob, parsl_resource_specification: dict | None = None) -> dict:
+    """A finished box's clustering alone (its thresholds were fixed after it was made):
+    ``{"clustering": summary or error}``, logged to the task's logs."""
+    import covmocks  # noqa: F401  (XLA flag before anything imports jax)
+
+    with task_logs(job.log_stem):
+        logging.getLogger("covmocks.apps.box").info("task %s: clustering only", job.task_id)
+        return {"clustering": _measure(job.clustering)}

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
+from covmocks.campaign.document import CampaignFile
 from covmocks.campaign.schema import (
-    CampaignFile,
     Execution,
     ExecutionValues,
     ExecutorValues,

@@ -12,10 +12,12 @@ import dataclasses
 from pathlib import Path
 
 from covmocks.campaign import merge
+from covmocks.campaign.clustering import ClusteringSection
+from covmocks.campaign.document import CampaignFile
 from covmocks.campaign.merge import Entry
 from covmocks.campaign.messages import raise_problems, validate
 from covmocks.campaign.profiles import load_profile, profile_ref
-from covmocks.campaign.schema import CampaignFile, Execution, Notify, Profile, Resources, Science
+from covmocks.campaign.schema import Execution, Notify, Profile, Resources, Science
 from covmocks.campaign.templates import resolve_path
 from covmocks.campaign.yamldoc import YamlDoc, format_path, parse_yaml, read_yaml
 from covmocks.layout import Layout, redshift_label
@@ -45,6 +47,7 @@ class Campaign:
     profile: Profile
     resources: Resources
     by_redshift: dict[str, Resources]  # redshift_label(z) -> resources of that snapshot
+    clustering: ClusteringSection | None  # the samples and estimator; None: no clustering
     entries: dict[tuple, Entry] = dataclasses.field(repr=False)
     science_record: dict = dataclasses.field(repr=False)
 
@@ -145,6 +148,7 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
         ),
         resources=resources,
         by_redshift={redshift_label(z): r for z, r in by_redshift.items()},
+        clustering=cf.clustering,
         entries=merge.sorted_entries(entries),
         science_record={
             "campaign.seed": cf.campaign.seed,
@@ -158,5 +162,7 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
             "science.model": sci.model,
             "science.model_version": MODELS[sci.model].version,
             "science.model_params": sci.model_params,
+            # the samples fix the per-box sample files and clustering records
+            "clustering": cf.clustering and cf.clustering.model_dump(mode="json"),
         },
     )

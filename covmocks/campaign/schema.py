@@ -392,23 +392,3 @@ class OutputsSection(_Section):
     def _directory(cls, value):
         check_template(value, {"name": "n", "version": "1"})
         return value
-
-
-class CampaignFile(_Section):
-    """The whole campaign file."""
-
-    campaign: CampaignSection
-    science: ScienceSection
-    execution: ExecutionSection = ExecutionSection()
-    resources: ResourcesSection = ResourcesSection()
-    outputs: OutputsSection = OutputsSection()
-
-    @model_validator(mode="after")
-    def _overrides_match_snapshots(self, info: ValidationInfo):
-        names = {f"{z:.3f}" for z in self.science.redshifts}
-        for z in self.resources.by_redshift:
-            if f"{z:.3f}" not in names:
-                record_problem(
-                    info, ("resources", "by_redshift", z), "not one of science.redshifts"
-                )
-        return self

@@ -1,0 +1,91 @@
+"""When a box's clustering can be measured: the driver's side of ``covmocks.thresholds``.
+
+A snapshot with a number-density sample measures nothing until its threshold is fixed, and
+that waits for the snapshot's calibration boxes (its first realizations). Meanwhile
+(``route``) its calibration boxes are made without measuring, and its other boxes are held;
+once every calibration box has settled (made, or failed for good), the threshold is fixed
+(``settled``) and the held boxes are released with the calibration boxes' measurements. Boxes
+of snapshots whose thresholds are all given never wait.
+
+Work items are ``(task, generate, cuts)``: make the box (``generate``) or only measure it,
+with the snapshot's ``thresholds.SampleCut`` s, or ``None``: make it, measure nothing now.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+from covmocks import thresholds
+from covmocks.layout import redshift_label
+
+log = logging.getLogger(__name__)
+
+
+class SampleGate:
+    """Holds and releases a run's work items; ``failed``: ids of tasks that will not run
+    (failed for good, or blocked on a missing input)."""
+
+    def __init__(self, campaign, plan, failed: set[str]):
+        self.campaign = campaign
+        self.fixed = thresholds.load(campaign.layout)
+        self.failed = set(failed)
+        by_z = collections.defaultdict(list)
+        for task in plan.tasks:
+            by_z[redshift_label(task.redshift)].append(task)
+        clustering = campaign.clustering
+        self.calibration = {z: thresholds.calibration(clustering, tasks)
+                            for z, tasks in by_z.items()}  # fmt: skip
+        self.held = collections.defaultdict(list)  # label -> [(task, generate)]
+        self.unmeasured = collections.defaultdict(list)  # label -> calibration tasks made
+
+    def _cuts(self, task):
+        return thresholds.cuts(self.campaign.clustering, task.redshift, self.fixed)
+
+    def route(self, task, generate: bool) -> tuple | None:
+        """The work item to submit now for ``task``, or None: held until its thresholds."""
+        cuts = self._cuts(task)
+        if cuts is not None:
+            return (task, generate, cuts or None)
+        label = redshift_label(task.redshift)
+        if any(t.task_id == task.task_id for t in self.calibration[label]):
+            if generate:
+                return (task, True, None)
+            self.unmeasured[label].append(task)
+            return None
+        self.held[label].append((task, generate))
+        return None
+
+    def settled(self, task, made: bool) -> list[tuple]:
+        """``task`` was made (``made``) or failed for good: the work items this releases."""
+        label = redshift_label(task.redshift)
+        calibration = self.calibration[label]
+        if not made:
+            self.failed.add(task.task_id)
+        elif any(t.task_id == task.task_id for t in calibration) and self._cuts(task) is None:
+            self.unmeasured[label].append(task)
+        return self._release(label)
+
+    def release_ready(self) -> list[tuple]:
+        """Work items of every snapshot whose calibration boxes have all settled already."""
+        return [item for label in list(self.calibration) for item in self._release(label)]
+
+    def _release(self, label: str) -> list[tuple]:
+        waiting = self.held[label] or self.unmeasured[label]
+        calibration = self.calibration[label]
+        if not waiting or self._cuts(calibration[0]) is not None:
+            return []
+        layout = self.campaign.layout
+        made = [t for t in calibration if layout.samples(t.task_id).exists()]
+        if len(made) + sum(t.task_id in self.failed for t in calibration) < len(calibration):
+            return []  # a calibration box is still to be made
+        try:
+            self.fixed = thresholds.fix(self.campaign, calibration[0].redshift, made)
+            cuts = self._cuts(calibration[0])
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("z=%s: thresholds not fixed, clustering not measured: %s", label, exc)
+            cuts = None
+        items = [(t, g, cuts) for t, g in self.held.pop(label, []) if g or cuts is not None]
+        if cuts is not None:
+            items += [(t, False, cuts) for t in self.unmeasured.pop(label, [])]
+        return items

@@ -1,0 +1,93 @@
+"""Clustering in the workflow: a campaign run through real Parsl workers measures every box's
+samples, fixes a number-density threshold once from its calibration boxes, cuts every box
+at it (never re-ranked), resumes owed measurements without redoing any, and assembles the
+covariance from the records alone."""
+
+import json
+
+import numpy as np
+import pytest
+
+from covmocks import covariance, power, samples
+from covmocks.state import Journal
+from tests.conftest import LOCAL_RUN
+
+N_BOXES = 6
+
+
+def _clustering(n_target: float) -> dict:
+    return {"clustering": {
+        "samples": [
+            {"name": "all", "select": "all"},
+            {"name": "sfr_n", "select": "sfr", "number_density": n_target},
+            {"name": "massive", "select": "mstar", "threshold": {0.5: 9.5}},
+        ],
+        "nmesh": 16, "k_bins": 4, "margin": 2.0, "calibration_boxes": 3,
+    }}  # fmt: skip
+
+
+def _target(campaign) -> float:
+    """A third of a synthetic box's galaxies, in (h/Mpc)^3 (about 2.4 per host)."""
+    from covmocks.box import BoxSpec
+
+    sci = campaign.science
+    spec = BoxSpec(source="synthetic", output="x", n_hosts=sci.n_hosts, redshift=0.5,
+                   log10_mhost_min_msun=sci.log10_mhost_min_msun)  # fmt: skip
+    box_size = spec.open_source().header.box_size
+    return round(0.8 * sci.n_hosts / box_size**3, 8)
+
+
+@pytest.mark.slow
+def test_campaign_measures_every_box_at_one_ensemble_threshold(make_campaign):
+    from covmocks.runner import Runner
+
+    science = {"realizations": list(range(N_BOXES)), "redshifts": [0.5]}
+    probe = make_campaign(LOCAL_RUN, science=science)
+    campaign = make_campaign(LOCAL_RUN, science=science, **_clustering(_target(probe)))
+    layout = campaign.layout
+    assert Runner(campaign, progress=False, monitoring=False).run() == {"done": N_BOXES,
+                                                                        "failed": 0}  # fmt: skip
+
+    fixed = json.loads(layout.thresholds.read_text())["0.500"]["sfr_n"]
+    assert fixed["boxes"] == ["r0000_z0.500", "r0001_z0.500", "r0002_z0.500"]
+    target = campaign.clustering.samples[1].number_density
+    calibration = [samples.read(layout.samples(t)) for t in fixed["boxes"]]
+    assert fixed["threshold"] == samples.ensemble_threshold(calibration, "sfr_n", "sfr", target)
+
+    counts = []
+    for r in range(N_BOXES):
+        tid = f"r{r:04d}_z0.500"
+        record = power.read_record(layout.clustering(tid))
+        assert set(record["samples"]) == {"all", "sfr_n", "massive"}
+        sfr = record["samples"]["sfr_n"]
+        assert sfr["attrs"]["threshold"] == fixed["threshold"]
+        box = samples.read(layout.samples(tid))
+        assert sfr["attrs"]["n_objects"] == (box["log10_sfr"] >= fixed["threshold"]).sum()
+        counts.append(sfr["attrs"]["n_objects"])
+        assert record["samples"]["all"]["attrs"]["below_completeness"]
+        assert record["samples"]["massive"]["attrs"]["threshold"] == 9.5
+        assert np.all(np.isfinite(sfr["real"])) and sfr["real"].shape == (3, 4)
+    assert len(set(counts)) > 1  # cut at one threshold: the counts fluctuate box to box
+    volume = float(record["attrs"]["box_size"]) ** 3
+    assert np.mean(counts[:3]) / volume == pytest.approx(target, rel=0.1)
+    events = [e for e in Journal(layout.journal).read() if e["event"] == "clustering"]
+    assert sorted(e["task"] for e in events) == [f"r{r:04d}_z0.500" for r in range(N_BOXES)]
+
+    # a rerun redoes nothing; a lost record is measured again, alone
+    stamps = {r: layout.clustering(f"r{r:04d}_z0.500").stat().st_mtime_ns for r in range(6)}
+    layout.clustering("r0004_z0.500").unlink()
+    assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 0, "failed": 0}
+    for r in range(N_BOXES):
+        changed = layout.clustering(f"r{r:04d}_z0.500").stat().st_mtime_ns != stamps.get(r)
+        assert changed == (r == 4), r
+
+    from covmocks import cli, report
+
+    assert cli.main(["covariance", "-q", str(campaign.path)]) == 0
+    tree = covariance.read(layout.covariance)
+    group = tree["z0.500"]["sfr_n"]["real"]
+    assert group["attrs"]["n_realizations"] == N_BOXES
+    assert group["covariance"].shape == (12, 12)
+    page = report.build_report(campaign).read_text()
+    section = page.split('id="clustering"')[1].split("<h2")[0]
+    assert section.count("data:image/png") >= 1 and "sfr_n" in section
