@@ -5,13 +5,15 @@ Built from the boxes finished so far: the clustering records (``qa/<task>.pk.hdf
 the file); it may run while the campaign runs. Per snapshot, sample and statistic (``real``;
 ``redshift``: the mean over the three lines of sight) a box's data vector is [P0(k), P2(k),
 P4(k)] (p = 3 nk), (Mpc/h)^3, k in h/Mpc, shot noise not subtracted. A box whose estimator
-settings or k binning differ from the first box's is an error, never mixed in.
+settings differ from the first box's, or whose k binning differs from the first box's of its
+snapshot (box sizes may differ between snapshots), is an error, never mixed in.
 
 The file, as ``read`` returns it (``{"attrs": {...}, name: array or group}``)::
 
     /                           attrs: provenance (campaign, version, model, estimator,
                                 covmocks and its stack, time), counts of boxes used,
-                                missing and skipped; k_mid, k_avg, n_modes (the k binning)
+                                missing and skipped
+    /z<label>/                  k_mid, k_avg, n_modes: the snapshot's k binning
     /z<label>/<sample>/         tasks, realizations, below_completeness (per box, aligned);
                                 attrs: the sample's selection, mean density and shot noise
     /z<label>/<sample>/<stat>/  mean (p,), covariance (p, p; ddof 1), correlation (p, p),
@@ -151,29 +153,40 @@ def _leading(corr: np.ndarray) -> np.ndarray:
     return np.linalg.eigvalsh(corr)[::-1][:N_EIGEN]
 
 
-def _check(task, box, first) -> None:
-    """CovmocksError where ``box`` was measured unlike ``first`` (task, box): other estimator
-    settings, or another k binning (k_mid, n_modes)."""
-    (ftask, fbox), mix = first, "a covariance cannot mix them: remake one or the other"
+MIX = "a covariance cannot mix them: remake one or the other"
+
+
+def _check_estimator(task, box, first) -> None:
+    """CovmocksError where ``box`` was measured with other estimator settings than
+    ``first`` (task, box)."""
+    ftask, fbox = first
     mine, theirs = _settings(box["estimator"]), _settings(fbox["estimator"])
     if mine != theirs:
         raise CovmocksError(f"box {task.task_id}: clustering estimator {mine} differs from "
-                            f"{theirs} of box {ftask.task_id}; {mix}")  # fmt: skip
+                            f"{theirs} of box {ftask.task_id}; {MIX}")  # fmt: skip
+
+
+def _check_binning(task, box, first) -> None:
+    """CovmocksError where ``box`` has another k binning (k_mid, n_modes) than ``first``
+    (task, box) of its snapshot."""
+    ftask, fbox = first
     if not all(box["k"][i].shape == fbox["k"][i].shape
                and np.allclose(box["k"][i], fbox["k"][i], rtol=1e-9, atol=0, equal_nan=True)
                for i in (0, 2)):  # fmt: skip
         k, k0 = box["k"][0], fbox["k"][0]
         raise CovmocksError(f"box {task.task_id}: k binning ({len(k)} bins, k_mid {k[0]:.4g}.."
                             f"{k[-1]:.4g} h/Mpc) differs from box {ftask.task_id}'s ({len(k0)} "
-                            f"bins, {k0[0]:.4g}..{k0[-1]:.4g} h/Mpc); {mix}")  # fmt: skip
+                            f"bins, {k0[0]:.4g}..{k0[-1]:.4g} h/Mpc); {MIX}")  # fmt: skip
 
 
 def assemble(boxes: list[tuple], skipped=(), missing: int = 0, campaign=None) -> dict:
     """The covariance file's content (as ``read`` returns it) from ``load``'s boxes."""
     from covmocks.provenance import software_versions, utc_now
 
+    firsts: dict = {}
     for task, box in boxes:
-        _check(task, box, boxes[0])
+        _check_estimator(task, box, boxes[0])
+        _check_binning(task, box, firsts.setdefault(redshift_label(task.redshift), (task, box)))
     tree: dict = {}
     counts, below_counts, subtracted = {}, {}, False
     for (label, name), members in _groups(boxes).items():
@@ -193,10 +206,11 @@ def assemble(boxes: list[tuple], skipped=(), missing: int = 0, campaign=None) ->
                  "below_completeness": below, "attrs": attrs}  # fmt: skip
         for stat in STATISTICS:
             group[stat] = estimate(np.array([s[stat] for s in samples]), realizations)
-        tree.setdefault(f"z{label}", {"attrs": {"redshift": z}})[name] = group
+        k_mid, k_avg, n_modes = firsts[label][1]["k"]
+        snapshot = {"attrs": {"redshift": z}, "k_mid": k_mid, "k_avg": k_avg, "n_modes": n_modes}
+        tree.setdefault(f"z{label}", snapshot)[name] = group
         counts[f"z{label}/{name}"], below_counts[f"z{label}/{name}"] = len(tasks), n_below
-    first = boxes[0][1] if boxes else {"k": (np.zeros(0),) * 3, "estimator": None}
-    tree["k_mid"], tree["k_avg"], tree["n_modes"] = first["k"]
+    first = boxes[0][1] if boxes else {"estimator": None}
     models = sorted({box["model"] for _, box in boxes})
     name, version = models[0] if len(models) == 1 else ("", "")  # several: see "models"
     software = software_versions()

@@ -62,10 +62,10 @@ def section(campaign, plan=None, *, cache: dict | None = None) -> str | None:
             f"{a['n_boxes_missing']} without one yet; {esc(source)}.{note}</p>")  # fmt: skip
     if not a["n_boxes_used"]:
         return head
-    k = np.asarray(tree["k_mid"])
     parts = [head]
     for zname in sorted((n for n in tree if n.startswith("z")), key=lambda n: float(n[1:])):
-        samples = {n: g for n, g in tree[zname].items() if n != "attrs"}
+        samples = {n: g for n, g in tree[zname].items() if isinstance(g, dict) and n != "attrs"}
+        k = np.asarray(tree[zname]["k_mid"])
         parts.append(f"<h3>z={esc(zname[1:])}</h3>"
                      + img(_figure(zname[1:], k, samples), f"clustering at {zname}")
                      + _table(samples))  # fmt: skip
@@ -118,11 +118,19 @@ def _figure(label: str, k: np.ndarray, samples: dict) -> str:
     return _png(fig)
 
 
+def _selection(a: dict) -> str:
+    """``sfr >= 0.4503 (ensemble n(>=x) = 0.01 (h/Mpc)^3)``, or ``all``."""
+    if a.get("select") in (None, "all"):
+        return str(a.get("select", ""))
+    origin = a.get("threshold_origin", "")
+    return f"{a['select']} >= {float(a['threshold']):.4f}" + (f" ({origin})" if origin else "")
+
+
 def _table(samples: dict) -> str:
     rows = []
     for name, g in samples.items():
         a = g["attrs"]
-        selection = " ".join(str(a[k]) for k in ("select", "threshold") if k in a)
+        selection = _selection(a)
         worst = [_worst(g[s]["diag_ratio_half"]) for s in covariance.STATISTICS]
         hartlap = g["redshift"]["attrs"]["hartlap"]
         rows.append([name, selection or "n/a", a["n_realizations"], a["n_below_completeness"],

@@ -77,8 +77,8 @@ def test_estimates_match_the_truth_within_sampling_error(make_campaign):
     assert root["estimator"] == SETTINGS and root["covmocks_version"] == "0.1.0"
     assert root["n_boxes_used"] == 400 and root["boxes_per_group"] == {"z0.500/LRG": 400}
     assert root["shot_noise_subtracted"] is False or root["shot_noise_subtracted"] == 0
-    np.testing.assert_array_equal(data["k_mid"], K_MID)
-    np.testing.assert_array_equal(data["n_modes"], N_MODES)
+    np.testing.assert_array_equal(data["z0.500"]["k_mid"], K_MID)
+    np.testing.assert_array_equal(data["z0.500"]["n_modes"], N_MODES)
     group = data["z0.500"]["LRG"]
     assert group["tasks"] == [t.task_id for t in plan.tasks]
     np.testing.assert_array_equal(group["realizations"], np.arange(400))

@@ -120,6 +120,24 @@ def test_poisson_box_has_white_shot_noise(settings):
     assert abs(excess) < 5 * np.sqrt(2 / nmodes.sum()), excess
 
 
+def test_synthetic_source_hosts_are_unclustered():
+    """The synthetic source places its hosts uniformly and independently: their P0 is 1/n
+    and P2 = P4 = 0 within Gaussian errors (positions rescaled to BOX, which keeps a uniform
+    set uniform)."""
+    from covmocks.halos import SyntheticSource
+
+    source = SyntheticSource(n_hosts=60000, log10_mhost_min_msun=11.0, redshift=0.5, seed=7)
+    pos = np.concatenate([b.pos for b in source.iter_blocks(20000)])
+    assert len(pos) == 60000
+    got = multipoles(pos * (BOX / source.header.box_size), BOX, HALF_NYQUIST)
+    mean, cov = poisson_moments(HALF_NYQUIST, len(pos))
+    sigma = np.sqrt(np.einsum("iib->ib", cov))
+    assert np.all(np.abs(got["poles"] - mean) < 5 * sigma), (got["poles"] - mean) / sigma
+    nmodes = got["n_modes"]
+    excess = np.sum(nmodes * (got["poles"][0] * len(pos) / BOX**3 - 1)) / nmodes.sum()
+    assert abs(excess) < 5 * np.sqrt(2 / nmodes.sum()), excess
+
+
 def test_poisson_ensemble_variance_and_mean():
     """200 boxes of 2e4 points, 0 < k < k_Nyquist: the variance of P0 per bin is 2 P^2 /
     N_mode (N_mode counts k and -k), within the sampling error of a variance (Gaussian term

@@ -127,6 +127,29 @@ def _assert_same_samples(a: dict, b: dict) -> None:
     assert a["floors"] == b["floors"]
 
 
+def _record(path, floors: dict) -> dict:
+    """The clustering record measured from a sample file: its samples cut at fixed values."""
+    from covmocks import clustering, power
+    from covmocks.thresholds import SampleCut
+
+    cuts = (SampleCut("sfr_top", "sfr", floors["sfr_top"], "given"),
+            SampleCut("massive", "mstar", 10.0, "given"))  # fmt: skip
+    record = path.with_name(path.name.replace(".samples.", ".pk."))
+    job = clustering.ClusteringJob(path, record, cuts, power.PowerSettings(nmesh=16, k_bins=4))
+    clustering.measure(job)
+    return power.read_record(record)
+
+
+def _assert_same_records(a: dict, b: dict) -> None:
+    assert a["samples"].keys() == b["samples"].keys()
+    for name, sa in a["samples"].items():
+        for key, value in sa.items():
+            if key != "attrs":
+                np.testing.assert_array_equal(value, b["samples"][name][key], err_msg=key)
+        np.testing.assert_equal(sa["attrs"], b["samples"][name]["attrs"])  # NaN == NaN
+        assert sa["attrs"]["n_objects"] > 10
+
+
 @pytest.mark.slow
 def test_sample_file_identical_for_any_chunking_and_true_to_the_catalog(tmp_path, model):
     import h5py
@@ -134,6 +157,8 @@ def test_sample_file_identical_for_any_chunking_and_true_to_the_catalog(tmp_path
     one = _synthetic_box(tmp_path, "one", model, 1500)
     four = _synthetic_box(tmp_path, "four", model, 400)
     _assert_same_samples(one, four)
+    _assert_same_records(_record(tmp_path / "one.samples.hdf5", one["floors"]),
+                         _record(tmp_path / "four.samples.hdf5", one["floors"]))  # fmt: skip
     with h5py.File(tmp_path / "one.hdf5") as f:
         rows = one["row"]
         np.testing.assert_array_equal(f["pos"][...][rows], one["pos"])
@@ -163,3 +188,6 @@ def test_sample_file_identical_on_one_and_two_ranks(tmp_path):
         assert rc == 0, err
         got[n] = samples.read(f"{out}.samples.hdf5")
     _assert_same_samples(got[1], got[2])
+    floors = got[1]["floors"]
+    _assert_same_records(_record(tmp_path / "ranks1.samples.hdf5", floors),
+                         _record(tmp_path / "ranks2.samples.hdf5", floors))  # fmt: skip
