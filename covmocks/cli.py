@@ -210,6 +210,12 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"done in the last hour: {status.done_last_hour}; ETA {eta}")
     for f in status.failed:
         print(f"failed {f['task']}: {f['error']} (log {f['log']})")
+    if status.clustering is not None:
+        c = status.clustering
+        fixed = "; ".join(f"z={z}: " + ", ".join(f"{n} >= {x:.4f}" for n, x in e.items())
+                          for z, e in sorted(c["thresholds"].items()))  # fmt: skip
+        print(f"clustering measured for {c['measured']} of {c['done']} done boxes; "
+              f"thresholds fixed: {fixed or 'none yet'}")  # fmt: skip
     if args.outliers:  # reads every box's statistics file: seconds per thousand boxes
         from covmocks import outliers, report
 

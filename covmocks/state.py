@@ -206,6 +206,7 @@ class Status:
     eta_s: float | None
     failed: list[dict]
     driver: str | None
+    clustering: dict | None = None  # boxes measured, of those done; thresholds fixed
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -271,4 +272,25 @@ def campaign_status(campaign, plan=None) -> Status:
         for task in plan.tasks
         if states[(tid := task.task_id)] == "failed"
     ]
-    return Status(counts, dict(by_redshift), len(done_recent), eta, failed, driver)
+    return Status(counts, dict(by_redshift), len(done_recent), eta, failed, driver,
+                  _clustering(campaign, plan))  # fmt: skip
+
+
+def _clustering(campaign, plan) -> dict | None:
+    """How far the clustering is: boxes done with a clustering record, the snapshots whose
+    number-density thresholds are fixed (``covmocks.thresholds``); None without samples."""
+    if campaign.clustering is None:
+        return None
+    from covmocks.plan import dir_names
+
+    layout = campaign.layout
+    names = dir_names(layout.qa)
+    done = [t for t in plan.tasks if t.state == "done"]
+    measured = sum(layout.clustering(t.task_id).name in names for t in done)
+    try:
+        fixed = json.loads(layout.thresholds.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        fixed = {}
+    thresholds = {z: {name: e.get("threshold") for name, e in entries.items()}
+                  for z, entries in fixed.items()}  # fmt: skip
+    return {"measured": measured, "done": len(done), "thresholds": thresholds}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from covmocks import covariance, power, samples
-from covmocks.state import Journal
+from covmocks.state import Journal, campaign_status
 from tests.conftest import LOCAL_RUN
 
 N_BOXES = 6
@@ -76,6 +76,9 @@ def test_campaign_measures_every_box_at_one_ensemble_threshold(make_campaign):
     # a rerun redoes nothing; a lost record is measured again, alone
     stamps = {r: layout.clustering(f"r{r:04d}_z0.500").stat().st_mtime_ns for r in range(6)}
     layout.clustering("r0004_z0.500").unlink()
+    status = campaign_status(campaign).clustering
+    assert (status["measured"], status["done"]) == (N_BOXES - 1, N_BOXES)
+    assert status["thresholds"] == {"0.500": {"sfr_n": fixed["threshold"]}}
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 0, "failed": 0}
     for r in range(N_BOXES):
         changed = layout.clustering(f"r{r:04d}_z0.500").stat().st_mtime_ns != stamps.get(r)
