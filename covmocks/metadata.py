@@ -3,6 +3,7 @@ that a re-plan does not change what fixes existing catalogs. Paths: ``covmocks.l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -90,16 +91,28 @@ def _write_metadata(campaign: Campaign, plan: Plan) -> None:
     })  # fmt: skip
 
 
+@contextlib.contextmanager
+def umask(value: str):
+    """Create files and directories with the campaign's ``execution.umask`` (octal text)."""
+    old = os.umask(int(value, 8))
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def write_plan(campaign: Campaign) -> Plan:
     """``covmocks plan``: create the campaign directory, then (re)write its metadata and
     manifest. Never touches catalogs, QA records or logs."""
     check_science(campaign)
     layout = campaign.layout
     try:
-        for sub in layout.subdirs():
-            sub.mkdir(parents=True, exist_ok=True)
+        with umask(campaign.execution.umask):
+            for sub in layout.subdirs():
+                sub.mkdir(parents=True, exist_ok=True)
         plan = make_plan(campaign)
-        _write_metadata(campaign, plan)
+        with umask(campaign.execution.umask):
+            _write_metadata(campaign, plan)
     except OSError as exc:
         raise OutputError(f"cannot write campaign directory {layout.root}: {exc}") from None
     return plan

@@ -21,7 +21,7 @@ from covmocks.apps.box import BoxJob, generate_and_validate, measure_clustering
 from covmocks.clustering import ClusteringJob
 from covmocks.errors import CovmocksError
 from covmocks.gate import SampleGate
-from covmocks.metadata import write_plan
+from covmocks.metadata import umask, write_plan
 from covmocks.notify import Notifier
 from covmocks.retry import RetryPolicy, classify
 
@@ -95,7 +95,8 @@ class Runner:
     def run(self) -> dict:
         """Run to completion; returns counts of this run's outcomes."""
         layout = self.campaign.layout
-        with state.DriverLock(layout.lock), logs.copied_to(layout.driver_log):
+        ex = self.campaign.execution
+        with umask(ex.umask), state.DriverLock(layout.lock), logs.copied_to(layout.driver_log):
             plan = write_plan(self.campaign)
             tasks = self.runnable(plan)
             items = self._work(plan, tasks)

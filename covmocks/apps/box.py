@@ -66,6 +66,7 @@ class BoxJob:
     jax_cache: Path
     faults: Path
     clustering: object = None
+    umask: int = 0o022  # the campaign's execution.umask
 
     @classmethod
     def for_task(cls, campaign, task, mpi: bool = False, clustering=None) -> BoxJob:
@@ -75,7 +76,7 @@ class BoxJob:
             task_id=task.task_id, box=BoxSpec.for_task(campaign, task), qa_record=task.qa_record,
             log_stem=task.log_stem, walltime_s=task.resources.walltime_s, mpi=mpi,
             ranks=task.resources.ranks, jax_cache=layout.jax_cache, faults=layout.faults,
-            clustering=clustering,
+            clustering=clustering, umask=int(campaign.execution.umask, 8),
         )  # fmt: skip
 
 
@@ -218,6 +219,7 @@ def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None
     import covmocks  # noqa: F401  (XLA flag before jax)
     from covmocks import faults, validation
 
+    os.umask(job.umask)  # a worker on a compute node starts with the node's
     output = job.box.output
     guard_s = job.walltime_s + 3 * MPI_GRACE_S if job.mpi else job.walltime_s
     with task_logs(job.log_stem) as (out, err), watchdog(guard_s, Path(f"{job.log_stem}.timeout")):
@@ -266,6 +268,7 @@ def measure_clustering(job: BoxJob, parsl_resource_specification: dict | None = 
     ``{"clustering": summary or error}``, logged to the task's logs."""
     import covmocks  # noqa: F401  (XLA flag before anything imports jax)
 
+    os.umask(job.umask)
     with task_logs(job.log_stem):
         logging.getLogger("covmocks.apps.box").info("task %s: clustering only", job.task_id)
         return {"clustering": _measure(job.clustering)}

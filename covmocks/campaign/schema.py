@@ -255,6 +255,16 @@ class ExecutionValues(_Section):
     max_in_flight: PosInt = 64
     compression: Literal[COMPRESSIONS] = "gzip"
     chunk_hosts: PosInt = CHUNK_HOSTS
+    # files are created 0666 & ~umask (directories 0777 & ~umask) by the driver and tasks
+    umask: Annotated[str, Field(pattern=r"^0?[0-7]{3}$")] = "0022"
+
+    @field_validator("umask")
+    @classmethod
+    def _not_world_writable(cls, value):
+        if not int(value, 8) & 0o002:
+            raise ValueError(f"umask {value} lets anyone write the campaign's files: it must "
+                             "mask others' write permission (e.g. 0022 or 0027)")  # fmt: skip
+        return value
 
 
 class ExecutorValues(_Section):
