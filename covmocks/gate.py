@@ -23,13 +23,15 @@ log = logging.getLogger(__name__)
 
 
 class SampleGate:
-    """Holds and releases a run's work items; ``failed``: ids of tasks that will not run
-    (failed for good, or blocked on a missing input)."""
+    """Holds and releases a run's work items. ``failed``: ids of tasks that will not run
+    (failed for good, or blocked on a missing input); a calibration box counts as made once
+    its task is done (catalog and QA record; ``plan``, or ``settled``) with its sample file."""
 
     def __init__(self, campaign, plan, failed: set[str]):
         self.campaign = campaign
         self.fixed = thresholds.load(campaign.layout)
         self.failed = set(failed)
+        self.done = {t.task_id for t in plan.tasks if t.state == "done"}
         by_z = collections.defaultdict(list)
         for task in plan.tasks:
             by_z[redshift_label(task.redshift)].append(task)
@@ -38,17 +40,24 @@ class SampleGate:
                             for z, tasks in by_z.items()}  # fmt: skip
         self.held = collections.defaultdict(list)  # label -> [(task, generate)]
         self.unmeasured = collections.defaultdict(list)  # label -> calibration tasks made
+        self.broken: set[str] = set()  # snapshots whose thresholds could not be fixed
 
     def _cuts(self, task):
         return thresholds.cuts(self.campaign.clustering, task.redshift, self.fixed)
 
-    def route(self, task, generate: bool) -> tuple | None:
-        """The work item to submit now for ``task``, or None: held until its thresholds."""
-        cuts = self._cuts(task)
-        if cuts is not None:
-            return (task, generate, cuts or None)
+    def _calibrates(self, task) -> bool:
         label = redshift_label(task.redshift)
-        if any(t.task_id == task.task_id for t in self.calibration[label]):
+        return any(t.task_id == task.task_id for t in self.calibration[label])
+
+    def route(self, task, generate: bool) -> tuple | None:
+        """The work item to submit now for ``task``, or None: nothing to do (a measurement
+        at a snapshot without samples, or whose thresholds could not be fixed) or held
+        until its thresholds are fixed."""
+        cuts = self._cuts(task)
+        label = redshift_label(task.redshift)
+        if cuts is not None or label in self.broken:
+            return (task, generate, cuts or None) if generate or cuts else None
+        if self._calibrates(task):
             if generate:
                 return (task, True, None)
             self.unmeasured[label].append(task)
@@ -56,13 +65,20 @@ class SampleGate:
         self.held[label].append((task, generate))
         return None
 
-    def settled(self, task, made: bool) -> list[tuple]:
-        """``task`` was made (``made``) or failed for good: the work items this releases."""
+    def settled(self, task, made: bool, measured: bool) -> list[tuple]:
+        """``task`` was made (``made``; its clustering ``measured`` or not) or failed for
+        good: the work items this releases."""
         label = redshift_label(task.redshift)
-        calibration = self.calibration[label]
         if not made:
             self.failed.add(task.task_id)
-        elif any(t.task_id == task.task_id for t in calibration) and self._cuts(task) is None:
+            return self._release(label)
+        self.done.add(task.task_id)
+        cuts = self._cuts(task)
+        if measured:
+            return self._release(label)
+        if cuts:  # made without cuts, fixed meanwhile
+            return [(task, False, cuts)]
+        if cuts is None and self._calibrates(task) and label not in self.broken:
             self.unmeasured[label].append(task)
         return self._release(label)
 
@@ -70,22 +86,33 @@ class SampleGate:
         """Work items of every snapshot whose calibration boxes have all settled already."""
         return [item for label in list(self.calibration) for item in self._release(label)]
 
+    def waiting(self) -> list[str]:
+        """Task ids still held (a calibration box never settled)."""
+        held = [t for items in self.held.values() for t, _ in items]
+        return [t.task_id for t in held + [t for ts in self.unmeasured.values() for t in ts]]
+
     def _release(self, label: str) -> list[tuple]:
         waiting = self.held[label] or self.unmeasured[label]
         calibration = self.calibration[label]
-        if not waiting or self._cuts(calibration[0]) is not None:
+        if not waiting or self._cuts(calibration[0]) is not None or label in self.broken:
             return []
         layout = self.campaign.layout
-        made = [t for t in calibration if layout.samples(t.task_id).exists()]
-        if len(made) + sum(t.task_id in self.failed for t in calibration) < len(calibration):
+        made = [t for t in calibration if t.task_id in self.done and t.task_id not in self.failed
+                and layout.samples(t.task_id).exists()]  # fmt: skip
+        settled = {t.task_id for t in calibration if t.task_id in self.failed
+                   or t.task_id in self.done}  # fmt: skip
+        if len(settled) < len(calibration):
             return []  # a calibration box is still to be made
         try:
             self.fixed = thresholds.fix(self.campaign, calibration[0].redshift, made)
             cuts = self._cuts(calibration[0])
         except (OSError, ValueError, KeyError) as exc:
-            log.error("z=%s: thresholds not fixed, clustering not measured: %s", label, exc)
+            log.error("z=%s: thresholds not fixed, its clustering is not measured: %s", label,
+                      exc)  # fmt: skip
+            self.broken.add(label)
             cuts = None
         items = [(t, g, cuts) for t, g in self.held.pop(label, []) if g or cuts is not None]
+        unmeasured = self.unmeasured.pop(label, [])
         if cuts is not None:
-            items += [(t, False, cuts) for t in self.unmeasured.pop(label, [])]
+            items += [(t, False, cuts) for t in unmeasured]
         return items

@@ -24,6 +24,7 @@ from covmocks.gate import SampleGate
 from covmocks.metadata import umask, write_plan
 from covmocks.notify import Notifier
 from covmocks.retry import RetryPolicy, classify
+from covmocks.samples import rules_for
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,14 @@ class Runner:
             t.state == "todo" and t.task_id not in running
             and latest.get(t.task_id, {}).get("event") == "failed")}  # fmt: skip
         self.gate = SampleGate(self.campaign, plan, failed)
-        owed = [t for t in plan.select("done") if not layout.clustering(t.task_id).exists()]
+        owed = [t for t in plan.select("done") if not layout.clustering(t.task_id).exists()
+                and rules_for(self.campaign.clustering, t.redshift)]  # fmt: skip
+        lost = [t.task_id for t in owed if not layout.samples(t.task_id).exists()]
+        if lost:
+            log.warning("%d done boxes have no sample file, so no clustering (made before "
+                        "the clustering section, or the file was removed): %s", len(lost),
+                        ", ".join(lost[:20]))  # fmt: skip
+            owed = [t for t in owed if t.task_id not in set(lost)]
         routed = [self.gate.route(t, True) for t in tasks]
         routed += [self.gate.route(t, False) for t in owed]
         return [item for item in routed if item is not None] + self.gate.release_ready()
@@ -135,7 +143,7 @@ class Runner:
                                attempt=self.policy.attempt(task.task_id))  # fmt: skip
         app = apps[0] if generate else apps[1]
         if mpi:  # MPIExecutor turns this into the task's $PARSL_MPI_PREFIX
-            spec = mpi_resources(task, launcher) if generate else ONE_RANK
+            spec = mpi_resources(task, launcher) if generate else dict(ONE_RANK)
             return app(job, parsl_resource_specification=spec)
         return app(job)
 
@@ -189,6 +197,11 @@ class Runner:
             bar.close()
             dfk.cleanup()
             parsl.clear()
+        if self.gate is not None and self.gate.waiting():
+            waiting = self.gate.waiting()
+            log.error("%d boxes not run or not measured: their snapshot's calibration boxes "
+                      "never settled (a done box without its sample file?): %s", len(waiting),
+                      ", ".join(waiting[:20]))  # fmt: skip
         log.info("run finished: %d done, %d failed", outcome["done"], outcome["failed"])
         notifier.finished(outcome)
         return outcome
@@ -198,9 +211,10 @@ class Runner:
         if self.gate is None:
             return []
         made = future.exception() is None
-        if made and "clustering" in future.result():
+        measured = made and "clustering" in future.result()
+        if measured:
             self._measured(task, future)
-        return self.gate.settled(task, made)
+        return self.gate.settled(task, made, measured)
 
     def _measured(self, task, future) -> None:
         """Journal a box's clustering measurement (``clustering``: samples, or error)."""

@@ -137,7 +137,7 @@ class SampleCollector:
         """Write the kept galaxies in row order, the floors and ``attrs``, atomically."""
         import h5py
 
-        from covmocks.catalog import write_attrs
+        from covmocks.catalog import publish, write_attrs
 
         order = np.argsort(self.kept["row"], kind="stable")
         path = Path(path)
@@ -153,7 +153,7 @@ class SampleCollector:
                                 "units": "pos comoving Mpc/h in [0, box_size); vel km/s; "
                                 "log10_mstar log10 Msun; log10_sfr log10 Msun/yr; row: "
                                 "the galaxy's row in its catalog"})  # fmt: skip
-            os.replace(tmp, path)
+            publish(tmp, path, overwrite=True)
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -4,8 +4,8 @@ snapshot's calibration boxes (``fix``) and kept in ``metadata/thresholds.json``,
 recomputed (``covmocks.samples`` says why).
 
 The calibration boxes of a snapshot are its first ``clustering.calibration_boxes``
-realizations in plan order (``calibration``); those that failed for good are left out and
-named in the file.
+realizations in plan order (``calibration``); those that failed for good (or are blocked on
+a missing input) are left out: the file names the boxes used.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import os
 
 from covmocks import provenance, samples
+from covmocks.catalog import publish
 from covmocks.layout import redshift_label
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ def fix(campaign, redshift: float, done_tasks) -> dict:
         log.info("z=%s sample %s: threshold %s >= %.4f (n = %g (h/Mpc)^3 over %d boxes)",
                  label, s.name, s.select, x, density, len(boxes))  # fmt: skip
     tmp = layout.thresholds.with_name(f".{layout.thresholds.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(fixed, indent=1), encoding="utf-8")
-    os.replace(tmp, layout.thresholds)
+    try:
+        tmp.write_text(json.dumps(fixed, indent=1), encoding="utf-8")
+        publish(tmp, layout.thresholds, overwrite=True)  # durable: the driver reads it back
+    finally:
+        tmp.unlink(missing_ok=True)
     return fixed
