@@ -5,10 +5,17 @@ One file per (realization, snapshot). Datasets are chunked, compressed and carry
 model, the random seed and the software that made it. Every writer (``CatalogWriter`` here,
 the collective one in ``covmocks.catalog_mpio``) lays the file out with ``create_datasets``
 and ``write_attrs`` and publishes it with ``publish``.
+
+A full disk: HDF5 does not survive a write that fails (h5py 3.16, HDF5 2.0: the file can no
+longer be closed, and closing it, or the interpreter's exit, may crash the process with
+SIGSEGV). ``create_file`` therefore writes through a ``SpaceGuard``, which keeps a write that
+failed for want of space in memory instead, so that HDF5 never sees it fail; the writer then
+stops, deletes its temporary file and raises ``NoSpaceError`` (``covmocks.errors``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +23,7 @@ from pathlib import Path
 
 import h5py
 
-from covmocks.errors import OutputError
+from covmocks.errors import NO_SPACE_ERRNOS, NoSpaceError, OutputError, no_space
 
 # The state at the snapshot (covmocks.model.quenched_log_ssfr_threshold is the one definition).
 QUENCHED_DESCRIPTION = (
@@ -90,17 +97,141 @@ def write_attrs(f, attrs: dict) -> None:
         f.attrs[key] = _attr_value(value)
 
 
+class SpaceGuard:
+    """A binary file for h5py's ``fileobj`` driver (``h5py.File(guard, "w")``) that never lets
+    HDF5 see a write fail for want of space (``NO_SPACE_ERRNOS``): such a write, and every
+    write after it, is kept in memory (reads see it) and the first failure is kept in
+    ``error``. The writer checks ``error`` and stops (``check``); memory holds what HDF5
+    writes until then (at most a block and HDF5's caches). Any other error is raised.
+    Writes go straight to the file descriptor, at the offset asked (``os.pwrite``).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.error: OSError | None = None
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        except OSError as exc:
+            if exc.errno in NO_SPACE_ERRNOS:
+                raise no_space(self.path, exc) from exc
+            raise
+        self._pos = 0
+        self._held: list[tuple[int, bytes]] = []  # (offset, data) not on disk, in order
+        self._held_end = 0
+
+    def check(self, path=None) -> None:
+        """Raise ``NoSpaceError`` (naming ``path``, by default this file) if space ran out."""
+        if self.error is not None:
+            raise no_space(path or self.path, self.error) from self.error
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_CUR:
+            offset += self._pos
+        elif whence == os.SEEK_END:
+            offset += max(os.fstat(self._fd).st_size, self._held_end)
+        self._pos = offset
+        return offset
+
+    def tell(self) -> int:
+        return self._pos
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        n, done = len(view), 0
+        if self.error is None:
+            try:
+                while done < n:
+                    done += os.pwrite(self._fd, view[done:], self._pos + done)
+            except OSError as exc:
+                if exc.errno not in NO_SPACE_ERRNOS:
+                    raise
+                self.error = exc
+        if done < n:
+            self._held.append((self._pos + done, bytes(view[done:])))
+            self._held_end = max(self._held_end, self._pos + n)
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        """``size`` bytes from the position: the file's, zeros past its end (like HDF5's
+        own POSIX driver), overlaid with the writes held in memory."""
+        if size < 0:
+            size = max(0, max(os.fstat(self._fd).st_size, self._held_end) - self._pos)
+        buf = bytearray(size)
+        view, got = memoryview(buf), 0
+        while got < size:
+            count = os.preadv(self._fd, [view[got:]], self._pos + got)
+            if count == 0:
+                break
+            got += count
+        low, high = self._pos, self._pos + size
+        for offset, held in self._held:
+            a, b = max(low, offset), min(high, offset + len(held))
+            if a < b:
+                buf[a - low : b - low] = held[a - offset : b - offset]
+        self._pos = high
+        return bytes(buf)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            if exc.errno not in NO_SPACE_ERRNOS:
+                raise
+            self.error = self.error or exc
+        self._held = [(o, d[: size - o]) for o, d in self._held if o < size]
+        self._held_end = min(self._held_end, size)
+        return size
+
+    def flush(self) -> None:
+        pass  # unbuffered: every write went to the kernel (``publish`` fsyncs)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._held = []
+
+
+@contextlib.contextmanager
+def create_file(tmp: Path, path: Path | None = None):
+    """A new HDF5 file at ``tmp`` (a temporary of ``path``) written through a
+    ``SpaceGuard``; yields ``(h5py.File, guard)`` and closes both. Where space ran out
+    (``guard.error``) it raises ``NoSpaceError`` naming ``path``, after closing: HDF5 never
+    saw a write fail, so it closes cleanly. The caller deletes ``tmp`` on any error."""
+    guard = SpaceGuard(tmp)
+    try:
+        with h5py.File(guard, "w") as f:
+            yield f, guard
+            guard.check(path)
+    except Exception as exc:
+        if guard.error is not None and not isinstance(exc, NoSpaceError):
+            raise no_space(path or tmp, guard.error) from exc  # the cause of the rest
+        raise
+    finally:
+        guard.close()
+    guard.check(path)  # HDF5 flushed its caches when closing
+
+
 def publish(tmp: Path, path: Path, overwrite: bool) -> None:
     """Make the closed temporary file ``tmp`` durable (fsync) and rename it to ``path``;
-    refuse (OutputExistsError) where ``path`` appeared meanwhile, unless ``overwrite``."""
-    fd = os.open(tmp, os.O_RDONLY)
+    refuse (OutputExistsError) where ``path`` appeared meanwhile, unless ``overwrite``.
+    A filesystem that reports a full disk only now (at fsync: NFS, Lustre, delayed
+    allocation) raises ``NoSpaceError``."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output appeared while writing: {path}")
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"output appeared while writing: {path}")
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in NO_SPACE_ERRNOS:
+            raise no_space(path, exc) from exc
+        raise
 
 
 def check_output_path(path: Path, overwrite: bool) -> None:
@@ -114,6 +245,8 @@ def check_output_path(path: Path, overwrite: bool) -> None:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if exc.errno in NO_SPACE_ERRNOS:
+                raise no_space(parent, exc) from exc
             raise OutputError(f"cannot create output directory {parent}: {exc.strerror}") from exc
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output directory is not writable: {parent}")
@@ -140,29 +273,41 @@ class CatalogWriter:
         self._file = None
 
     def __enter__(self) -> CatalogWriter:
-        self._file = h5py.File(self.tmp, "w")
-        create_datasets(self._file, 0, self.compression, self.chunk_rows)
+        self._created = create_file(self.tmp, self.path)
+        try:
+            self._file, self._guard = self._created.__enter__()
+            create_datasets(self._file, 0, self.compression, self.chunk_rows)
+            self._guard.check(self.path)
+        except BaseException as exc:
+            try:
+                if self._file is not None:
+                    self._created.__exit__(type(exc), exc, exc.__traceback__)
+            finally:
+                self.tmp.unlink(missing_ok=True)
+            raise
         return self
 
     def append(self, columns: dict) -> None:
-        """Append one block; ``columns`` holds every SCHEMA name, same length."""
+        """Append one block; ``columns`` holds every SCHEMA name, same length. Raises
+        ``NoSpaceError`` as soon as a write found the disk full."""
         n = len(columns["halo_id"])
         for name in SCHEMA:
             ds = self._file[name]
             ds.resize(self.n + n, axis=0)
             ds[self.n : self.n + n] = columns[name]
+            self._guard.check(self.path)
         self.n += n
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
                 write_attrs(self._file, {**self.attrs, "n_galaxies": self.n})
-            self._file.close()
+            # closes the file; raises NoSpaceError where space ran out, even while closing
+            self._created.__exit__(exc_type, exc, tb)
             if exc_type is None:
                 publish(self.tmp, self.path, self.overwrite)
         finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
+            self.tmp.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass

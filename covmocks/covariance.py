@@ -260,13 +260,13 @@ def build(campaign, plan=None) -> Path:
 
 def write(path, tree: dict) -> None:
     """Write ``tree`` (``assemble``'s) to ``path`` through a temporary file and a rename."""
-    import h5py
+    from covmocks.catalog import create_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as f:
+        with create_file(tmp, path) as (f, _):
             _write_group(f, tree)
         os.replace(tmp, path)
     finally:

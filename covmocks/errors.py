@@ -14,7 +14,12 @@ class InputError(CovmocksError):
     """
 
 
-class TransientInputError(CovmocksError):
+class TransientError(CovmocksError):
+    """A failure that may pass when the task is tried again: retried with backoff, whatever
+    else the error is (``covmocks.retry``), and not "bad input" to ``covmocks.mpibox``."""
+
+
+class TransientInputError(TransientError):
     """Reading an input failed in a way that may pass (EIO, ESTALE, a timeout on a parallel
     filesystem): the task is retried with backoff, unlike ``InputError``."""
 
@@ -31,6 +36,25 @@ def read_error(path, exc: OSError) -> CovmocksError:
     if exc.errno in TRANSIENT_ERRNOS:
         return TransientInputError(message)
     return InputError(message)
+
+
+# errno values of a write that failed for want of space: the filesystem is full (ENOSPC, also
+# out of inodes) or the user's quota is spent (EDQUOT).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class NoSpaceError(TransientError):
+    """Writing an output failed for want of space (``NO_SPACE_ERRNOS``). Nothing was left
+    under the final name. Transient: space may be freed (a purge, another job's scratch), so
+    the task is retried with backoff, and charged, so a disk that stays full fails the task
+    after its retries, with "no space left" in its error; ``covmocks retry`` runs it again
+    once space is freed."""
+
+
+def no_space(path, exc: OSError) -> NoSpaceError:
+    """The error to raise when writing ``path`` failed with ``exc``, an error whose errno is
+    in ``NO_SPACE_ERRNOS``: one line that says "no space left" and names the file."""
+    return NoSpaceError(f"no space left to write {path}: {exc.strerror or exc}")
 
 
 class OutputError(CovmocksError):

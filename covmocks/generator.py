@@ -188,16 +188,24 @@ def generate_box(source, model, spec) -> dict:
     attrs = catalog_attrs(source, model, snap, spec)
     stats = BoxStatistics()
     samples = SampleCollector(spec.sample_rules, source.header.box_size)
-    with catalog.CatalogWriter(
-        spec.output, attrs, compression=spec.compression, overwrite=spec.overwrite
-    ) as writer:
-        blocks = source.iter_blocks(spec.chunk_hosts)
-        counts = [populate(blocks, model, snap, root, writer, stats, spec.host_limit, samples)]
-        stats_summary = statistics_summary(stats, source, model)
-        writer.attrs.update(totals(counts), halo_cleaning=source.cleaning_record(),
-                            **{k: stats_summary[k] for k in COMPLETENESS_ATTRS})  # fmt: skip
-        # before the catalog is published: a catalog on disk always has its statistics
-        write_statistics(spec, stats, stats_summary, attrs, samples)
+    try:
+        with catalog.CatalogWriter(
+            spec.output, attrs, compression=spec.compression, overwrite=spec.overwrite
+        ) as writer:
+            blocks = source.iter_blocks(spec.chunk_hosts)
+            counts = [populate(blocks, model, snap, root, writer, stats, spec.host_limit,
+                               samples)]  # fmt: skip
+            stats_summary = statistics_summary(stats, source, model)
+            writer.attrs.update(totals(counts), halo_cleaning=source.cleaning_record(),
+                                **{k: stats_summary[k] for k in COMPLETENESS_ATTRS})  # fmt: skip
+            # before the catalog is published: a catalog on disk always has its statistics
+            write_statistics(spec, stats, stats_summary, attrs, samples)
+    except BaseException:
+        if not spec.output.exists():  # no catalog (e.g. a full disk): no statistics either
+            for path in (spec.statistics, spec.samples):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+        raise
     result = summary(spec, counts) | {"wall_s": time.perf_counter() - t_start}
     log.info("wrote %s: %d galaxies from %d hosts in %.1f s", spec.output,
              result["n_galaxies"], result["n_hosts"], result["wall_s"])  # fmt: skip

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import covmocks  # noqa: F401  (configures XLA before anything imports jax)
 from covmocks import catalog, catalog_mpio, generator, halos
-from covmocks.errors import CovmocksError, TransientInputError
+from covmocks.errors import CovmocksError, TransientError
 from covmocks.samples import SampleCollector
 from covmocks.statistics import BoxStatistics
 
@@ -99,7 +99,7 @@ class _Guard:
                 message = f"{self.context}: {message}"
             if not known:
                 log.error("rank %d failed", self.comm.rank, exc_info=exc)
-            bad_input = known and not isinstance(exc, TransientInputError)
+            bad_input = known and not isinstance(exc, TransientError)
             self.error = _Failure(self.comm.rank if self.name_rank else None, message, bad_input)
         return True
 

@@ -184,15 +184,13 @@ def write_record(path, samples: dict[str, dict], attrs: dict) -> None:
     shot_noise_subtracted=False and every key of samples[name]["selection"]; root
     attributes ``attrs`` and the units, poles and line-of-sight convention. Dicts and lists
     become JSON strings."""
-    import h5py
-
-    from covmocks.catalog import publish, write_attrs
+    from covmocks.catalog import create_file, publish, write_attrs
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as f:
+        with create_file(tmp, path) as (f, _):
             write_attrs(f, {**attrs, "poles": list(POLES), "k_units": "h/Mpc",
                             "power_units": "(Mpc/h)^3", "number_density_units": "(h/Mpc)^3",
                             "los_convention": LOS_CONVENTION,

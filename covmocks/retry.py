@@ -15,8 +15,12 @@ Classes of failure (``classify``):
 - ``lost``: the worker or manager died under the task (its pilot block ended, a node
   failed); re-run at once without charging the task's retries, up to ``max_lost`` times
   per task, and charged like a transient failure after that.
-- ``transient``: anything else, including ``TransientInputError`` (a read that failed with
-  EIO, ESTALE, ETIMEDOUT...); retried with exponential backoff.
+- ``transient``: anything else, including every ``TransientError``: ``TransientInputError``
+  (a read that failed with EIO, ESTALE, ETIMEDOUT...) and ``NoSpaceError`` (an output
+  filesystem or quota full: ENOSPC, EDQUOT); retried with exponential backoff. A full disk
+  is charged, not free like a lost worker: a disk that stays full would otherwise re-run
+  every box without end; its task fails after its retries ("no space left" in the error),
+  and ``covmocks retry`` runs it again once space is freed.
 
 Charged failures (every class but a free ``lost``) count against ``retries``: a task fails
 when its failure is deterministic or when its charged count exceeds ``retries``; otherwise
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from covmocks.errors import InputError, OutputError, TransientInputError, WalltimeExceeded
+from covmocks.errors import InputError, OutputError, TransientError, WalltimeExceeded
 
 # A task lost with its worker or block re-runs for free, up to this many times (a guard
 # against a task that itself kills every worker it lands on).
@@ -48,8 +52,8 @@ def classify(exc: BaseException, timed_out: bool) -> str:
 
     from covmocks.validation import ValidationError
 
-    if isinstance(exc, TransientInputError):
-        return "transient"  # checked first: a flaky read, whatever its base class
+    if isinstance(exc, TransientError):
+        return "transient"  # checked first: a flaky read or a full disk, whatever its bases
     if isinstance(exc, InputError | OutputError | ValidationError | ImportError):
         return "deterministic"  # ImportError: the workers' environment lacks a package
     if isinstance(exc, WalltimeExceeded):

@@ -135,16 +135,14 @@ class SampleCollector:
 
     def write(self, path, attrs: dict) -> None:
         """Write the kept galaxies in row order, the floors and ``attrs``, atomically."""
-        import h5py
-
-        from covmocks.catalog import publish, write_attrs
+        from covmocks.catalog import create_file, publish, write_attrs
 
         order = np.argsort(self.kept["row"], kind="stable")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            with h5py.File(tmp, "w") as f:
+            with create_file(tmp, path) as (f, _):
                 for name, values in self.kept.items():
                     f.create_dataset(name, data=values[order], compression="gzip", shuffle=True)
                 rules = [dataclasses.asdict(r) for r in self.rules]

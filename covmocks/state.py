@@ -18,7 +18,7 @@ import socket
 import time
 from pathlib import Path
 
-from covmocks.errors import CovmocksError
+from covmocks.errors import NO_SPACE_ERRNOS, CovmocksError, no_space
 from covmocks.layout import redshift_label
 from covmocks.plan import make_plan
 
@@ -46,8 +46,15 @@ class DriverLock:
                 f"campaign {self.path.parent.parent} is already being run by {holder}; "
                 "wait for it or stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}".encode())
+        try:
+            os.ftruncate(fd, 0)
+            holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}"
+            os.write(fd, holder.encode())
+        except OSError as exc:
+            os.close(fd)  # and with it the lock
+            if exc.errno in NO_SPACE_ERRNOS:
+                raise no_space(self.path, exc) from exc
+            raise
         self._fd = fd
 
     def release(self) -> None:
@@ -85,6 +92,11 @@ class Journal:
     Each event is one ``write`` of a whole line, so a driver killed mid-write leaves at most
     a torn last line: ``read`` ignores it, and the next writer cuts it off before appending.
     Any other line that is not an event is corruption, and ``read`` refuses to guess.
+
+    A full disk (``NO_SPACE_ERRNOS``) does not stop the driver: what could not be written
+    is held, in order, and written before the next event or at ``close`` once space is
+    freed (a torn line left meanwhile is completed then); events still held at ``close``
+    are lost, with an error in the log, and the torn line is cut off by the next writer.
     """
 
     REQUIRED = ("t", "task", "event")
@@ -92,14 +104,29 @@ class Journal:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._file = None
+        self._held = bytearray()  # bytes of events not yet written (a full disk)
 
     def write(self, task: str, event: str, **fields) -> None:
         if self._file is None:
             self._file = self._open_for_append()
         line = json.dumps({"t": time.time(), "task": task, "event": event, **fields}) + "\n"
-        data = memoryview(line.encode())
-        while data:  # unbuffered: one write call for the line, unless the kernel splits it
-            data = data[self._file.write(data) :]
+        self._held += line.encode()
+        self._write_held()
+
+    def _write_held(self) -> bool:
+        """Write the held bytes (unbuffered: one write call for a line, unless the kernel
+        splits it); False where the disk is full and some are still held."""
+        while self._held:
+            try:
+                written = self._file.write(self._held)
+            except OSError as exc:
+                if exc.errno not in NO_SPACE_ERRNOS:
+                    raise
+                log.warning("%s: %s; %d bytes of events held until space is freed",
+                            self.path, exc.strerror, len(self._held))  # fmt: skip
+                return False
+            del self._held[:written]
+        return True
 
     def _open_for_append(self):
         """The journal opened for appending, its last line complete: a torn last line (no
@@ -154,6 +181,10 @@ class Journal:
 
     def close(self) -> None:
         if self._file is not None:
+            if not self._write_held():
+                log.error("%s: no space left: %d events lost", self.path,
+                          self._held.count(b"\n"))  # fmt: skip
+                self._held.clear()
             self._file.close()
             self._file = None
 

@@ -168,15 +168,13 @@ class BoxStatistics:
     def write(self, path: Path, attrs: dict) -> None:
         """Write the counts, bin edges and ``attrs`` (e.g. ``summary``) to ``path``,
         atomically (a temporary file renamed)."""
-        import h5py
-
-        from covmocks.catalog import write_attrs
+        from covmocks.catalog import create_file, write_attrs
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            with h5py.File(tmp, "w") as f:
+            with create_file(tmp, path) as (f, _):
                 for name, values in self.counts.items():
                     f.create_dataset(name, data=values, compression="gzip", shuffle=True)
                     f[name].attrs["axes"] = ",".join(HISTOGRAMS[name])

@@ -20,7 +20,13 @@ import h5py
 import numpy as np
 
 from covmocks import catalog, provenance, units
-from covmocks.errors import CovmocksError, TransientInputError, read_error
+from covmocks.errors import (
+    NO_SPACE_ERRNOS,
+    CovmocksError,
+    TransientInputError,
+    no_space,
+    read_error,
+)
 
 # count attribute -> which rows it counts; n_hosts and n_satellites are checked where the
 # writer recorded them (generate_box and mpibox do, a bare CatalogWriter does not)
@@ -346,6 +352,12 @@ def validate(path, qa_record, *, task_id: str, wall_s: float | None = None,
     }
     qa_record.parent.mkdir(parents=True, exist_ok=True)
     tmp = qa_record.with_name(f".{qa_record.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, qa_record)
+    try:
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, qa_record)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in NO_SPACE_ERRNOS:
+            raise no_space(qa_record, exc) from exc
+        raise
     return record

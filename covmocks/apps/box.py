@@ -94,11 +94,24 @@ def watchdog(walltime_s: float, marker: Path):
 
 
 @contextlib.contextmanager
+def _log_file(path: str):
+    """A task log opened for appending, line-buffered: on a full disk a line is lost when it is
+    written (logging reports it), and closing the log cannot fail, which would replace the
+    task's own outcome (its result, or its error) with the log's."""
+    f = open(path, "a", buffering=1)
+    try:
+        yield f
+    finally:
+        with contextlib.suppress(OSError):
+            f.close()
+
+
+@contextlib.contextmanager
 def task_logs(log_stem: Path):
     """Send this task's stdout, stderr and covmocks logging to ``<log_stem>.out/.err``;
     yields the two open files (for subprocesses)."""
     log_stem.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{log_stem}.out", "a") as out, open(f"{log_stem}.err", "a") as err:
+    with _log_file(f"{log_stem}.out") as out, _log_file(f"{log_stem}.err") as err:
         handler = logging.StreamHandler(err)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger = logging.getLogger("covmocks")

@@ -1,0 +1,335 @@
+"""A full disk: the output filesystem fills mid-write (a tmpfs that the test mounts, as root).
+
+The write that finds the disk full fails its task with "no space left" in its error, naming
+the file; nothing appears under a final name and no temporary file stays behind; the process
+lives on (HDF5 never sees a write fail: ``covmocks.catalog.SpaceGuard``); finished catalogs,
+QA records and the journal are intact, the driver returns, and once space is freed
+``covmocks retry`` finishes the campaign without redoing a finished box.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from covmocks import catalog, statistics
+from covmocks.errors import NoSpaceError
+from covmocks.retry import classify
+from tests.conftest import LOCAL_RUN
+
+PAGE = 4096
+MODEL_PARAMS = '{"batch_min": 256, "batch_max": 1024}'
+
+
+def _unmount(target: Path) -> None:
+    """Unmount ``target``; lazily where a process still holds a file there (Parsl keeps its
+    log open in the driver after a run), so that the tmpfs goes with its last user."""
+    for _ in range(3):
+        if subprocess.run(["umount", str(target)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.2)
+    subprocess.run(["umount", "-l", str(target)], capture_output=True, check=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size, name="fs") -> Path``: a tmpfs of ``size`` bytes (rounded up to pages)
+    mounted at ``tmp_path / name``, unmounted at teardown. Skips unless root and mount work."""
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is a tmpfs mounted by the test: needs root")
+    mounted = []
+
+    def mount(size: int, name: str = "fs") -> Path:
+        target = tmp_path / name
+        target.mkdir()
+        size = -(-size // PAGE) * PAGE
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(target)]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs: {run.stderr.strip() or run.returncode}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        _unmount(target)
+
+
+def _files(root: Path) -> list[str]:
+    """Every file under ``root`` (hidden ones too), relative, sorted."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+def _used(root: Path) -> int:
+    st = os.statvfs(root)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def _columns(n: int, rng) -> dict:
+    columns = {}
+    for name, (dtype, shape, *_) in catalog.SCHEMA.items():
+        values = rng.random((n, *shape)) if dtype.startswith("f") else np.zeros((n, *shape))
+        columns[name] = values.astype(dtype)
+    return columns
+
+
+def _one_line_no_space(error: BaseException | str, path) -> None:
+    text = str(error)
+    assert "\n" not in text and "no space left" in text.lower() and str(path) in text, text
+
+
+# --- the catalog writer ---------------------------------------------------------------------
+
+
+def test_catalog_writer_stops_at_the_write_that_finds_the_disk_full(tmpfs, tmp_path):
+    fs = tmpfs(256 * 1024)
+    path = fs / "r0000" / "mock_z0.500.hdf5"
+    rng = np.random.default_rng(1)
+    rows = []
+    with pytest.raises(NoSpaceError) as info:
+        # uncompressed and in small chunks: the data reaches the disk block by block
+        with catalog.CatalogWriter(path, {"seed": 1}, compression="none", chunk_rows=256) as w:
+            for _ in range(100):
+                w.append(_columns(1000, rng))
+                rows.append(w.n)
+    assert 0 < len(rows) < 100  # mid-write: some blocks went to disk, then the disk was full
+    _one_line_no_space(info.value, path)
+    assert classify(info.value, timed_out=False) == "transient"
+    assert _files(fs) == []  # neither the catalog nor its temporary
+    assert _used(fs) < 64 * 1024  # the temporary's space is back
+    # HDF5 lives on in this process: a catalog is written and read back elsewhere
+    other = tmp_path / "other.hdf5"
+    with catalog.CatalogWriter(other, {"seed": 2}) as w:
+        w.append(_columns(10, rng))
+    assert len(catalog.read_catalog(other)) == 10
+
+
+def test_space_guard_holds_what_did_not_fit_and_reads_it_back(tmpfs):
+    fs = tmpfs(PAGE * 4)
+    guard = catalog.SpaceGuard(fs / "x")
+    data = bytes(range(256)) * 128  # 32 KiB: twice the disk
+    assert guard.write(data) == len(data) and guard.error is not None
+    assert guard.seek(PAGE, os.SEEK_SET) == PAGE and guard.write(b"abc") == 3  # held too
+    assert guard.seek(0, os.SEEK_END) == len(data) and guard.tell() == len(data)
+    guard.seek(0)
+    want = data[:PAGE] + b"abc" + data[PAGE + 3 :]
+    assert guard.read(len(data)) == want
+    guard.seek(len(data) - 2)
+    assert guard.read(6) == data[-2:] + bytes(4)  # zeros past the end, like HDF5's sec2
+    with pytest.raises(NoSpaceError, match="no space left to write .*x: No space left"):
+        guard.check()
+    guard.close()
+
+
+SCRIPT = """
+import sys
+import numpy as np
+from covmocks import catalog
+from covmocks.errors import NoSpaceError
+rng = np.random.default_rng(0)
+columns = {name: np.zeros((1000, *shape), dtype) + rng.random((1000, *shape)).astype(dtype)
+           for name, (dtype, shape, *_) in catalog.SCHEMA.items()}
+try:
+    with catalog.CatalogWriter(sys.argv[1], {}, compression="none", chunk_rows=256) as w:
+        for _ in range(100):
+            w.append(columns)
+except NoSpaceError as exc:
+    print(f"NoSpaceError: {exc}")
+"""
+
+
+def test_a_full_disk_does_not_crash_the_process(tmpfs):
+    """HDF5 (2.0) cannot close a file after a write of it failed, and the process died with
+    SIGSEGV closing it or at exit; a Parsl worker died so (WorkerLost: a free re-run)."""
+    fs = tmpfs(256 * 1024)
+    run = subprocess.run([sys.executable, "-c", SCRIPT, str(fs / "c.hdf5")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("NoSpaceError: no space left to write"), run.stdout
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert _files(fs) == []
+
+
+# --- covmocks generate ----------------------------------------------------------------------
+
+# Runs ``covmocks generate`` of one small box (argv[1]: the JSON argument list, "{dir}" in it
+# standing for the output directory) in a roomy directory (argv[2]), then in each directory
+# of argv[3:] (on a tmpfs of its own) filled with a ballast that leaves room, in bytes, for the
+# whole pages of the files that fit (statistics, then samples: written first) and half of the
+# next one ("case" names it; "first_write": none), then once more after the ballast is gone.
+# Prints, as JSON, {case: [[exit status, stderr, stdout, files left], the same again]}, the
+# files (hidden ones too) but the ballast. One process: the model compiles once, and a crash
+# (HDF5 closing a file whose write failed) fails the test, not the test session.
+GENERATE = """
+import contextlib, io, json, os, sys
+from pathlib import Path
+from covmocks import cli
+
+argv, roomy = json.loads(sys.argv[1]), Path(sys.argv[2])
+NAMES = {"statistics": "mock.stats.hdf5", "samples": "mock.samples.hdf5", "catalog": "mock.hdf5"}
+
+def generate(directory):
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        rc = cli.main([a.replace("{dir}", str(directory)) for a in argv])
+    files = sorted(str(p.relative_to(directory)) for p in Path(directory).rglob("*")
+                   if p.name != "ballast" and not p.is_dir())
+    return [rc, err.getvalue(), out.getvalue(), files]
+
+def fill(directory, leave):
+    ballast = Path(directory) / "ballast"
+    with open(ballast, "wb", buffering=0) as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(bytes(1 << 16))
+    os.truncate(ballast, max(0, ballast.stat().st_size - leave))
+    return ballast
+
+assert generate(roomy)[0] == 0
+pages = {k: -(-(roomy / n).stat().st_size // 4096) * 4096 for k, n in NAMES.items()}
+results = {}
+for directory in sys.argv[3:]:
+    case = Path(directory).name
+    order = list(NAMES)
+    fitting = order[: order.index(case)] if case in order else []
+    room = sum(pages[k] for k in fitting) + (pages[case] // 2 if case in order else 0)
+    ballast = fill(directory, room)
+    results[case] = [generate(directory)]
+    ballast.unlink()
+    results[case].append(generate(directory))
+print(json.dumps(results))
+"""
+
+RULES = json.dumps([{"name": "everything", "select": "all"}])
+GENERATE_ARGV = ["generate", "--source", "synthetic", "--n-hosts", "200", "--redshift", "0.5",
+                 "--seed", "4", "--model-params", MODEL_PARAMS, "--chunk-hosts", "100", "-q",
+                 "--output", "{dir}/mock.hdf5", "--statistics", "{dir}/mock.stats.hdf5",
+                 "--samples", "{dir}/mock.samples.hdf5", "--sample-rules", RULES]  # fmt: skip
+# Where the disk fills: at the first write, or while writing one of the box's files.
+CASES = ("first_write", "statistics", "samples", "catalog")
+
+
+@pytest.mark.slow  # one process compiles the model: 30 s on an idle core
+def test_generate_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(tmpfs, tmp_path):
+    dirs = [tmpfs(1 << 20, name=case) for case in CASES]
+    roomy = tmp_path / "roomy"
+    cmd = [sys.executable, "-c", GENERATE, json.dumps(GENERATE_ARGV), str(roomy), *dirs]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-5000:]
+    results = json.loads(run.stdout.splitlines()[-1])
+    for case, directory in zip(CASES, dirs, strict=True):
+        (rc, err, out, files), again = results[case]
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert rc == 2 and out == "" and len(lines) == 1, (case, err)
+        assert lines[0].startswith("covmocks: error: no space left to write "), (case, err)
+        assert lines[0].endswith(": No space left on device"), (case, err)
+        # nothing under a final name (catalog, statistics, samples), no temporary left behind:
+        # the files that fitted went with the catalog that did not
+        assert files == [], (case, files)
+        # space freed: the same box is written whole
+        assert again[0] == 0, (case, again[1])
+        assert again[3] == ["mock.hdf5", "mock.samples.hdf5", "mock.stats.hdf5"], (case, again)
+        stats = statistics.read(directory / "mock.stats.hdf5")
+        assert stats["attrs"]["n_galaxies"] == len(catalog.read_catalog(directory / "mock.hdf5"))
+
+
+# --- a campaign -----------------------------------------------------------------------------
+
+
+def _fill(fs: Path, leave: int) -> Path:
+    """A ballast file that leaves ``leave`` bytes free on ``fs``."""
+    ballast = fs / "ballast"
+    with open(ballast, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(1 << 20))
+        except OSError:
+            pass
+    os.truncate(ballast, max(0, ballast.stat().st_size - leave))
+    return ballast
+
+
+N_BOXES = 5
+# Free bytes left when the disk fills: room to start the driver and Parsl (the driver's lock,
+# the re-written plan, Parsl's run directory and the block's submit script), less than a box.
+ROOM = 64 * 1024
+
+
+def _finished(layout, task_ids) -> dict:
+    """The mtimes of the files of finished boxes: catalog, QA record, statistics."""
+    from covmocks.layout import parse_task_id
+
+    stamps = {}
+    for tid in task_ids:
+        realization, z = parse_task_id(tid)
+        for path in (layout.catalog(realization, float(z)), layout.qa_record(tid),
+                     layout.statistics(tid)):  # fmt: skip
+            stamps[path] = path.stat().st_mtime_ns
+    return stamps
+
+
+def _assert_intact(layout) -> None:
+    """Whatever is under a final name is whole: every catalog passes validation, every QA
+    record and statistics file reads; no temporary stays in catalogs/ or qa/."""
+    from covmocks.validation import check_file
+
+    catalogs = sorted(layout.catalogs.rglob("*.hdf5"))
+    assert catalogs
+    for path in catalogs:
+        assert check_file(path) == [], path
+    for path in layout.qa.glob("r*.json"):
+        assert json.loads(path.read_text())["task_id"] == path.stem
+    for path in layout.qa.glob("*.stats.hdf5"):
+        assert statistics.read(path)["attrs"]["n_galaxies"] > 0
+    left = [p for d in (layout.catalogs, layout.qa) for p in d.rglob(".*")]
+    assert left == [], left
+
+
+@pytest.mark.slow
+def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, make_campaign):
+    from covmocks.metadata import write_plan
+    from covmocks.runner import Runner
+    from covmocks.state import Journal, campaign_status, last_events
+
+    fs = tmpfs(64 << 20)
+    science = {"realizations": list(range(N_BOXES)), "redshifts": [0.5]}
+    campaign = make_campaign(LOCAL_RUN, science=science, outputs={"base": str(fs)})
+    layout = campaign.layout
+    tids = [t.task_id for t in write_plan(campaign).tasks]
+    # the first run makes two boxes: the others failed before, so only a retry runs them
+    journal = Journal(layout.journal)
+    for tid in tids[2:]:
+        journal.write(tid, "failed", error="held back by the test")
+    journal.close()
+    assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
+    finished = _finished(layout, tids[:2])
+
+    # the disk fills up while the others run: each fails, after its retries, for want of space
+    ballast = _fill(fs, ROOM)
+    full_since = time.time()
+    outcome = Runner(campaign, retry=["all"], progress=False, monitoring=False).run()
+    events = Journal(layout.journal).read()  # readable: not torn, not corrupt
+    latest = last_events(events)
+    failed = [t for t in tids[2:] if latest[t]["event"] == "failed"]
+    assert failed and outcome == {"done": N_BOXES - 2 - len(failed), "failed": len(failed)}
+    errors = [e for e in events if e["t"] >= full_since and e["event"] != "submitted"]
+    errors = [e for e in errors if e["event"] != "done"]
+    assert errors and all("no space left" in e["error"].lower() for e in errors), errors
+    assert {latest[t]["kind"] for t in failed} == {"transient"}
+    assert _finished(layout, tids[:2]) == finished
+    _assert_intact(layout)
+
+    # space is freed: covmocks retry finishes the campaign, and redoes no finished box
+    done_before = [t for t in tids if latest[t]["event"] == "done"]
+    finished = _finished(layout, done_before)
+    ballast.unlink()
+    again = Runner(campaign, retry=["all"], progress=False, monitoring=False).run()
+    assert again == {"done": len(failed), "failed": 0}
+    assert campaign_status(campaign).counts["done"] == N_BOXES
+    assert _finished(layout, done_before) == finished
+    _assert_intact(layout)
