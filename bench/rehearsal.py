@@ -24,6 +24,7 @@ Usage (as root, with slurm-wlm installed)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -113,11 +114,16 @@ def run_driver(path: Path, log, kill_after: int | None) -> tuple[int, float]:
     journal = Campaign.load(path).layout.journal
     cmd = [sys.executable, __file__, "--drive", str(path)]
     t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     while proc.poll() is None:
         if kill_after is not None and count_done(journal) >= kill_after:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+            # what a user finds after a crash and removes: the dead driver's interchange
+            # lives on and, reconnecting to the driver's old ports, can capture a later
+            # driver that happens to bind one of them (the pilots' workers lose it and exit)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.5)
     return proc.returncode, time.time() - t0
