@@ -214,6 +214,23 @@ def create_file(tmp: Path, path: Path | None = None):
     guard.check(path)  # HDF5 flushed its caches when closing
 
 
+@contextlib.contextmanager
+def replaced_file(path):
+    """A small per-box or campaign HDF5 file (statistics, samples, clustering record,
+    covariance) written whole or not at all: yields the open ``h5py.File`` of a temporary
+    beside ``path`` (``create_file``), then publishes it over ``path`` (``publish``, fsync,
+    replacing an older one); the temporary is removed on any error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with create_file(tmp, path) as (f, _):
+            yield f
+        publish(tmp, path, overwrite=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def publish(tmp: Path, path: Path, overwrite: bool) -> None:
     """Make the closed temporary file ``tmp`` durable (fsync) and rename it to ``path``;
     refuse (OutputExistsError) where ``path`` appeared meanwhile, unless ``overwrite``.

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -260,17 +259,10 @@ def build(campaign, plan=None) -> Path:
 
 def write(path, tree: dict) -> None:
     """Write ``tree`` (``assemble``'s) to ``path`` through a temporary file and a rename."""
-    from covmocks.catalog import create_file
+    from covmocks.catalog import replaced_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with create_file(tmp, path) as (f, _):
-            _write_group(f, tree)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced_file(path) as f:
+        _write_group(f, tree)
 
 
 def _write_group(g, tree: dict) -> None:

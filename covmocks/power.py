@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -184,35 +182,28 @@ def write_record(path, samples: dict[str, dict], attrs: dict) -> None:
     shot_noise_subtracted=False and every key of samples[name]["selection"]; root
     attributes ``attrs`` and the units, poles and line-of-sight convention. Dicts and lists
     become JSON strings."""
-    from covmocks.catalog import create_file, publish, write_attrs
+    from covmocks.catalog import replaced_file, write_attrs
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with create_file(tmp, path) as (f, _):
-            write_attrs(f, {**attrs, "poles": list(POLES), "k_units": "h/Mpc",
-                            "power_units": "(Mpc/h)^3", "number_density_units": "(h/Mpc)^3",
-                            "los_convention": LOS_CONVENTION,
-                            "shot_noise_subtracted": False})  # fmt: skip
-            for name, sample in samples.items():
-                if not name or "/" in name:
-                    raise ValueError(f"sample name {name!r} is not a plain HDF5 group name")
-                selection = dict(sample.get("selection", {}))
-                clash = set(selection) & {*SAMPLE_ATTRS, "shot_noise_subtracted"}
-                if clash:
-                    raise ValueError(f"selection of {name!r} overrides {sorted(clash)}")
-                group = f.create_group(name)
-                for key, units in ARRAYS.items():
-                    group.create_dataset(key, data=np.asarray(sample[key]))
-                    group[key].attrs["units"] = units
-                write_attrs(group, {"n_objects": int(sample["n_objects"]),
-                                    "number_density_h3_mpc3": float(sample["number_density"]),
-                                    "shot_noise_mpc3_h3": float(sample["shot_noise"]),
-                                    "shot_noise_subtracted": False, **selection})  # fmt: skip
-        publish(tmp, path, overwrite=True)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced_file(path) as f:
+        write_attrs(f, {**attrs, "poles": list(POLES), "k_units": "h/Mpc",
+                        "power_units": "(Mpc/h)^3", "number_density_units": "(h/Mpc)^3",
+                        "los_convention": LOS_CONVENTION,
+                        "shot_noise_subtracted": False})  # fmt: skip
+        for name, sample in samples.items():
+            if not name or "/" in name:
+                raise ValueError(f"sample name {name!r} is not a plain HDF5 group name")
+            selection = dict(sample.get("selection", {}))
+            clash = set(selection) & {*SAMPLE_ATTRS, "shot_noise_subtracted"}
+            if clash:
+                raise ValueError(f"selection of {name!r} overrides {sorted(clash)}")
+            group = f.create_group(name)
+            for key, units in ARRAYS.items():
+                group.create_dataset(key, data=np.asarray(sample[key]))
+                group[key].attrs["units"] = units
+            write_attrs(group, {"n_objects": int(sample["n_objects"]),
+                                "number_density_h3_mpc3": float(sample["number_density"]),
+                                "shot_noise_mpc3_h3": float(sample["shot_noise"]),
+                                "shot_noise_subtracted": False, **selection})  # fmt: skip
 
 
 def _plain(value):

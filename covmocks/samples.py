@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -135,25 +133,18 @@ class SampleCollector:
 
     def write(self, path, attrs: dict) -> None:
         """Write the kept galaxies in row order, the floors and ``attrs``, atomically."""
-        from covmocks.catalog import create_file, publish, write_attrs
+        from covmocks.catalog import replaced_file, write_attrs
 
         order = np.argsort(self.kept["row"], kind="stable")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with create_file(tmp, path) as (f, _):
-                for name, values in self.kept.items():
-                    f.create_dataset(name, data=values[order], compression="gzip", shuffle=True)
-                rules = [dataclasses.asdict(r) for r in self.rules]
-                write_attrs(f, {**attrs, "rules": json.dumps(rules),
-                                "floors": json.dumps(self.floors()),
-                                "units": "pos comoving Mpc/h in [0, box_size); vel km/s; "
-                                "log10_mstar log10 Msun; log10_sfr log10 Msun/yr; row: "
-                                "the galaxy's row in its catalog"})  # fmt: skip
-            publish(tmp, path, overwrite=True)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with replaced_file(path) as f:
+            for name, values in self.kept.items():
+                f.create_dataset(name, data=values[order], compression="gzip", shuffle=True)
+            rules = [dataclasses.asdict(r) for r in self.rules]
+            write_attrs(f, {**attrs, "rules": json.dumps(rules),
+                            "floors": json.dumps(self.floors()),
+                            "units": "pos comoving Mpc/h in [0, box_size); vel km/s; "
+                            "log10_mstar log10 Msun; log10_sfr log10 Msun/yr; row: "
+                            "the galaxy's row in its catalog"})  # fmt: skip
 
 
 def read(path) -> dict:

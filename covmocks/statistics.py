@@ -18,7 +18,6 @@ more above it. Stored per box in ``qa/<task>.stats.hdf5`` (``write``; ``read`` l
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -168,26 +167,19 @@ class BoxStatistics:
     def write(self, path: Path, attrs: dict) -> None:
         """Write the counts, bin edges and ``attrs`` (e.g. ``summary``) to ``path``,
         atomically (a temporary file renamed)."""
-        from covmocks.catalog import create_file, write_attrs
+        from covmocks.catalog import replaced_file, write_attrs
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with create_file(tmp, path) as (f, _):
-                for name, values in self.counts.items():
-                    f.create_dataset(name, data=values, compression="gzip", shuffle=True)
-                    f[name].attrs["axes"] = ",".join(HISTOGRAMS[name])
-                for axis, edges in EDGES.items():
-                    f[f"edges_{axis}"] = edges
-                f["occupation_thresholds"] = np.asarray(OCCUPATION_THRESHOLDS)
-                write_attrs(f, {**attrs, "mstar_sum_quanta": self.mstar_sum,
-                                "sfr_sum_quanta": self.sfr_sum,
-                                "mstar_quantum_msun": MSTAR_QUANTUM,
-                                "sfr_quantum_msun_yr": SFR_QUANTUM})  # fmt: skip
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with replaced_file(path) as f:
+            for name, values in self.counts.items():
+                f.create_dataset(name, data=values, compression="gzip", shuffle=True)
+                f[name].attrs["axes"] = ",".join(HISTOGRAMS[name])
+            for axis, edges in EDGES.items():
+                f[f"edges_{axis}"] = edges
+            f["occupation_thresholds"] = np.asarray(OCCUPATION_THRESHOLDS)
+            write_attrs(f, {**attrs, "mstar_sum_quanta": self.mstar_sum,
+                            "sfr_sum_quanta": self.sfr_sum,
+                            "mstar_quantum_msun": MSTAR_QUANTUM,
+                            "sfr_quantum_msun_yr": SFR_QUANTUM})  # fmt: skip
 
 
 def _quantile_at_cut(counts2d: np.ndarray, cut: float, axis: str) -> float | None:
