@@ -6,18 +6,31 @@ indices counted from its own first row; ``read_shard`` reads it back in slices w
 file-global host indices. Both writers share the catalog's layout (``catalog.create_datasets``),
 attributes (``catalog.write_attrs``) and atomic finish (``catalog.publish``: fsync, refuse an
 output that appeared meanwhile, rename); their temporary file is removed on error.
+
+A full disk: ``assemble`` writes through ``catalog.CatalogWriter`` (``catalog.SpaceGuard``).
+The collective write goes through MPI-IO, which no Python file object can stand in for: a
+write that finds no space fails in HDF5 (on the ranks that took part in it, or on all of
+them), and ``write_collective`` turns that error into ``NoSpaceError`` (one line, naming the
+catalog), after removing its temporary file. The file is left open (see there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from covmocks import catalog
+from covmocks.errors import NO_SPACE_ERRNOS, NoSpaceError
 
+# How the errors of MPI-IO (ROMIO: "Other I/O error No space left on device") and of the MPI
+# standard's error classes read when a write found no space.
+NO_SPACE_TEXTS = (*(os.strerror(e) for e in sorted(NO_SPACE_ERRNOS)), "MPI_ERR_NO_SPACE",
+                  "MPI_ERR_QUOTA")  # fmt: skip
 # Rows per read when shards are copied into the catalog (about 5 MB per column at most).
 COPY_ROWS = 1 << 18
 
@@ -63,7 +76,10 @@ def write_collective(comm, path: Path, tmp: Path, attrs: dict, n_rows: int, piec
     any rank has. Writes are collective (compressed datasets need it), one piece per rank
     per round; a rank with nothing left takes part with an empty selection. ``attrs``: the
     same on every rank. An exception leaves the file open (closing is collective, and the
-    other ranks may never reach it): the caller must abort the job.
+    other ranks may never reach it): the caller must abort the job, or end every rank without
+    closing it. On any error every rank that gets to it removes ``tmp`` (rank 0, which would
+    rename it, may never leave the call that failed); an error that says the disk is full is
+    raised as ``NoSpaceError``.
     """
     from h5py import h5fd, h5p, h5s
 
@@ -94,10 +110,29 @@ def write_collective(comm, path: Path, tmp: Path, attrs: dict, n_rows: int, piec
         comm.Barrier()
         if comm.rank == 0:
             catalog.publish(tmp, path, overwrite)
-    except BaseException:
-        if comm.rank == 0 and tmp.exists():
-            tmp.unlink()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = out_of_space(exc)
+        if reason is not None and not isinstance(exc, NoSpaceError):
+            raise NoSpaceError(f"no space left to write {path}: {reason}") from exc
         raise
+
+
+def out_of_space(exc: BaseException) -> str | None:
+    """Why ``exc`` (or an exception it came from) is a write that found no space
+    ("No space left on device", "Disk quota exceeded"); None where it is not."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) in NO_SPACE_ERRNOS:
+            return os.strerror(exc.errno)
+        text = str(exc)
+        reason = next((t for t in NO_SPACE_TEXTS if t in text), None)
+        if reason is not None:
+            return reason
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def rounds(n_rows: list[int]) -> int:

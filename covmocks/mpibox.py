@@ -18,17 +18,20 @@ end of every step (and after every round of units) the ranks allgather their err
 failure on one rank stops all of them after at most one unit, the shards are removed and
 nothing appears under the output name. An exception outside a guarded step, or inside a
 collective write, aborts the MPI job (``comm.Abort``): the other ranks could otherwise wait
-in a collective call forever. Exit status 2 for bad input or output on any rank (like the
-CLI), else 1 (a transient read error too, so that the task is retried).
+in a collective call forever. A failed collective write (a full disk: "no space left to
+write ...", ``catalog_mpio``) waits a moment for every rank to fail in it too; then rank 0
+reports it in one line and every rank exits (status 1), else the job is aborted. Exit status
+2 for bad input or output on any rank (like the CLI), else 1 (a transient read error or a full
+disk too, so that the task is retried). Guards and the abort live in ``covmocks.mpisync``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -37,90 +40,20 @@ from pathlib import Path
 
 import covmocks  # noqa: F401  (configures XLA before anything imports jax)
 from covmocks import catalog, catalog_mpio, generator, halos
-from covmocks.errors import CovmocksError, TransientError
+from covmocks.errors import NoSpaceError
+from covmocks.mpisync import RankFailure, _allgather_dict, _Guard, abort, all_failed
 from covmocks.samples import SampleCollector
 from covmocks.statistics import BoxStatistics
 
 log = logging.getLogger("covmocks.mpibox")
+# Seconds the ranks that failed in the collective write wait for the others to fail too,
+# before aborting the job (a rank may never leave the collective call that failed).
+AGREE_S = 10.0
 
 
 def rank_share(n_units: int, size: int, rank: int) -> range:
     """Unit indices of ``rank``: a contiguous run, sizes differing by at most one."""
     return range(rank * n_units // size, (rank + 1) * n_units // size)
-
-
-@dataclasses.dataclass
-class _Failure:
-    rank: int | None  # None: a step only rank 0 runs (setup), reported like the CLI
-    message: str
-    input_error: bool
-
-
-class RankFailure(CovmocksError):
-    """A step failed on one or more ranks; raised on every rank at the same sync point."""
-
-    def __init__(self, failures: list[_Failure]):
-        self.failures = failures
-        first = failures[0]
-        where = "" if first.rank is None else f"rank {first.rank}: "
-        others = f" (and {len(failures) - 1} more ranks)" if len(failures) > 1 else ""
-        super().__init__(f"{where}{first.message}{others}")
-
-    @property
-    def exit_code(self) -> int:
-        """2 where the first failure is bad input or output (like the CLI), else 1."""
-        return 2 if self.failures[0].input_error else 1
-
-
-class _Guard:
-    """Runs one rank's share of a step; an exception is recorded, not raised, and
-    ``check`` (collective) raises ``RankFailure`` on every rank if any rank recorded one.
-
-    ``context`` (e.g. the unit being worked on) prefixes the message; ``name_rank=False``
-    leaves the rank out, for steps that only rank 0 runs.
-    """
-
-    def __init__(self, comm, name_rank: bool = True):
-        self.comm = comm
-        self.name_rank = name_rank
-        self.context = ""
-        self.error: _Failure | None = None
-
-    def __enter__(self) -> _Guard:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or not isinstance(exc, Exception):
-            return False  # KeyboardInterrupt and the like: abort
-        if self.error is None:
-            known = isinstance(exc, CovmocksError)
-            message = str(exc) if known else f"{type(exc).__name__}: {exc}"
-            if self.context:
-                message = f"{self.context}: {message}"
-            if not known:
-                log.error("rank %d failed", self.comm.rank, exc_info=exc)
-            bad_input = known and not isinstance(exc, TransientError)
-            self.error = _Failure(self.comm.rank if self.name_rank else None, message, bad_input)
-        return True
-
-    def check(self) -> None:
-        failures = [f for f in self.comm.allgather(self.error) if f is not None]
-        if failures:
-            raise RankFailure(failures)
-
-
-def abort(comm, message: str, code: int = 1) -> None:
-    """Report ``message`` on this rank and end every rank of ``comm`` now."""
-    print(f"covmocks: error: rank {comm.rank}: {message}; aborting all ranks", file=sys.stderr)
-    sys.stderr.flush()
-    comm.Abort(code)
-
-
-def _allgather_dict(comm, local: dict) -> dict:
-    merged = {}
-    for part in comm.allgather(local):
-        merged.update(part)
-    return merged
 
 
 def generate_box_mpi(comm, source, model, spec) -> dict:
@@ -315,14 +248,36 @@ def _write_collective(comm, spec, attrs: dict, mine, counts, shard_dir) -> None:
         )
     )
     tmp = shard_dir / f"{spec.output.name}.tmp"
+    side = comm.Dup()  # where the ranks that failed in the write find each other
     try:
         catalog_mpio.write_collective(comm, spec.output, tmp, attrs, first_rows[-1], pieces,
                                       n_rounds, compression=spec.compression,
                                       overwrite=spec.overwrite)  # fmt: skip
     except Exception as exc:
-        log.error("rank %d failed in the parallel write", comm.rank, exc_info=exc)
         shutil.rmtree(shard_dir, ignore_errors=True)
-        abort(comm, f"parallel write failed: {type(exc).__name__}: {exc}")
+        if isinstance(exc, NoSpaceError):
+            message = str(exc)
+        else:
+            log.error("rank %d failed in the parallel write", comm.rank, exc_info=exc)
+            message = f"parallel write failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        if all_failed(side, AGREE_S):
+            _end_failed_write(side, message)
+        abort(comm, message)
+    side.Free()
+
+
+def _end_failed_write(side, message: str) -> None:
+    """Every rank left the collective write with an error (a full disk fails it on every
+    rank): rank 0 reports one line, preferring a "no space left" one, and every rank ends
+    now, with exit status 1 (retried), without closing the catalog (HDF5 would write to it
+    again) and without an abort (which can lose that line)."""
+    messages = side.allgather(message)
+    if side.rank == 0:
+        first = next((m for m in messages if m.startswith("no space left")), messages[0])
+        print(f"covmocks: error: {first}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    side.Barrier()
+    os._exit(1)
 
 
 def _mpi_max():

@@ -21,6 +21,7 @@ from covmocks import catalog, statistics
 from covmocks.errors import NoSpaceError
 from covmocks.retry import classify
 from tests.conftest import LOCAL_RUN
+from tests.reliability_out import merge_summary
 
 PAGE = 4096
 MODEL_PARAMS = '{"batch_min": 256, "batch_max": 1024}'
@@ -236,6 +237,11 @@ def test_generate_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(tmpfs, t
         assert again[3] == ["mock.hdf5", "mock.samples.hdf5", "mock.stats.hdf5"], (case, again)
         stats = statistics.read(directory / "mock.stats.hdf5")
         assert stats["attrs"]["n_galaxies"] == len(catalog.read_catalog(directory / "mock.hdf5"))
+    merge_summary({"test": "disk_full_generate", "kind": "disk_full",
+                   "fault": "the disk fills up while `covmocks generate` writes",
+                   "how": f"{len(CASES)} moments ({', '.join(CASES)}) on a 1 MiB tmpfs; one-line "
+                          "error, nothing under a final name, the same box whole once space "
+                          "is freed"})  # fmt: skip
 
 
 # --- a campaign -----------------------------------------------------------------------------
@@ -333,3 +339,96 @@ def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, 
     assert campaign_status(campaign).counts["done"] == N_BOXES
     assert _finished(layout, done_before) == finished
     _assert_intact(layout)
+    merge_summary({"test": "disk_full_campaign", "kind": "disk_full",
+                   "fault": "the campaign's disk fills up while boxes run",
+                   "how": f"{len(failed)} of {N_BOXES} boxes failed for want of space "
+                          f"(transient, retried, charged), {len(done_before)} finished before "
+                          "stayed untouched; once space was freed `retry` finished the "
+                          "rest"})  # fmt: skip
+
+
+# --- the collective MPI-IO write ------------------------------------------------------------
+
+MPIO_SCRIPT = """
+import os, sys, types
+from pathlib import Path
+import numpy as np
+from mpi4py import MPI
+from covmocks import catalog, mpibox
+
+comm = MPI.COMM_WORLD
+out, leave, compression, rows = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+shard_dir = out.parent / f".{out.name}.mpi-test"
+n_units = 4
+if comm.rank == 0:
+    shard_dir.mkdir()
+comm.Barrier()
+mine = mpibox.rank_share(n_units, comm.size, comm.rank)
+rng = np.random.default_rng(comm.rank)
+for unit in mine:
+    columns = {name: rng.random((rows, *shape)).astype(dtype) if dtype.startswith("f")
+               else np.zeros((rows, *shape), dtype) for name, (dtype, shape, *_) in
+               catalog.SCHEMA.items()}
+    with catalog.CatalogWriter(mpibox._shard_path(shard_dir, unit), {}, compression="none") as w:
+        w.append(columns)
+comm.Barrier()
+if comm.rank == 0:  # the disk fills up, but for `leave` bytes
+    ballast = out.parent / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
+    for block in (1 << 20, 4096):
+        try:
+            while True:
+                os.write(fd, bytes(block))
+        except OSError:
+            pass
+    os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    os.close(fd)
+comm.Barrier()
+spec = types.SimpleNamespace(output=out, compression=compression, overwrite=False)
+mpibox._write_collective(comm, spec, {"seed": 1}, mine, [{"n_rows": rows}] * n_units, shard_dir)
+print(f"rank {comm.rank}: written", flush=True)
+"""
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "compression, rows",
+    [("gzip", 5000), ("none", 100_000)],
+    ids=["one rank fails, job aborted", "every rank fails, no abort"],
+)
+def test_collective_write_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(
+    tmpfs, tmp_path, compression, rows
+):
+    """Two ranks write a catalog through parallel HDF5 (MPI-IO) onto a disk that has 64 KiB
+    left: the job ends with exit status 1 (retried) and one line, "no space left to write"
+    and the catalog's name, and leaves neither the catalog, nor its temporary, nor shards.
+    Small units: only rank 0 finds the disk full, rank 1 waits in a collective call, the job
+    is aborted (``mpibox.AGREE_S`` later); big uncompressed units: both ranks find it full
+    while HDF5 allocates the datasets, rank 0 says so and every rank exits."""
+    from tests.test_mpi import MPIO_MPIEXEC, MPIO_PYTHON, REPO, _mpio_missing
+
+    missing = _mpio_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    fs = tmpfs(48 << 20)
+    out = fs / "mock_z0.000.hdf5"
+    script = tmp_path / "mpio_full.py"
+    script.write_text(MPIO_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = os.pathsep.join([str(MPIO_PYTHON.parent), "/usr/local/bin", "/usr/bin", "/bin"])
+    env["PYTHONPATH"] = str(REPO)
+    cmd = [str(MPIO_MPIEXEC), "-n", "2", str(MPIO_PYTHON), str(script), str(out),
+           str(64 * 1024), compression, str(rows)]  # fmt: skip
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 1, run.stderr
+    assert "written" not in run.stdout
+    errors = [line for line in run.stderr.splitlines() if line.startswith("covmocks: error:")]
+    assert len(errors) == 1, run.stderr
+    _one_line_no_space(errors[0], out)
+    assert errors[0].endswith("aborting all ranks") == (rows == 5000)
+    assert _files(fs) == ["ballast"]
+    merge_summary({"test": f"disk_full_collective_{compression}", "kind": "disk_full",
+                   "fault": "the disk fills up during a collective MPI-IO write (2 ranks)",
+                   "how": ("rank 0 alone finds it full; the job aborts with one line"
+                           if rows == 5000 else "every rank finds it full; all exit with "
+                           "one line") + ", no catalog, temporary or shard left"})  # fmt: skip

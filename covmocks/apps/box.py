@@ -26,11 +26,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from covmocks import lifeline
 from covmocks.box import BoxSpec
-from covmocks.errors import InputError, WalltimeExceeded
+from covmocks.errors import InputError, NoSpaceError, WalltimeExceeded
 
 # Seconds the ranks get between SIGTERM and SIGKILL, and the worker's watchdog on top of an
 # MPI task's walltime (the ranks are stopped first, by the worker itself).
@@ -124,13 +126,27 @@ def task_logs(log_stem: Path):
             logger.removeHandler(handler)
 
 
-def _remove_stale_temporaries(output: Path) -> None:
-    """Temporary files of this catalog left by a killed worker, and shard directories left
-    by killed MPI ranks (``covmocks.mpibox``); never the final file."""
+# The task's small files in qa/ (``Layout.statistics``, ``samples``, ``clustering`` and
+# ``qa_record``: ``<task><suffix>``), each written through a temporary beside it
+# (``.<name>.tmp-<pid>``: ``catalog.replaced_file``, ``validation``).
+QA_SUFFIXES = (".stats.hdf5", ".samples.hdf5", ".pk.hdf5", ".json")
+
+
+def _remove_stale_temporaries(job: BoxJob) -> None:
+    """Temporary files of this task left by a killed worker or killed MPI ranks: the
+    catalog's (``.<catalog>.tmp-*``) and the ranks' shard directories (``.<catalog>.mpi-*``,
+    ``covmocks.mpibox``) beside it, and in qa/ the temporaries of the task's statistics,
+    samples, clustering record and QA record (``.<task>.stats.hdf5.tmp-*`` ...). Only hidden
+    names with a temporary's mark: never a final file."""
+    output = job.box.output
     for tmp in output.parent.glob(f".{output.name}.tmp-*"):
         tmp.unlink(missing_ok=True)
     for shards in output.parent.glob(f".{output.name}.mpi-*"):
         shutil.rmtree(shards, ignore_errors=True)
+    qa = job.qa_record.parent
+    for suffix in QA_SUFFIXES:
+        for tmp in qa.glob(f".{job.task_id}{suffix}.tmp-*"):
+            tmp.unlink(missing_ok=True)
 
 
 def mpibox_command(box: BoxSpec, prefix: str) -> list[str]:
@@ -161,17 +177,58 @@ def _stop_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+class _Terminated(BaseException):
+    """SIGTERM reached the worker while its ranks ran (the driver's shutdown)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While the worker waits for its ranks, SIGTERM (a driver that stops shuts its worker
+    pools down with it) raises ``_Terminated`` in the main thread, so that the ranks, in a
+    session of their own, are stopped and the temporaries removed; then the signal is
+    delivered again with the previous handler (by default the worker dies of it). A second
+    SIGTERM meanwhile is ignored. Off the main thread (no handlers there) nothing changes:
+    ``covmocks.lifeline`` still ends the ranks once the worker is gone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    terminated = False
+    try:
+        yield
+    except _Terminated:
+        terminated = True
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if terminated:
+            signal.raise_signal(signal.SIGTERM)
+
+
 def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
     """Run ``covmocks.mpibox`` on the task's ranks; raise on failure or when they are still
     running at ``deadline`` (``time.monotonic()``: the task's start plus its walltime).
 
-    Exit status 2 (bad input or output, on any rank) raises InputError: no retry.
+    The launcher runs under ``covmocks.lifeline`` (``group``): if this worker dies (kill -9,
+    its node's OOM killer) the launcher and the ranks are stopped too. SIGTERM of the worker
+    stops them first (``_sigterm_raises``).
+
+    Exit status 2 (bad input or output, on any rank) raises InputError: no retry; unless
+    the catalog is there by now (another attempt of this task, e.g. orphaned ranks or a
+    worker left by a killed driver, published it first: rank 0 refused to overwrite it),
+    which the caller then validates.
     """
     prefix = os.environ.get("PARSL_MPI_PREFIX")
     if not prefix:
         raise RuntimeError("an MPI task outside Parsl's MPIExecutor: $PARSL_MPI_PREFIX is unset")
     cmd = mpibox_command(job.box, prefix)
-    logging.getLogger("covmocks.apps.box").info("launching: %s", shlex.join(cmd))
+    log = logging.getLogger("covmocks.apps.box")
+    log.info("launching: %s", shlex.join(cmd))
     err.flush()
     env = {
         **os.environ,
@@ -179,21 +236,30 @@ def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
     offset = err.tell()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
-    try:
-        status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except BaseException as exc:  # past the walltime, or the worker itself interrupted
-        _stop_group(proc)
-        _remove_stale_temporaries(job.box.output)  # the killed ranks could not
-        if not isinstance(exc, subprocess.TimeoutExpired):
-            raise
-        Path(f"{job.log_stem}.timeout").write_text(f"walltime {job.walltime_s} s exceeded\n")
-        raise WalltimeExceeded(f"walltime {job.walltime_s} s exceeded; ranks stopped") from None
+    guarded = lifeline.command("group", str(MPI_GRACE_S), *cmd)
+    with _sigterm_raises():
+        proc = subprocess.Popen(guarded, stdout=out, stderr=err, env=env,
+                                start_new_session=True)  # fmt: skip
+        try:
+            status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except BaseException as exc:  # past the walltime, or the worker itself interrupted
+            _stop_group(proc)
+            _remove_stale_temporaries(job)  # the killed ranks could not
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise
+            Path(f"{job.log_stem}.timeout").write_text(f"walltime {job.walltime_s} s exceeded\n")
+            raise WalltimeExceeded(f"walltime {job.walltime_s} s exceeded; ranks stopped") from None
     if status != 0:
         reason = _last_error(Path(f"{job.log_stem}.err"), offset) or f"exit status {status}"
         ranks = f"{job.ranks} MPI ranks"
+        if status == 2 and job.box.output.exists():
+            log.warning("%s: %s; the catalog is there now (another attempt of this task made "
+                        "it), validating it", ranks, reason)  # fmt: skip
+            return
         if status == 2:
             raise InputError(f"{ranks}: {reason}")
+        if "no space left" in reason:  # a full disk (catalog_mpio): retried, charged
+            raise NoSpaceError(f"{ranks}: {reason}")
         raise RuntimeError(f"{ranks} failed: {reason}")
 
 
@@ -243,8 +309,8 @@ def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None
             started = time.monotonic()
             faults.inject(job.faults, job.task_id, job.log_stem)
             wall_s = None
+            _remove_stale_temporaries(job)  # a killed attempt's; ours are not begun
             if not output.exists():
-                _remove_stale_temporaries(output)
                 t0 = time.perf_counter()
                 if job.mpi:
                     generate_mpi(job, out, err, started + job.walltime_s)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from parsl.providers import SlurmProvider
 
+from covmocks import lifeline
 from covmocks.layout import Layout
 
 if TYPE_CHECKING:
@@ -35,11 +36,17 @@ BIN = Path(sys.executable).parent
 
 
 def _interchange_cmd() -> list[str]:
-    """The driver starts interchange.py; name it explicitly, PATH may lack the venv's bin."""
+    """The driver starts interchange.py; name it explicitly, PATH may lack the venv's bin.
+
+    Through ``covmocks.lifeline`` (``exec``): the interchange dies with its driver (SIGKILL
+    on the parent's death). An interchange that outlives a killed driver keeps reconnecting
+    to that driver's ports, and a later driver that binds one of them again was answered
+    by the orphan (its blocks sent to the orphan's worker port: the campaign stalls).
+    """
     script = BIN / "interchange.py"
     if not script.exists():
         script = Path(shutil.which("interchange.py") or "interchange.py")
-    return [sys.executable, str(script)]
+    return lifeline.command("exec", sys.executable, str(script))
 
 
 def _worker_init(provider: ProviderValues, first: str = "") -> str:
@@ -185,7 +192,10 @@ def build_executor(execution: Execution, label: str = "covmocks", *, mpi: bool =
         address="127.0.0.1" if provider.kind == "local" else None,
         heartbeat_period=5,
         heartbeat_threshold=30,  # a lost block's tasks re-run after 30 s, not 120
-        encrypted=False,
+        # CurveZMQ, with keys made per run (in its run directory): an interchange or worker
+        # pool left by an earlier driver cannot talk to this driver or its interchange,
+        # whatever ports they share
+        encrypted=True,
     )
     if mpi or executor.kind == "mpi":
         from parsl.executors import MPIExecutor
