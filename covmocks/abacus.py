@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covmocks import halo_checks as checks
 from covmocks import units
 from covmocks.errors import InputError, read_error
 from covmocks.halos import (
@@ -67,13 +68,22 @@ class AbacusSource:
                  cleandir=None):  # fmt: skip
         self.path = Path(path)
         self.log10_mhost_min_msun = float(log10_mhost_min_msun)
-        self.slab_files = sorted((self.path / "halo_info").glob("halo_info_*.asdf"))
-        if not self.path.is_dir() or not self.slab_files:
+        try:
+            found = self.path.is_dir()
+            self.slab_files = sorted((self.path / "halo_info").glob("halo_info_*.asdf"))
+        except (OSError, ValueError) as exc:  # a name too long, a NUL
+            reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+            raise InputError(f"cannot read halo catalog {self.path}: {reason}") from None
+        if not found or not self.slab_files:
             raise InputError(f"halo catalog not found: {self.path} (no halo_info/halo_info_*.asdf)")
         self.cleandir = None if cleandir is None else Path(cleandir).absolute()
         if self.cleandir is not None:
             cleaned = cleaning_dir(self.path, self.cleandir)
-            if not cleaned.is_dir():
+            try:
+                found = cleaned.is_dir()
+            except (OSError, ValueError):
+                found = False
+            if not found:
                 raise InputError(f"cleaned catalog not found: {cleaned} (for {self.path})")
         self.cleaning_tally = dict.fromkeys(CLEANING_TALLY, 0)
         self._raw_header = dict(self._open(self.slab_files[0], ["id"], cleaned=False).header)
@@ -103,11 +113,15 @@ class AbacusSource:
             omega_b = ABACUS_C000_OMEGA_B
             notes = f"header has no omega_b; used AbacusSummit c000 omega_b={omega_b}"
             log.warning("%s: %s", self.path, notes)
-        cosmo = Cosmology(h=raw["H0"] / 100.0, Om0=raw["Omega_M"], omega_b=float(omega_b),
-                          w0=raw.get("w0", -1.0), wa=raw.get("wa", 0.0))  # fmt: skip
+        values = {"box_size": raw["BoxSize"], "redshift": raw["Redshift"], "h": raw["H0"] / 100.0,
+                  "Om0": raw["Omega_M"], "omega_b": omega_b, "w0": raw.get("w0", -1.0),
+                  "wa": raw.get("wa", 0.0)}  # fmt: skip
+        values = {k: checks.header_number(self.path, values, k) for k in values}
+        cosmo = Cosmology(**{k: values[k] for k in ("h", "Om0", "omega_b", "w0", "wa")})
+        checks.check_cosmology(self.path, cosmo.h, cosmo.Om0, cosmo.omega_b)
         return SimulationHeader(
-            box_size=float(raw["BoxSize"]),
-            redshift=float(raw["Redshift"]),
+            box_size=values["box_size"],
+            redshift=values["redshift"],
             cosmology=cosmo,
             sim_name=str(raw.get("SimName", self.path.parent.parent.name)),
             mass_definition="N x ParticleMassHMsun (CompaSO L1 halo)",

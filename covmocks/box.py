@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
 from covmocks.errors import CovmocksError
+from covmocks.halo_checks import MAX_REDSHIFT
 from covmocks.layout import task_id
 
 # Hosts per chunk: peak memory follows the chunk (about 5 GB at 65,536 hosts, field notes).
@@ -23,6 +25,9 @@ CHUNK_HOSTS = 65536
 # A synthetic box's host mass cut when none is given, log10(Msun), no h.
 SYNTHETIC_MHOST_MIN = 11.0
 PATH_SOURCES = ("abacus", "hdf5")
+# Random-stream ids (campaign seed, realization, snapshot id) are folded into JAX keys as
+# uint32 and seed NumPy streams: each in [0, 2**31), the campaign seed's range.
+RANDOM_ID_LIMIT = 2**31
 
 
 def snapshot_id(redshift: float) -> int:
@@ -34,6 +39,69 @@ def snapshot_id(redshift: float) -> int:
 def halo_seed(seed: int, realization: int) -> int:
     """Seed of a realization's synthetic halos: independent per (campaign seed, realization)."""
     return int(np.random.SeedSequence([seed, realization]).generate_state(1, np.uint64)[0])
+
+
+def check_redshift(redshift) -> None:
+    """Refuse a snapshot redshift outside [0, MAX_REDSHIFT] (NaN included), one line."""
+    if not 0 <= redshift <= MAX_REDSHIFT:
+        raise CovmocksError(f"redshift must be in [0, {MAX_REDSHIFT:g}], got {redshift}")
+
+
+RULE_KEYS = ("name", "select", "floor", "density")
+RULE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a sample's name (campaign clustering samples')
+SELECTIONS = ("all", "sfr", "mstar")
+
+
+def sample_rule(rule):
+    """One keep rule (``covmocks.samples.Rule``) from plain data (``--sample-rules``), checked:
+    a mapping of ``name`` (text), ``select`` (all, sfr, mstar) and, unless ``all``, exactly
+    one of ``floor`` (a finite number) and ``density`` (a positive number); CovmocksError."""
+    from covmocks.samples import Rule
+
+    if not isinstance(rule, dict):
+        raise CovmocksError(f"sample rule: expected a mapping of {', '.join(RULE_KEYS)}, got "
+                            f"{rule!r}")  # fmt: skip
+    unknown = sorted(map(str, set(rule) - set(RULE_KEYS)))
+    if unknown:
+        raise CovmocksError(f"sample rule {rule!r}: unknown keys {', '.join(unknown)}; "
+                            f"expected {', '.join(RULE_KEYS)}")  # fmt: skip
+    name = rule.get("name")
+    if not (isinstance(name, str) and re.fullmatch(RULE_NAME, name)):
+        raise CovmocksError(f"sample rule {rule!r}: needs a name of letters, digits, '.', '_' "
+                            "and '-'")  # fmt: skip
+    if rule.get("select") not in SELECTIONS:
+        raise CovmocksError(f"sample rule {name!r}: select must be one of "
+                            f"{', '.join(SELECTIONS)}, got {rule.get('select')!r}")  # fmt: skip
+    values = {k: rule.get(k) for k in ("floor", "density") if rule.get(k) is not None}
+    for key, value in values.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or (key == "density" and value <= 0):
+            what = "a positive number" if key == "density" else "a finite number"
+            raise CovmocksError(f"sample rule {rule['name']!r}: {key} must be {what}, got "
+                                f"{value!r}")  # fmt: skip
+    if rule["select"] != "all" and len(values) != 1:
+        raise CovmocksError(f"sample rule {rule['name']!r}: select {rule['select']} needs "
+                            "exactly one of floor and density")  # fmt: skip
+    return Rule(rule["name"], rule["select"], **values)
+
+
+def check_distinct_outputs(*paths) -> None:
+    """Refuse outputs (catalog, statistics, samples; None: not written) that are the same
+    file, or one inside another (one would overwrite or hide the other)."""
+    import os
+
+    given = [Path(p) for p in paths if p is not None]
+    try:
+        real = [Path(os.path.realpath(p)) for p in given]
+    except (OSError, ValueError):
+        real = [Path(os.path.abspath(p)) for p in given]
+    for i, a in enumerate(real):
+        for j, b in enumerate(real):
+            if i < j and (a == b or a in b.parents or b in a.parents):
+                raise CovmocksError(
+                    f"output files collide: {given[i]} and {given[j]} (the "
+                    "catalog, statistics and samples need paths of their own)"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +146,21 @@ class BoxSpec:
         for key in ("statistics", "samples"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, Path(getattr(self, key)))
-        rules = tuple(r if isinstance(r, Rule) else Rule(**r) for r in self.sample_rules)
+        if not isinstance(self.sample_rules, list | tuple):
+            shown = self.sample_rules
+            raise CovmocksError(f"sample rules: expected a list of rules, got {shown!r}")
+        rules = tuple(r if isinstance(r, Rule) else sample_rule(r) for r in self.sample_rules)
+        names = [r.name for r in rules]
+        if len(set(names)) < len(names):
+            raise CovmocksError(f"sample rules: names repeat: {', '.join(names)}")
         object.__setattr__(self, "sample_rules", rules)
         for key in ("input", "cleaning"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, str(getattr(self, key)))
-        if self.redshift is not None and self.snapshot is None:
-            object.__setattr__(self, "snapshot", snapshot_id(self.redshift))
+        if self.redshift is not None:
+            check_redshift(self.redshift)
+            if self.snapshot is None:
+                object.__setattr__(self, "snapshot", snapshot_id(self.redshift))
 
     @classmethod
     def for_task(cls, campaign, task) -> BoxSpec:
@@ -131,6 +207,16 @@ class BoxSpec:
             raise CovmocksError(f"chunk_hosts must be at least 1, got {self.chunk_hosts}")
         if (self.samples is None) != (not self.sample_rules):
             raise CovmocksError("a sample file and sample rules go together")
+        for key in ("seed", "realization", "snapshot"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < RANDOM_ID_LIMIT:
+                raise CovmocksError(f"{key} must be in [0, 2**31), got {value}")
+        if self.host_limit is not None and self.host_limit < 0:
+            raise CovmocksError(f"host_limit must be at least 0, got {self.host_limit}")
+        cut = self.log10_mhost_min_msun
+        if cut is not None and math.isnan(cut):
+            raise CovmocksError("log10_mhost_min_msun is NaN: give a number (or none: no cut)")
+        check_distinct_outputs(self.output, self.statistics, self.samples)
 
     def open_source(self):
         """The halo source of this box (opened: header read, no halos read yet)."""

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import errno
 import os
 from pathlib import Path
 
 import h5py
 
+from covmocks.attrs import read_attrs, write_attrs  # noqa: F401 (the writers' and readers')
 from covmocks.errors import NO_SPACE_ERRNOS, NoSpaceError, OutputError, no_space
 
 # The state at the snapshot (covmocks.model.quenched_log_ssfr_threshold is the one definition).
@@ -72,13 +73,6 @@ def compression_args(compression: str, level: int | None = None) -> dict:
     return {"compression": "lzf"}
 
 
-def _attr_value(value):
-    """HDF5 attributes take scalars and strings: dicts and None become JSON."""
-    if isinstance(value, dict | list | tuple) or value is None:
-        return json.dumps(value, sort_keys=True)
-    return value
-
-
 def create_datasets(f, n_rows: int, compression: dict, chunk_rows: int = CHUNK_ROWS) -> None:
     """The SCHEMA datasets in the open file ``f``: ``n_rows`` rows, resizable, chunked,
     compressed (``compression_args``), with their ``units`` and ``description``."""
@@ -89,12 +83,6 @@ def create_datasets(f, n_rows: int, compression: dict, chunk_rows: int = CHUNK_R
         )  # fmt: skip
         ds.attrs["units"] = unit
         ds.attrs["description"] = description
-
-
-def write_attrs(f, attrs: dict) -> None:
-    """File attributes; dicts, lists and None as JSON."""
-    for key, value in attrs.items():
-        f.attrs[key] = _attr_value(value)
 
 
 class SpaceGuard:
@@ -231,6 +219,24 @@ def replaced_file(path):
         tmp.unlink(missing_ok=True)
 
 
+def _link(tmp: Path, path: Path) -> bool:
+    """Publish ``tmp`` as ``path`` unless ``path`` exists, in one step (a hard link, then
+    ``tmp`` removed): two writers of one output never both publish. False where the
+    filesystem has no hard links (then ``path`` is checked, then replaced)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from exc
+        return False
+    tmp.unlink()
+    return True
+
+
 def publish(tmp: Path, path: Path, overwrite: bool) -> None:
     """Make the closed temporary file ``tmp`` durable (fsync) and rename it to ``path``;
     refuse (OutputExistsError) where ``path`` appeared meanwhile, unless ``overwrite``.
@@ -242,9 +248,10 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"output appeared while writing: {path}")
-        os.replace(tmp, path)
+        if overwrite or not _link(tmp, path):
+            os.replace(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError(f"output appeared while writing: {path}") from None
     except OSError as exc:
         if exc.errno in NO_SPACE_ERRNOS:
             raise no_space(path, exc) from exc
@@ -253,12 +260,23 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
 
 def check_output_path(path: Path, overwrite: bool) -> None:
     """Fail early, with one line, where ``path`` cannot or must not be written."""
-    if path.exists() and not overwrite:
-        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
+    path = Path(path)
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+        parent = path.parent
+        parent_exists, parent_is_dir = parent.exists(), parent.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL
+        reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+        raise OutputError(f"cannot write output {path}: {reason}") from None
+    if len(path.name.encode("utf-8", "surrogateescape")) > 240:  # its temporary's is longer
+        raise OutputError(f"cannot write output {path}: file name too long")
+    if is_dir:
+        raise OutputError(f"output is a directory: {path}")
+    if exists and not overwrite:
+        raise OutputExistsError(f"output exists: {path} (pass --overwrite to replace it)")
+    if parent_exists and not parent_is_dir:
         raise OutputError(f"cannot create output directory {parent}: a file is in the way")
-    if not parent.exists():
+    if not parent_exists:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -343,16 +361,13 @@ class Catalog:
 def read_catalog(path, columns=None) -> Catalog:
     """Read a catalog (all columns, or the named ones) with units and attributes.
 
-    JSON-encoded attributes (dicts, lists) are decoded.
+    The attributes the writer encoded as JSON (dicts, lists, None) are decoded
+    (``read_attrs``); text is returned as written.
     """
     path = Path(path)
     with h5py.File(path, "r") as f:
         names = list(SCHEMA) if columns is None else list(columns)
         data = {n: f[n][...] for n in names}
         unit = {n: str(f[n].attrs["units"]) for n in names}
-        attrs = {}
-        for key, value in f.attrs.items():
-            if isinstance(value, str) and (value[:1] in ("{", "[") or value == "null"):
-                value = json.loads(value)
-            attrs[key] = value
+        attrs = read_attrs(f)
     return Catalog(path, data, unit, attrs)

@@ -8,119 +8,17 @@ import logging
 import sys
 from pathlib import Path
 
-from covmocks.errors import CovmocksError
+from covmocks.cli_generate import (  # noqa: F401 (the generate verb; mpibox, generate use them)
+    BOX_FIELDS,
+    add_generate_arguments,
+    box_spec,
+    generate_parser,
+    run_generate,
+)
+from covmocks.errors import ConfigError, CovmocksError
+from covmocks.oneline import OneLineParser, escape_breaks
 
 log = logging.getLogger("covmocks")
-
-
-def add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of one box (``covmocks generate``, ``python -m covmocks.mpibox``)."""
-    from covmocks import box, catalog, halos
-
-    p.add_argument("--campaign", type=Path, help="campaign file: regenerate its box --task")
-    p.add_argument("--task", help="with --campaign: the task id, e.g. r0001_z0.500")
-    p.add_argument("--source", choices=halos.SOURCE_KINDS, help="halo source kind")
-    p.add_argument("--input", help="halo catalog: Abacus zZ.ZZZ directory or HDF5 file")
-    p.add_argument("--cleaning", help="abacus: cleaning root of the merger-tree-cleaned catalog")
-    p.add_argument("--n-hosts", type=int, help="synthetic source: number of host halos")
-    p.add_argument(
-        "--redshift", type=float, help="snapshot redshift (checked against the catalog header)"
-    )
-    p.add_argument("--output", type=Path, required=True, help="output HDF5 catalog")
-    p.add_argument("--seed", type=int, help="campaign random seed (default 0)")
-    p.add_argument("--realization", type=int, help="realization id (default 0)")
-    p.add_argument(
-        "--snapshot", type=int, help="snapshot id for the random stream (default: round(1000 z))"
-    )
-    p.add_argument(
-        "--log10-mhost-min-msun",
-        type=float,
-        help="host mass cut, log10(Msun) without h (default: none; synthetic: "
-        f"{box.SYNTHETIC_MHOST_MIN})",
-    )
-    p.add_argument("--host-limit", type=int, help="use only the first N hosts (after the cut)")
-    p.add_argument(
-        "--chunk-hosts", type=int, help=f"hosts per chunk (memory; default {box.CHUNK_HOSTS})"
-    )
-    p.add_argument("--model", help="galaxy model name (default diffsky_sfh)")
-    p.add_argument(
-        "--model-params", type=json.loads, metavar="JSON",
-        help='model parameters as a JSON object, e.g. \'{"batch_max": 4096}\'',
-    )  # fmt: skip
-    p.add_argument("--compression", choices=catalog.COMPRESSIONS, help="default gzip")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--statistics", type=Path, help="write the box's statistics file here")
-    p.add_argument(
-        "--samples",
-        type=Path,
-        help="write the galaxies of the clustering samples here (with --sample-rules)",
-    )
-    p.add_argument("--sample-rules", type=json.loads, metavar="JSON",
-                   help='what --samples keeps: a JSON list of {"name", "select" (all, sfr, '
-                   'mstar), "floor" or "density" [(h/Mpc)^3]}')  # fmt: skip
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
-
-
-BOX_FIELDS = ("source", "input", "cleaning", "n_hosts", "seed", "realization", "redshift",
-              "snapshot", "log10_mhost_min_msun", "model", "model_params", "chunk_hosts",
-              "host_limit", "compression", "sample_rules")  # fmt: skip
-
-
-def box_spec(args: argparse.Namespace):
-    """``generate`` arguments -> the BoxSpec they describe, checked; bad input raises.
-
-    With ``--campaign`` and ``--task``: that campaign box, written to ``--output``
-    (other box arguments are refused: the campaign fixes them)."""
-    from covmocks.box import BoxSpec
-
-    given = {k: getattr(args, k) for k in BOX_FIELDS if getattr(args, k) is not None}
-    if args.campaign is not None or args.task is not None:
-        if args.campaign is None or args.task is None or given:
-            extra = " ".join(f"--{k.replace('_', '-')}" for k in given)
-            extra = f"; got {extra}" if extra else ""
-            raise CovmocksError("--campaign and --task go together, and with them only --output, "
-                                f"--overwrite, --statistics and --samples{extra}")  # fmt: skip
-        return _campaign_box(args)
-    if args.source is None:
-        raise CovmocksError("--source is required (or --campaign and --task)")
-    spec = BoxSpec(output=args.output, overwrite=args.overwrite, statistics=args.statistics,
-                   samples=args.samples, **given)  # fmt: skip
-    spec.check()
-    return spec
-
-
-def _campaign_box(args: argparse.Namespace):
-    import dataclasses
-
-    from covmocks.campaign import Campaign
-    from covmocks.plan import find_task
-
-    campaign = Campaign.load(args.campaign)
-    spec = find_task(campaign, args.task)
-    # the campaign's statistics and sample files stay the campaign's: only --statistics
-    # and --samples write them
-    return dataclasses.replace(spec, output=args.output, overwrite=args.overwrite,
-                               statistics=args.statistics, samples=args.samples,
-                               sample_rules=spec.sample_rules if args.samples else ())  # fmt: skip
-
-
-def generate_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
-    """A parser of one box's arguments (``generate_box`` then turns them into a BoxSpec)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_generate_arguments(parser)
-    return parser
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    from covmocks import generator, model
-
-    spec = box_spec(args)
-    source = spec.open_source()
-    spec = spec.resolved(source.header)
-    summary = generator.generate_box(source, model.get_model(spec.model, spec.model_params), spec)
-    print(json.dumps(summary))
-    return 0
 
 
 def _size(n_bytes: float) -> str:
@@ -304,6 +202,22 @@ def run_retry(args: argparse.Namespace) -> int:
     return run_campaign(args, retry=args.tasks or ["all"])
 
 
+WATCH_MIN_S = 1.0
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds, at least ``WATCH_MIN_S`` (``report --watch``: the report
+    is rebuilt, and the page reloads itself, this often)."""
+    import math
+
+    value = float(text)
+    if not (math.isfinite(value) and value >= WATCH_MIN_S):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds of at least {WATCH_MIN_S:g}, got {text}"
+        )
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -321,14 +235,14 @@ DRY_RUN_HELP = "plan, write the batch scripts, print the Parsl configuration; st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="covmocks", description=__doc__)
+    parser = OneLineParser(prog="covmocks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="populate one halo catalog and write one galaxy catalog")
     add_generate_arguments(gen)
     gen.set_defaults(func=run_generate)
     rep = sub.add_parser("report", help="write the campaign report qa/report.html")
     _campaign_arguments(rep)
-    rep.add_argument("--watch", type=float, metavar="SECONDS",
+    rep.add_argument("--watch", type=_seconds, metavar="SECONDS",
                      help="rebuild it every SECONDS while the campaign runs")  # fmt: skip
     rep.set_defaults(func=run_report)
     cov = sub.add_parser("covariance", help="assemble the clustering covariance of the boxes "
@@ -372,15 +286,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(exc: Exception) -> str:
+    """What ``covmocks: error:`` says: one line; a ConfigError's problems one line each."""
+    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+        lines = "\n".join(f"  {escape_breaks(p)}" for p in exc.problems)
+        return f"{len(exc.problems)} problems:\n{lines}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return escape_breaks(f"{exc.filename}: {exc.strerror or exc}")
+    return escape_breaks(str(exc))
+
+
 def run(func, args) -> int:
-    """Run a verb; bad input becomes one line on stderr and exit status 2."""
+    """Run a verb; bad input (and a path the system refuses) becomes one line on stderr and
+    exit status 2."""
     from covmocks.logs import setup_console
 
     setup_console(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
     try:
         return func(args)
-    except CovmocksError as exc:
-        print(f"covmocks: error: {exc}", file=sys.stderr)
+    except (CovmocksError, OSError) as exc:
+        print(f"covmocks: error: {error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("covmocks: interrupted", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covmocks import halo_checks as checks
 from covmocks import units
 from covmocks.errors import InputError, read_error
 
@@ -172,6 +173,11 @@ class _RowBlocks:
         return self.read_blocks(max_hosts)
 
 
+def _reason(exc: Exception) -> str:
+    """An OSError's reason (its strerror), or any exception's text, on one line."""
+    return " ".join(str(getattr(exc, "strerror", None) or exc).split())
+
+
 class HDF5Source(_RowBlocks):
     """A generic HDF5 halo file; schema in docs/schema.md.
 
@@ -179,6 +185,10 @@ class HDF5Source(_RowBlocks):
     ``mass`` (n,) Msun/h, ``radius`` (n,) comoving Mpc/h. Attributes ``box_size``
     (Mpc/h), ``h``, ``Om0``, ``omega_b`` (Omega_b h^2), ``redshift``; optional ``w0``,
     ``wa``, ``sim_name``, ``mass_definition``, ``radius_definition``.
+
+    Bad input is refused (``InputError``, one line naming the file and the dataset or
+    attribute): the header and the datasets' layout and ids when the file is opened, the
+    values of each block as it is read (``covmocks.halo_checks``).
     """
 
     DATASETS = ("id", "pos", "vel", "mass", "radius")
@@ -191,34 +201,48 @@ class HDF5Source(_RowBlocks):
 
         self.path = Path(path)
         self.log10_mhost_min_msun = float(log10_mhost_min_msun)
-        if not self.path.is_file():
+        try:
+            found = self.path.is_file()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL
+            raise InputError(f"cannot read halo catalog {self.path}: {_reason(exc)}") from None
+        if not found:
             raise InputError(f"halo catalog not found: {self.path}")
         try:
             with h5py.File(self.path, "r") as f:
-                attrs = dict(f.attrs)
-                missing = [d for d in self.DATASETS if d not in f]
-                self.n_rows = f["id"].shape[0] if "id" in f else 0
+                self._check_file(f)
         except OSError as exc:
             raise read_error(self.path, exc) from exc
-        if missing:
-            raise InputError(f"{self.path}: missing datasets {missing}")
-        absent = [a for a in self.REQUIRED_ATTRS if a not in attrs]
-        if absent:
-            raise InputError(f"{self.path}: header has no {', '.join(absent)}")
-        self.header = SimulationHeader(
-            box_size=float(attrs["box_size"]),
-            redshift=float(attrs["redshift"]),
-            cosmology=Cosmology(**{k: float(attrs.get(k, d)) for k, d in self.COSMOLOGY_ATTRS}),
-            sim_name=str(attrs.get("sim_name", self.path.stem)),
-            **{k: str(attrs.get(k, "unspecified")) for k in self.DEFINITION_ATTRS},
-        )
         check_redshift(self.path, self.header, redshift)
 
+    def _check_file(self, f) -> None:
+        """The header and the datasets' layout and ids (``halo_checks``): InputError."""
+        path, attrs = self.path, dict(f.attrs)
+        missing = [d for d in self.DATASETS if d not in f and f.get(d, getlink=True) is None]
+        if missing:
+            raise InputError(f"{path}: missing datasets {missing}")
+        absent = [a for a in self.REQUIRED_ATTRS if a not in attrs]
+        if absent:
+            raise InputError(f"{path}: header has no {', '.join(absent)}")
+        lengths = {d: checks.dataset(path, f, d).shape[0] for d in self.DATASETS}
+        self.n_rows = checks.check_lengths(path, lengths)
+        cosmology = Cosmology(**{k: checks.header_number(path, attrs, k, d)
+                                 for k, d in self.COSMOLOGY_ATTRS})  # fmt: skip
+        checks.check_cosmology(path, cosmology.h, cosmology.Om0, cosmology.omega_b)
+        self.header = SimulationHeader(
+            box_size=checks.header_number(path, attrs, "box_size"),
+            redshift=checks.header_number(path, attrs, "redshift"),
+            cosmology=cosmology,
+            sim_name=checks.header_text(attrs, "sim_name", self.path.stem),
+            **{k: checks.header_text(attrs, k, "unspecified") for k in self.DEFINITION_ATTRS},
+        )
+        checks.check_ids(path, f["id"])
+
     def _read(self, f, start: int, stop: int) -> HaloBlock:
-        """Rows [start, stop) of the open file, before the cut."""
+        """Rows [start, stop) of the open file, before the cut, their values checked."""
         c = {name: np.asarray(f[name][start:stop], dtype=np.float64) for name in self.DATASETS[1:]}
+        checks.check_block(self.path, c, start, self.header.cosmology.Om0)
         pos = units.wrap_periodic(c.pop("pos"), self.header.box_size)
-        return HaloBlock(ids=np.asarray(f["id"][start:stop], dtype=np.uint64), pos=pos, **c)
+        return HaloBlock(ids=np.asarray(f["id"][start:stop]).astype(np.uint64), pos=pos, **c)
 
     def read_blocks(self, max_hosts: int, first: int = 0, last: int | None = None):
         """Blocks [first, last) of ``max_hosts`` rows, each cut by mass (maybe empty); only
@@ -244,6 +268,9 @@ class HDF5Source(_RowBlocks):
         return str(self.path)
 
 
+# Host mass cuts (log10 Msun) a synthetic box takes: diffsky's host mass function is a fit
+# that its tables keep monotonic only within about this range.
+SYNTHETIC_MHOST_RANGE = (8.0, 16.0)
 # Planck-2018-like cosmology (AbacusSummit c000) for synthetic boxes.
 SYNTHETIC_COSMOLOGY = Cosmology(h=0.6736, Om0=0.315192, omega_b=ABACUS_C000_OMEGA_B)
 
@@ -272,7 +299,18 @@ class SyntheticSource(_RowBlocks):
         self.n_hosts = self.n_rows = int(n_hosts)
         self.log10_mhost_min_msun = float(log10_mhost_min_msun)
         self.seed = int(seed)
+        low, high = SYNTHETIC_MHOST_RANGE
+        if not low <= self.log10_mhost_min_msun <= high:
+            raise InputError(f"synthetic source: host mass cut {self.log10_mhost_min_msun:g} is "
+                             f"outside the mass function's range [{low:g}, {high:g}] "
+                             "(log10 Msun)")  # fmt: skip
         self._lgm_table, self._cdf_table, density = _hmf_tables(self.log10_mhost_min_msun, redshift)
+        cdf = self._cdf_table
+        usable = np.isfinite(cdf).all() and (np.diff(cdf) > -1e-9).all() and cdf[-1] > cdf[0]
+        if not (usable and np.isfinite(self._lgm_table).all() and 0 < density < np.inf):
+            raise InputError(f"synthetic source: the halo mass function has no usable hosts "
+                             f"above 10^{self.log10_mhost_min_msun:g} Msun at z={redshift:g} "
+                             f"(host density {density:.3g} per Mpc^3)")  # fmt: skip
         volume_mpc_h = self.n_hosts / density * cosmology.h**3  # density per Mpc^3 -> per (Mpc/h)^3
         self.header = SimulationHeader(
             box_size=float(volume_mpc_h ** (1 / 3)),

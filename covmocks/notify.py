@@ -45,7 +45,7 @@ class Notifier:
                     [*notify.command, summary], stdin=subprocess.DEVNULL, stdout=out,
                     stderr=subprocess.STDOUT, start_new_session=True,
                 ))  # fmt: skip
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the command or summary
             log.warning("notification command %s failed to start: %s", notify.command[0], exc)
 
     def settled(self, outcome: dict) -> None:

@@ -314,8 +314,13 @@ def check_file(path) -> list[str]:
     a reason), empty where it passes; a file that cannot be read is one line. For a user's
     file (``covmocks validate``): writes nothing."""
     path = Path(path)
-    if not path.is_file():
-        return [f"readable_hdf5 ({'a directory' if path.is_dir() else 'no such file'}: {path})"]
+    try:
+        found, is_dir = path.is_file(), path.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL
+        return [f"readable_hdf5 ({' '.join(str(getattr(exc, 'strerror', None) or exc).split())}"
+                f": {path})"]  # fmt: skip
+    if not found:
+        return [f"readable_hdf5 ({'a directory' if is_dir else 'no such file'}: {path})"]
     try:
         lines, cat = _read(path)
     except (OSError, CovmocksError, KeyError, ValueError) as exc:  # transient, or odd content

@@ -7,21 +7,20 @@ fresh copy of the template directory, ``make_template``: campaign files, a plann
 directory, a halo file, a catalog) and ``@OUT@`` (an empty directory for the files a verb
 writes). Nothing a command line names as an output lies outside them.
 
-``KNOWN_CLI_BUGS`` tells the command lines that end in a traceback today (test_fuzz.py
-leaves them out of the fuzzing and shows one of each, strictly xfailed).
+Values may hold line breaks and other control characters (never NUL, which no command line
+can hold): an error that quotes them must stay on one line.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import textwrap
 from pathlib import Path
 
 import numpy as np
 from hypothesis import strategies as st
 
-from tests.fuzz_values import ARG_TEXT, NAME_TEXT, has_line_break
+from tests.fuzz_values import ARG_TEXT, NAME_TEXT
 
 # Files of the template directory (see make_template).
 VALID = "@DIR@/valid.yaml"  # planned: its campaign directory exists
@@ -281,7 +280,7 @@ def guard(argv: list[str]) -> list[str]:
     return argv
 
 
-# ---------------------------------------------------------------- known bugs, by argv
+# ---------------------------------------------------------------- reading a command line
 
 
 def option(argv: list[str], name: str) -> str | None:
@@ -293,114 +292,3 @@ def option(argv: list[str], name: str) -> str | None:
         elif a.startswith(name + "="):
             value = a.split("=", 1)[1]
     return value
-
-
-def _number(text: str | None, kind=float):
-    try:
-        return None if text is None else kind(text)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _json(text: str | None):
-    try:
-        return json.loads(text) if text is not None else None
-    except ValueError:
-        return ValueError
-
-
-def _random_ids_out_of_range(argv) -> bool:
-    values = [_number(option(argv, o), int) for o in ("--seed", "--realization", "--snapshot")]
-    return any(v is not None and not 0 <= v < 2**31 for v in values)
-
-
-def _redshift_out_of_range(argv) -> bool:
-    z = _number(option(argv, "--redshift"))
-    return z is not None and not 0 <= z <= 20
-
-
-def _mass_cut_out_of_range(argv) -> bool:
-    cut = _number(option(argv, "--log10-mhost-min-msun"))
-    return cut is not None and not 5 <= cut <= 16
-
-
-def _paths_collide(argv) -> bool:
-    paths = [option(argv, o) for o in ("--output", "--statistics", "--samples")]
-    paths = [p.rstrip("/") for p in paths if p is not None]
-    return any(a == b or b.startswith(a + "/")
-               for i, a in enumerate(paths) for j, b in enumerate(paths) if i != j)  # fmt: skip
-
-
-MODEL_NUMBERS = ("log10_msub_min_msun", "n_t_table", "batch_min", "batch_max")
-
-
-def model_params_unchecked(argv) -> bool:
-    params = _json(option(argv, "--model-params"))
-    if params is None or option(argv, "--model-params") is None:
-        return False
-    if params is ValueError:
-        return False  # argparse refuses it
-    if not isinstance(params, dict):
-        return True
-    for key, value in params.items():
-        if key in MODEL_NUMBERS:
-            if not isinstance(value, int | float):
-                return True
-        elif key in ("diffmahpop", "diffstarpop"):
-            if not isinstance(value, dict | None):
-                return True
-        else:
-            return True
-    return False
-
-
-def _sample_rules_unchecked(argv) -> bool:
-    rules = _json(option(argv, "--sample-rules"))
-    if option(argv, "--sample-rules") is None or rules is ValueError:
-        return False
-    if not isinstance(rules, list):
-        return rules is not None
-    for rule in rules:
-        if not isinstance(rule, dict) or not set(rule) <= {"name", "select", "floor", "density"}:
-            return True
-        if "name" not in rule or rule.get("select") not in ("all", "sfr", "mstar"):
-            return True
-        given = [k for k in ("floor", "density") if rule.get(k) is not None]
-        if rule["select"] != "all" and len(given) != 1:
-            return True
-    return False
-
-
-def _watch_not_finite(argv) -> bool:
-    watch = _number(option(argv, "--watch"))
-    return argv[:1] == ["report"] and watch is not None and not math.isfinite(watch)
-
-
-def _name_too_long(argv) -> bool:
-    """A path component longer than the file system allows (255 bytes)."""
-    return any(len(part.encode("utf-8", "surrogatepass")) > 255
-               for a in argv for part in a.split("/"))  # fmt: skip
-
-
-# Command lines that end in a traceback today (generate and report): left out of the
-# fuzzing, and shown apart, strictly xfailed, by test_known_cli_bug (KNOWN_CLI_BUG_CASES).
-KNOWN_CLI_BUGS = {
-    "random ids": _random_ids_out_of_range,
-    "redshift": _redshift_out_of_range,
-    "mass cut": _mass_cut_out_of_range,
-    "paths collide": _paths_collide,
-    "model params": model_params_unchecked,
-    "sample rules": _sample_rules_unchecked,
-    "watch": _watch_not_finite,
-    "long names": _name_too_long,
-    "line breaks": lambda argv: any(has_line_break(a) for a in argv),
-}
-
-
-def known_cli_bug(argv: list[str]) -> str | None:
-    """The KNOWN_CLI_BUGS entry that ``argv`` runs into, or None."""
-    if argv[:1] not in (["generate"], ["report"], ["validate"]) and not any(
-        has_line_break(a) for a in argv
-    ):
-        return None
-    return next((name for name, hits in KNOWN_CLI_BUGS.items() if hits(argv)), None)

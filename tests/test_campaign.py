@@ -355,6 +355,24 @@ def test_all_errors_at_once_in_line_order(tmp_path):
         (("[0, 1]", "{first: 0, last: 3, exclude: [9]}"), "exclude lists [9], outside 0..3"),
         (("[0, 1]", "7"), "science.realizations: expected a list of integers or a mapping"),
         (("seed: 1", "seed: 1\n  version: x/y"), "campaign.version: expected a name of letters"),
+        # random-stream ids below 2**31; at least one realization
+        (("[0, 1]", "[0, 2147483648]"), "campaign.yaml:7 science.realizations[1]: expected a "
+         "number less than 2147483648, got 2147483648"),
+        (("[0, 1]", "{first: 0, last: 4294967296}"), "science.realizations.last: expected a "
+         "number less than 2147483648"),
+        (("[0, 1]", "[]"), "campaign.yaml:7 science.realizations: expected at least 1 item"),
+        (("[0, 1]", "{first: 1, last: 2, exclude: [1, 2]}"), "exclude removes every "
+         "realization of 1..2"),
+        # redshifts the model can take; a mass cut the synthetic mass function covers
+        (("[0.0, 0.5]", "[0.0, 1000.0]"), "campaign.yaml:8 science.redshifts[1]: expected a "
+         "number at most 20.0, got 1000.0"),
+        (("n_hosts: 100", "n_hosts: 100\n  log10_mhost_min_msun: 1.0e+300"),
+         "science.log10_mhost_min_msun: expected a host mass cut in [8, 16]"),
+        # no NUL in a path or a text that reaches a command
+        (("seed: 1", 'seed: 1\n  description: "a\\0b"'), "campaign.description: text with a "
+         "NUL character"),
+        (("[0.0, 0.5]", '[0.0, 0.5]\noutputs: {directory: "run\\0"}'), "outputs.directory: "
+         "a path with a NUL character"),
     ],
 )  # fmt: skip
 def test_cross_field_problems(tmp_path, change, expected):

@@ -66,3 +66,97 @@ def test_python_dash_m_generate_on_the_real_catalog(tmp_path, mini_catalog_dir):
     cat = catalog.read_catalog(out)
     assert cat.attrs["n_hosts"] == 40 and cat.attrs["seed"] == 3
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp file left
+
+
+def test_outputs_that_collide_are_refused(tmp_path, capsys):
+    gen = ["generate", "--source", "synthetic", "--n-hosts", "10", "--output"]
+    _fails(capsys, gen + [str(tmp_path / "m.hdf5"), "--statistics", str(tmp_path / "m.hdf5")],
+           "output files collide")  # fmt: skip
+    _fails(capsys, gen + [str(tmp_path), "--overwrite"], "output is a directory")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--seed", "-1"], "seed must be in [0, 2**31)"),
+        (["--realization", str(2**32)], "realization must be in [0, 2**31)"),
+        (["--redshift", "nan"], "redshift must be in [0, 20]"),
+        (["--log10-mhost-min-msun", "1e300"], "host mass cut 1e+300 is outside"),
+        (["--samples", "s.hdf5", "--sample-rules", '[{"name": "m", "select": "mstar"}]'],
+         "needs exactly one of floor and density"),
+    ],
+)  # fmt: skip
+def test_values_out_of_range_are_one_line(tmp_path, capsys, extra, expected):
+    argv = ["generate", "--source", "synthetic", "--n-hosts", "10", "--output",
+            str(tmp_path / "m.hdf5"), *extra]  # fmt: skip
+    _fails(capsys, argv, expected)
+
+
+def test_line_breaks_in_a_message_are_escaped(tmp_path, capsys):
+    _fails(capsys, ["generate", "--source", "hdf5", "--input", str(tmp_path / "a\nb\u2028c"),
+                    "--output", str(tmp_path / "m.hdf5")], "a\\nb\\u2028c")  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["plan", "--bad\noption", str(tmp_path / "x.yaml")])
+    assert "--bad\\noption" in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("every", ["0", "-1", "nan", "inf"])
+def test_report_watch_needs_a_pause(tmp_path, capsys, every):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tmp_path / "c.yaml"), "--watch", every])
+    assert exc.value.code == 2 and "--watch" in capsys.readouterr().err
+
+
+def _halos(path, **attrs):
+    import h5py
+    import numpy as np
+
+    from tests.fuzz_halos import r200m
+
+    mass = np.full(4, 1e12)
+    with h5py.File(path, "w") as f:
+        f["id"], f["pos"], f["vel"] = np.arange(4), np.full((4, 3), 5.0), np.zeros((4, 3))
+        f["mass"], f["radius"] = mass, r200m(mass, 0.3)
+        f.attrs.update(box_size=50.0, h=0.7, Om0=0.3, omega_b=0.022, redshift=0.5, **attrs)
+    return path
+
+
+def test_catalog_that_fails_validation_is_removed(tmp_path, capsys, monkeypatch):
+    """A model that gives NaN: the command fails naming the check and the input, and leaves
+    neither catalog nor statistics."""
+    import numpy as np
+
+    from covmocks.model import DiffskySFH
+    from tests.fuzz_cli import fake_populate
+
+    def nan_populate(self, hosts, snap, root_key):
+        galaxies = fake_populate(self, hosts, snap, root_key)
+        galaxies["log10_mstar"] = np.full_like(galaxies["log10_mstar"], np.nan)
+        return galaxies
+
+    monkeypatch.setattr(DiffskySFH, "populate", nan_populate)
+    halos = _halos(tmp_path / "halos.hdf5")
+    out = tmp_path / "out"
+    argv = ["generate", "--source", "hdf5", "--input", str(halos), "--output",
+            str(out / "m.hdf5"), "--statistics", str(out / "s.hdf5")]  # fmt: skip
+    _fails(capsys, argv, "failed validation and was removed: finite_values")
+    assert not list(out.iterdir())
+
+
+def test_text_attributes_read_back_as_written(tmp_path, capsys, monkeypatch):
+    """Text that looks like JSON (a file named ``[run1].hdf5``, a sim_name ``null``) is read
+    back as written: only what the writer encoded is decoded."""
+    from covmocks.model import DiffskySFH
+    from tests.fuzz_cli import fake_populate
+
+    monkeypatch.setattr(DiffskySFH, "populate", fake_populate)
+    halos = _halos(tmp_path / "[run1].hdf5", mass_definition="null", radius_definition="{x}")
+    out = tmp_path / "m.hdf5"
+    assert main(["generate", "--source", "hdf5", "--input", str(halos), "--output", str(out),
+                 "--host-limit", "2"]) == 0  # fmt: skip
+    attrs = catalog.read_catalog(out).attrs
+    assert attrs["sim_name"] == "[run1]" and attrs["input_catalog"] == str(halos)
+    assert attrs["mass_definition"] == "null" and attrs["radius_definition"] == "{x}"
+    assert attrs["host_limit"] == 2 and isinstance(attrs["versions"], dict)
+    assert "json_attributes" not in attrs

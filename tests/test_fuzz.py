@@ -14,15 +14,17 @@ Reproducible: the cases are derandomized (the same ones every run) and
 soak). Everything is written under temporary directories: never outside them, although
 the tests may run as root.
 
-Bugs found and not fixed yet are tables here (``KNOWN_*_BUGS``): the fuzzing leaves their
-cases out, and a strictly xfailed test (``test_known_*``) shows one case of each with what
-happens today. Once one is fixed its xfail fails: drop its entries, and the fuzzing covers
-it again.
+The bugs the fuzzing found are fixed; their cases stay as regression tests (``test_fixed_*``,
+tables ``FIXED_*_BUG_CASES``), each with what it once did.
+
+With ``$COVMOCKS_RELIABILITY_OUT`` set, the module merges a summary into that file under
+``test_fuzz`` (``tests/reliability_out.py``): per surface, the cases run and the failures.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -39,7 +41,7 @@ import hypothesis
 import numpy as np
 import pytest
 import yaml
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
@@ -54,19 +56,15 @@ from covmocks.model import DiffskySFH
 from covmocks.notify import Notifier
 from tests.fuzz_campaigns import TRUE, damaged_campaigns, damaged_text, dump
 from tests.fuzz_cli import (
-    KNOWN_CLI_BUGS,
     command_lines,
     fake_populate,
-    known_cli_bug,
     make_template,
-    model_params_unchecked,
     option,
 )
 from tests.fuzz_halos import (
     EITHER,
     ERROR,
     OK,
-    OPTIONAL_TEXT,
     HaloFile,
     halo_files,
     names_one_of,
@@ -74,6 +72,8 @@ from tests.fuzz_halos import (
 )
 from tests.fuzz_values import (
     CASES_PER_SURFACE,
+    FUZZ_RANDOM,
+    FUZZ_SCALE,
     NAME_TEXT,
     SENTINEL_DIR,
     check_cli_stderr,
@@ -84,6 +84,51 @@ from tests.fuzz_values import (
 )
 
 pytestmark = pytest.mark.slow
+
+SURFACES = ("campaign files", "halo files", "command lines")
+_GENERATED: collections.Counter = collections.Counter()  # hypothesis's cases
+_CASES: collections.Counter = collections.Counter()  # those and the fixed bugs' cases
+_FAILING_CASES: collections.Counter = collections.Counter()
+_FAILED_TESTS: dict = collections.defaultdict(set)
+
+
+@contextlib.contextmanager
+def case_of(surface: str, test: str, generated: bool = True):
+    """One case of ``surface`` (``SURFACES``) run by ``test`` (``generated`` by hypothesis,
+    or a fixed bug's regression case): counted, and counted as failing where it raises
+    (hypothesis's shrinking replays count too)."""
+    _CASES[surface] += 1
+    _GENERATED[surface] += generated
+    try:
+        yield
+    except BaseException:
+        _FAILING_CASES[surface] += 1
+        _FAILED_TESTS[surface].add(test)
+        raise
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reliability_summary():
+    """After the module: the cases per surface and their failures, into
+    $COVMOCKS_RELIABILITY_OUT (when set) under ``test_fuzz``."""
+    from tests.reliability_out import merge_summary
+
+    yield
+    if not _CASES:
+        return
+    merge_summary({
+        "test": "test_fuzz",
+        "kind": "fuzz",
+        "nodeid": "tests/test_fuzz.py",
+        "cases_per_surface_wanted": CASES_PER_SURFACE,
+        "scale": FUZZ_SCALE,
+        "derandomized": not FUZZ_RANDOM,
+        "surfaces": {name: {"generated_cases": _GENERATED[name], "cases": _CASES[name],
+                            "failing_cases": _FAILING_CASES[name],
+                            "failed_tests": sorted(_FAILED_TESTS[name])}
+                     for name in SURFACES},
+        "failures": sum(_FAILING_CASES.values()),
+    })  # fmt: skip
 
 
 def note(text: str) -> None:
@@ -188,15 +233,12 @@ def check_loaded(campaign: Campaign, data: dict) -> None:
     assert campaign.seed == section["seed"]
 
 
-def plan_and_notify(path: Path, campaign: Campaign, root: Path, skip_known=True) -> None:
+def plan_and_notify(path: Path, campaign: Campaign, root: Path) -> None:
     """A valid campaign whose directory lies under ``root`` and that has few tasks: plan it
     through the command line (a manifest, or a clean error), generate its first box (with
     the stand-in galaxy model: a catalog, or a clean error such as a missing halo file), and
     send its notification (``true`` with the summary: name, description and directory as
-    one argument). What KNOWN_CAMPAIGN_BUGS fails at is skipped (unless not ``skip_known``)."""
-    bug = known_campaign_bug(campaign) if skip_known else None
-    if bug == "NUL":
-        return
+    one argument)."""
     tasks = len(campaign.science.realizations) * len(campaign.science.redshifts)
     if not inside(campaign.directory, root) or tasks > 64:
         return
@@ -206,7 +248,7 @@ def plan_and_notify(path: Path, campaign: Campaign, root: Path, skip_known=True)
     if result.status == 0:
         assert campaign.layout.manifest.is_file()
         assert len(campaign.layout.manifest.read_text().splitlines()) == tasks
-    if tasks and bug is None:  # (realizations: [] is valid)
+    if tasks:  # (realizations: [] is valid)
         generate_first_box(path, campaign, root)
     notify = Notify(command=[TRUE], failure_fraction=1.0)
     notifier = Notifier(dataclasses.replace(campaign, notify=notify), total=1)
@@ -229,65 +271,37 @@ def generate_first_box(path: Path, campaign: Campaign, root: Path) -> CliResult:
     return result
 
 
-# Values the campaign loader accepts but a box cannot be generated from today (checked
-# on the loaded campaign): the fuzzing generates no box of them; test_known_campaign_bug
-# shows one of each.
-KNOWN_CAMPAIGN_BUGS = {
-    "realization": lambda c: max(c.science.realizations, default=0) >= 2**32,
-    "redshift": lambda c: max(c.science.redshifts) > 20,
-    "mass cut": lambda c: not 5 <= (c.science.log10_mhost_min_msun or 11) <= 16,
-    "model params": lambda c: model_params_unchecked(
-        ["--model-params", json.dumps(c.science.model_params)]
-    ),
-    # messages print paths as they are: a line break in one breaks the message's line
-    "line break": lambda c: has_line_break(f"{c.science.input}{c.science.cleaning}{c.directory}"),
-    # "\0" in a path or a text the notification passes on (YAML writes it "\0")
-    "NUL": lambda c: (
-        "\x00"
-        in "".join(
-            [c.description, *c.tags, str(c.directory), *(c.notify.command if c.notify else [])]
-        )
-    ),  # fmt: skip
-}
-
-
-def known_campaign_bug(campaign: Campaign) -> str | None:
-    return next((k for k, hits in KNOWN_CAMPAIGN_BUGS.items() if hits(campaign)), None)
-
-
-# name: (KNOWN_CAMPAIGN_BUGS entry, sections over a small valid campaign, what happens)
-KNOWN_CAMPAIGN_BUG_CASES = {
-    "realization 2**32": ("realization", {"science": {"realizations": [2**32]}},
-                          "generate: OverflowError, uint32 in jax fold_in"),
-    "redshift 1000": ("redshift", {"science": {"redshifts": [1000.0]}},
-                      "generate: ZeroDivisionError, HMF density 0 (SyntheticSource)"),
-    "mass cut 1e300": ("mass cut", {"science": {"log10_mhost_min_msun": 1e300}},
-                       "generate: ZeroDivisionError, HMF density 0 (SyntheticSource)"),
-    "model params": ("model params", {"science": {"model_params": {"batch_min": "x"}}},
-                     "generate: ValueError, int('x') in DiffskySFH"),
-    "line break": ("line break", {"science": {"source": "hdf5", "n_hosts": None,
-                                              "input": "halos\n{realization}.hdf5"}},
-                   "generate: the error names the path as it is, on two lines"),
-    "NUL in directory": ("NUL", {"outputs": {"directory": "run\x00"}},
-                         "plan: ValueError: embedded null byte (os.scandir)"),
-    "NUL in description": ("NUL", {"campaign": {"description": "a\x00b"}},
-                           "notify: ValueError: embedded null byte from Popen (notify.py "
-                           "catches OSError only): the driver dies at the end of the run"),
+# Bugs fixed: what used to fail, and what happens now. (sections, what it did)
+FIXED_CAMPAIGN_BUG_CASES = {
+    "realization 2**32": ({"science": {"realizations": [2**32]}},
+                          "generate: OverflowError, uint32 in jax fold_in; now refused"),
+    "no realizations": ({"science": {"realizations": []}}, "accepted; now refused"),
+    "all realizations excluded": (
+        {"science": {"realizations": {"first": 1, "last": 2, "exclude": [1, 2]}}},
+        "accepted; now refused"),
+    "redshift 1000": ({"science": {"redshifts": [1000.0]}},
+                      "generate: ZeroDivisionError, HMF density 0; now refused"),
+    "mass cut 1e300": ({"science": {"log10_mhost_min_msun": 1e300}},
+                       "generate: ZeroDivisionError, HMF density 0; now refused"),
+    "line break": ({"science": {"source": "hdf5", "n_hosts": None,
+                                "input": "halos\n{realization}.hdf5"}},
+                   "generate: the error named the path on two lines; now escaped"),
+    "NUL in directory": ({"outputs": {"directory": "run\x00"}},
+                         "plan: ValueError: embedded null byte; now refused"),
+    "NUL in description": ({"campaign": {"description": "a\x00b"}},
+                           "notify: ValueError from Popen; now refused"),
+    "NUL in notify command": ({"campaign": {"notify": {"command": ["true", "a\x00"]}}},
+                              "notify: ValueError from Popen; now refused"),
+    "model params": ({"science": {"model_params": {"batch_min": "x"}}},
+                     "generate: ValueError, int('x') in DiffskySFH; now refused by generate"),
 }  # fmt: skip
+# Those the loader accepts (the rest it refuses): planned, generated and notified cleanly.
+FIXED_CAMPAIGN_BUGS_LOADED = {"line break", "model params"}
 
 
-@pytest.mark.parametrize(
-    "case",
-    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=v[-1]))
-     for k, v in KNOWN_CAMPAIGN_BUG_CASES.items()],
-)  # fmt: skip
-def test_known_campaign_bug(case, tmp_path):
-    """A campaign that loads but fails later (plan, its first box, its notification) with a
-    traceback: the loader should refuse it (one problem line naming the key), or the
-    rest work."""
+def _bug_campaign(tmp_path, sections):
     from tests.conftest import deep_merge
 
-    bug, sections, _ = KNOWN_CAMPAIGN_BUG_CASES[case]
     data = deep_merge({"campaign": {"name": "bug", "seed": 1},
                        "science": {"source": "synthetic", "n_hosts": 10, "realizations": [0],
                                    "redshifts": [0.5]},
@@ -295,10 +309,20 @@ def test_known_campaign_bug(case, tmp_path):
     data["science"] = {k: v for k, v in data["science"].items() if v is not None}
     path = tmp_path / "bug.yaml"
     path.write_text(yaml.safe_dump(data))
-    campaign = load_campaign(path, data)
-    if campaign is not None:
-        assert known_campaign_bug(campaign) == bug
-        plan_and_notify(path, campaign, tmp_path, skip_known=False)
+    return path, data
+
+
+@pytest.mark.parametrize("case", list(FIXED_CAMPAIGN_BUG_CASES))
+def test_fixed_campaign_bug(case, tmp_path):
+    """Campaigns that once loaded and failed later with a traceback: refused by the loader
+    (one problem line naming the file and key), or planned, generated and notified cleanly."""
+    sections, _ = FIXED_CAMPAIGN_BUG_CASES[case]
+    path, data = _bug_campaign(tmp_path, sections)
+    with case_of("campaign files", "test_fixed_campaign_bug", generated=False):
+        campaign = load_campaign(path, data)
+        if campaign is not None:
+            assert case in FIXED_CAMPAIGN_BUGS_LOADED, f"{case}: loaded"
+            plan_and_notify(path, campaign, tmp_path)
 
 
 CAMPAIGN_DATA_CASES = CASES_PER_SURFACE * 7 // 10
@@ -308,7 +332,8 @@ CAMPAIGN_TEXT_CASES = CASES_PER_SURFACE - CAMPAIGN_DATA_CASES
 @fuzz_settings(CAMPAIGN_DATA_CASES)
 @given(data=damaged_campaigns(), name=NAME_TEXT, unicode=st.booleans(), flow=st.booleans())
 def test_damaged_campaigns_load_cleanly_and_never_run_their_values(data, name, unicode, flow):
-    with workdir() as root:
+    test = "test_damaged_campaigns_load_cleanly_and_never_run_their_values"
+    with case_of("campaign files", test), workdir() as root:
         path = root / f"{name}.yaml"
         path.write_text(dump(data, unicode, flow), encoding="utf-8")
         campaign = load_campaign(path, data)
@@ -321,7 +346,7 @@ def test_damaged_campaigns_load_cleanly_and_never_run_their_values(data, name, u
 @fuzz_settings(CAMPAIGN_TEXT_CASES)
 @given(raw=damaged_text(), name=NAME_TEXT)
 def test_damaged_campaign_text_loads_cleanly(raw, name):
-    with workdir() as root:
+    with case_of("campaign files", "test_damaged_campaign_text_loads_cleanly"), workdir() as root:
         path = root / f"{name}.yml"
         path.write_bytes(raw)
         try:
@@ -347,19 +372,6 @@ def test_sentinel_is_watched():
 
 
 # ====================================================================== 2. halo HDF5 files
-
-# Damage that HDF5Source does not handle today: (fnmatch pattern of damage kinds, levels
-# it applies to). Left out of the fuzzing below and shown apart, strictly xfailed, by
-# test_known_halo_file_bug (once fixed, that xfail fails: drop the entry here and there).
-KNOWN_HALO_BUGS = [
-    ("attr:*", {ERROR}),  # header attributes unchecked: text, NaN, inf, <= 0, arrays
-    ("attr:*:one_element", {EITHER}),  # a (1,) array attribute: TypeError from float()
-    ("group:*", {ERROR}),  # a group where a dataset belongs: AttributeError/TypeError
-    ("link:*", {ERROR}),  # a dangling or external link: KeyError
-    ("shape:*", {ERROR}),  # wrong rank or length: IndexError/ValueError, or accepted
-    ("dtype:*", {ERROR}),  # compound: TypeError; text, complex: parsed or truncated
-    ("values:*", {ERROR}),  # NaN, inf, <= 0 masses and radii: dropped or passed on
-]
 
 
 def read_halos(case: HaloFile, path: Path, cut: float, redshift, max_hosts: int) -> None:
@@ -413,21 +425,21 @@ def check_halo_error(exc: CovmocksError, case: HaloFile, path: Path) -> None:
 
 
 # Full boxes through the model (the rest of the surface reads files only): 11 fuzzed, and
-# 9 of the known bugs' below reach the model. They compile its kernels once (about 15 s),
-# then take 0.1-0.5 s each.
+# most of the fixed bugs' cases below reach the model. They compile its kernels once (about
+# 15 s), then take 0.1-0.5 s each.
 GENERATIONS = 11
 
 
 @fuzz_settings(CASES_PER_SURFACE - GENERATIONS)
 @given(
-    case=halo_files(excluded=KNOWN_HALO_BUGS),
+    case=halo_files(),
     name=NAME_TEXT,
     cut=st.sampled_from([-np.inf, 11.0, 12.5, 20.0]),
     ask_redshift=st.booleans(),
     max_hosts=st.sampled_from([1, 3, 16, 1000]),
 )
 def test_damaged_halo_files_read_cleanly(case, name, cut, ask_redshift, max_hosts):
-    with workdir() as root:
+    with case_of("halo files", "test_damaged_halo_files_read_cleanly"), workdir() as root:
         path = root / f"{name}.hdf5"
         case.write(path)
         redshift = case.attrs.get("redshift") if ask_redshift else None
@@ -436,66 +448,46 @@ def test_damaged_halo_files_read_cleanly(case, name, cut, ask_redshift, max_host
         read_halos(case, path, cut, redshift, max_hosts)
 
 
-# One case of each known bug, with what happens today.
-KNOWN_HALO_BUG_CASES = {
+# Damage HDF5Source once let through or crashed on (what it did): now a clean error naming
+# the attribute or dataset, or (EITHER) halos that are correct.
+FIXED_HALO_BUG_CASES = {
     "attr:box_size:text": "ValueError from float('abc') in HDF5Source.__init__",
-    "attr:box_size:nan": "accepted: every position wraps to NaN",
-    "attr:Om0:zero": "accepted: Cosmology.fb divides by zero when the box is generated",
-    "attr:h:negative": "accepted: log10(h) is NaN: the mass cut silently drops every halo",
+    "attr:box_size:nan": "accepted: every position wrapped to NaN",
+    "attr:Om0:zero": "accepted: Cosmology.fb divided by zero when the box was generated",
+    "attr:h:negative": "accepted: log10(h) NaN: the mass cut silently dropped every halo",
     "attr:redshift:one_element": "TypeError from float(array([0.5]))",
     "group:mass": "TypeError: a group sliced as a dataset in HDF5Source._read",
     "group:id": "AttributeError: Group has no shape in HDF5Source.__init__",
     "link:id": "KeyError from h5py for a dangling soft link",
-    "shape:radius:short": "IndexError: the mass cut's mask does not fit the shorter radius",
-    "shape:pos:column": "accepted: positions of shape (n, 1) reach the model",
+    "shape:radius:short": "IndexError: the mass cut's mask did not fit the shorter radius",
+    "shape:pos:column": "accepted: positions of shape (n, 1) reached the model",
     "shape:id:scalar": "IndexError: f['id'].shape[0] of a scalar dataset",
     "shape:mass:wide": "IndexError in halos.cut",
     "dtype:vel:compound": "TypeError: compound dtype cast to float64 in HDF5Source._read",
     "dtype:mass:text": "accepted: text parsed as numbers",
     "dtype:radius:complex": "accepted: the imaginary part dropped (ComplexWarning)",
     "values:mass:nan": "accepted: the halo silently dropped by the mass cut",
-    "values:mass:zero": "accepted: log10(0) = -inf passes a cut of -inf, mass 0 reaches the model",
+    "values:mass:zero": "accepted: log10(0) = -inf passed a cut of -inf, mass 0 reached the model",
     "values:mass:negative": "accepted: the halo silently dropped by the mass cut (log10 NaN)",
-    "values:radius:inf": "accepted: an infinite radius reaches the model",
-    "values:pos:nan": "accepted: NaN positions reach the model",
-    "values:vel:inf": "accepted: infinite velocities reach the model",
+    "values:radius:inf": "accepted: an infinite radius reached the model",
+    "values:pos:nan": "accepted: NaN positions reached the model",
+    "values:vel:inf": "accepted: infinite velocities reached the model",
+    "ids:duplicate": "accepted: two hosts got the same random draws",
 }
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=r))
-     for k, r in KNOWN_HALO_BUG_CASES.items()],
-)  # fmt: skip
-def test_known_halo_file_bug(kind, tmp_path):
-    """HDF5Source on one damage of KNOWN_HALO_BUGS: a clean error naming the dataset or
-    attribute is wanted, not what happens today (the reason)."""
-    import fnmatch
-
+@pytest.mark.parametrize("kind", list(FIXED_HALO_BUG_CASES))
+def test_fixed_halo_file_bug(kind, tmp_path):
+    """HDF5Source on one damage it once mishandled (FIXED_HALO_BUG_CASES): a clean error
+    naming the dataset or attribute, or correct halos."""
     case = single_damage(kind)
-    assert any(fnmatch.fnmatchcase(kind, p) and case.expect in lv for p, lv in KNOWN_HALO_BUGS)
     path = tmp_path / "halos.hdf5"
     case.write(path)
-    read_halos(case, path, -np.inf, None, 4)
+    with case_of("halo files", "test_fixed_halo_file_bug", generated=False):
+        read_halos(case, path, -np.inf, None, 4)
 
 
 MODEL_PARAMS = '{"batch_min": 512, "batch_max": 512}'  # one padded shape: two compiles
-
-# Damage the reader may accept (EITHER) but that a box cannot be generated from today: the
-# generation fuzzing leaves it out too; test_known_generate_bug shows one of each.
-KNOWN_GENERATE_BUGS = KNOWN_HALO_BUGS + [
-    ("attr:*:huge", {EITHER}),  # OverflowError (box_size, h, redshift), or NaN in the catalog
-    ("attr:redshift:negative", {EITHER}),  # OverflowError: snapshot id -500 as uint32
-    ("attr:omega_b:zero", {EITHER}),  # fb = 0: a catalog that fails validation
-    ("values:mass:huge", {EITHER}),  # a catalog with NaN (fails validation)
-    ("values:vel:huge", {EITHER}),  # a catalog with infinite velocities
-    ("dtype:mass:*", {EITHER}),  # masses of 0 or 1 Msun/h: ValueError in the model, or NaN
-    ("values:radius:large", {EITHER}),  # 30 R200m: the catalog fails satellites_near_host
-    ("values:radius:huge", {EITHER}),  # the same
-    ("dtype:radius:*", {EITHER}),  # radii cut to whole Mpc/h: the same
-    ("ids:duplicate", {EITHER}),  # the catalog fails one_central_per_host
-    ("dtype:id:*", {EITHER}),  # ids wrapped to 8 bits repeat: the same
-]
 
 
 def generate(case: HaloFile, root: Path, name: str, overwrite: bool = False) -> None:
@@ -530,40 +522,32 @@ def generate(case: HaloFile, root: Path, name: str, overwrite: bool = False) -> 
         assert left == [], f"left behind after an error: {left}"
 
 
-def json_like(text) -> bool:
-    """Text that read_catalog takes for JSON (a known bug: test_known_generate_bug_json_like)."""
-    text = str(text)
-    return text[:1] in ("{", "[") or text == "null"
-
-
 @fuzz_settings(GENERATIONS)
-@given(case=halo_files(excluded=KNOWN_GENERATE_BUGS), name=NAME_TEXT, overwrite=st.booleans())
+@given(case=halo_files(), name=NAME_TEXT, overwrite=st.booleans())
 def test_damaged_halo_files_through_generate(case, name, overwrite):
     # the halo file's name (sim_name by default) and text attributes reach the catalog
-    assume(not any(json_like(t) for t in [name] + [case.attrs.get(k) for k in OPTIONAL_TEXT]))
-    with workdir() as root:
+    with case_of("halo files", "test_damaged_halo_files_through_generate"), workdir() as root:
         generate(case, root, name, overwrite)
 
 
-@pytest.mark.parametrize("name", ["[run1]", "{x}", "null"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog.read_catalog decodes every text attribute that starts with { or [ (or is "
-    "null) as JSON: sim_name and input_catalog come from the halo file's name; validate: "
-    "readable_hdf5 (Expecting value)",
-)
-def test_known_generate_bug_json_like(name, tmp_path):
-    """A valid halo file named ``[run1].hdf5``: its catalog cannot be read back."""
+@pytest.mark.parametrize("name", ["[run1]", "{x}", "null", '{"a": 1}'])
+def test_fixed_generate_bug_json_like(name, tmp_path):
+    """A valid halo file named ``[run1].hdf5``: its catalog reads back with the name as it
+    is (read_catalog once decoded any text that looked like JSON)."""
     from covmocks.catalog import read_catalog
 
     case = single_damage("values:pos:zero")  # (a valid file)
     assert case.expect == OK
-    generate(case, tmp_path, name)
+    with case_of("halo files", "test_fixed_generate_bug_json_like", generated=False):
+        generate(case, tmp_path, name)
     catalog = read_catalog(tmp_path / "out" / name / "mock.hdf5")
     assert catalog.attrs["sim_name"] == name
+    assert catalog.attrs["input_catalog"] == str(tmp_path / f"{name}.hdf5")
 
 
-KNOWN_GENERATE_BUG_CASES = {
+# Damage ``covmocks generate`` once crashed on or made a catalog of that fails validation
+# (what it did): now a clean error naming the file, or a catalog that passes.
+FIXED_GENERATE_BUG_CASES = {
     "attr:box_size:huge": "OverflowError: float(box_size) ** 3 in SampleCollector (samples.py)",
     "attr:h:huge": "OverflowError: omega_b / h**2 in Cosmology.fb (catalog_attrs)",
     "attr:redshift:negative": "OverflowError: snapshot id -500 in jax fold_in (snapshot_key)",
@@ -571,29 +555,24 @@ KNOWN_GENERATE_BUG_CASES = {
     "values:mass:huge": "exit 0 with a catalog that fails finite_values",
     "dtype:mass:bool": "masses of 1 Msun/h: exit 0 with a catalog that fails finite_values",
     "values:mass:zero": "ValueError from np.repeat (negative satellite count) in the model",
+    "values:vel:huge": "exit 0 with a catalog of infinite velocities",
+    "values:radius:large": "exit 0 with a catalog that fails satellites_near_host",
     "ids:duplicate": "exit 0 with a catalog that fails one_central_per_host (the two hosts "
     "get the same random draws)",
 }
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=r))
-     for k, r in KNOWN_GENERATE_BUG_CASES.items()],
-)  # fmt: skip
-def test_known_generate_bug(kind, tmp_path):
-    """``covmocks generate`` on one damage of KNOWN_GENERATE_BUGS (a clean error, or a
-    catalog that passes validation, is wanted; the reason says what happens today)."""
-    import fnmatch
-
-    case = single_damage(kind)
-    assert any(fnmatch.fnmatchcase(kind, p) and case.expect in lv for p, lv in KNOWN_GENERATE_BUGS)
-    generate(case, tmp_path, "halos")
+@pytest.mark.parametrize("kind", list(FIXED_GENERATE_BUG_CASES))
+def test_fixed_generate_bug(kind, tmp_path):
+    """``covmocks generate`` on one damage it once mishandled: a clean error naming the file,
+    or a catalog that passes validation."""
+    with case_of("halo files", "test_fixed_generate_bug", generated=False):
+        generate(single_damage(kind), tmp_path, "halos")
 
 
-# Valid files (by docs/schema.md) whose catalog fails validation: (host mass Msun/h,
-# redshift, radius in R200m, what happens today).
-KNOWN_VALID_FILE_BUGS = {
+# Valid files (by docs/schema.md) whose catalog once failed validation with exit 0: (host
+# mass Msun/h, redshift, radius in R200m, what happened).
+VALID_FILE_CASES = {
     "hosts of 1e15 at z=3": (1e15, 3.0, 1.0, "NaN central histories for most random draws "
                              "(ids 3, 7, 8, ... of seed 0): exit 0, catalog fails finite_values"),
     "radius of 10 R200m": (1e13, 0.5, 10.0, "satellites placed inside the input radius: exit 0, "
@@ -601,18 +580,14 @@ KNOWN_VALID_FILE_BUGS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "bug",
-    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=v[-1]))
-     for k, v in KNOWN_VALID_FILE_BUGS.items()],
-)  # fmt: skip
-def test_known_generate_bug_valid_file(bug, tmp_path):
-    """Five identical hosts that the reader accepts: ``generate`` publishes a catalog that
-    fails validation. Wanted: a clean error naming what is out of range (or a catalog that
-    passes)."""
+@pytest.mark.parametrize("bug", list(VALID_FILE_CASES))
+def test_fixed_generate_bug_valid_file(bug, tmp_path):
+    """Five identical hosts of a mass or radius out of the model's range: a clean error
+    naming the file (the input refused, or the catalog failing validation, removed), or a
+    catalog that passes."""
     from tests.fuzz_halos import r200m
 
-    mass, redshift, radius, _ = KNOWN_VALID_FILE_BUGS[bug]
+    mass, redshift, radius, _ = VALID_FILE_CASES[bug]
     n = 5
     masses = np.full(n, mass)
     datasets = {"id": np.arange(n), "pos": np.full((n, 3), 5.0), "vel": np.zeros((n, 3)),
@@ -620,7 +595,8 @@ def test_known_generate_bug_valid_file(bug, tmp_path):
     attrs = {"box_size": 100.0, "h": 0.7, "Om0": 0.3, "omega_b": 0.022, "redshift": redshift}
     case = HaloFile(datasets, attrs, {})
     case.damage("values:mass:out_of_range", EITHER, "mass", "radius")
-    generate(case, tmp_path, "halos")
+    with case_of("halo files", "test_fixed_generate_bug_valid_file", generated=False):
+        generate(case, tmp_path, "halos")
 
 
 # ====================================================================== 3. command lines
@@ -643,7 +619,7 @@ def cli_template() -> Path:
 def _watch_once(campaign, every_s, *args, **kwargs):
     """``report --watch`` builds the report once (it would rebuild until the campaign is
     done); what it does with ``every_s`` between builds is
-    test_known_cli_bug_watch_without_pause's."""
+    test_fixed_cli_bug_watch_without_pause's."""
     return REAL_WATCH(campaign, every_s, lambda: True)
 
 
@@ -688,7 +664,8 @@ def check_command_line(argv: list[str]) -> None:
                 assert output is not None and output.is_file()
                 assert json.loads(result.out)["output"] == str(output)
             elif output is not None:
-                assert not output.exists() or output.is_dir(), f"left {output}"
+                with contextlib.suppress(OSError):  # a name too long cannot exist
+                    assert not output.exists() or output.is_dir(), f"left {output}"
         hits = [p.name for p in root.rglob("pwned*")]
         assert not hits, f"a value ran a command: {hits}"
 
@@ -696,81 +673,57 @@ def check_command_line(argv: list[str]) -> None:
 @fuzz_settings(CASES_PER_SURFACE)
 @given(argv=command_lines())
 def test_command_lines_end_cleanly(argv):
-    assume(known_cli_bug(argv) is None)
-    check_command_line(argv)
+    with case_of("command lines", "test_command_lines_end_cleanly"):
+        check_command_line(argv)
 
 
 _GEN = ["generate", "--source", "synthetic", "--n-hosts", "10", "--output", "@OUT@/m.hdf5"]
 _RULES = ["--samples", "@OUT@/s.hdf5", "--sample-rules"]
-# One command line of each KNOWN_CLI_BUGS entry (and more), with what happens today.
-KNOWN_CLI_BUG_CASES = {
-    "random ids": [
-        (_GEN + ["--seed", "-1"], "ValueError from numpy SeedSequence (box.halo_seed)"),
-        (_GEN + ["--seed", str(2**64)], "OverflowError from jax PRNGKey (model.snapshot_key)"),
-        (_GEN + ["--realization", str(2**32)], "OverflowError: uint32 in jax fold_in"),
-    ],
-    "redshift": [
-        (_GEN + ["--redshift", "nan"], "ValueError: int(round(nan)) in box.snapshot_id"),
-        (_GEN + ["--redshift", "inf"], "OverflowError in box.snapshot_id"),
-        (_GEN + ["--redshift", "-0.5"], "OverflowError: snapshot -500 in jax fold_in"),
-        (_GEN + ["--redshift", "1000"], "ZeroDivisionError: HMF density 0 (SyntheticSource)"),
-    ],
-    "mass cut": [
-        (_GEN + ["--log10-mhost-min-msun", "1e300"], "ZeroDivisionError: HMF density 0"),
-    ],
-    "paths collide": [
-        (
-            _GEN + ["--statistics", "@OUT@/m.hdf5"],
-            "FileNotFoundError in catalog.publish; a corrupt file is left as the catalog",
-        ),
-        (
-            _GEN[:-1] + ["@OUT@/dir", "--statistics", "@OUT@/dir/s.hdf5", "--overwrite"],
-            "IsADirectoryError from os.replace onto the directory (catalog.publish)",
-        ),
-    ],
-    "model params": [
-        (_GEN + ["--model-params", '{"foo": 1}'], "TypeError: unexpected keyword (get_model)"),
-        (_GEN + ["--model-params", "[1]"], "TypeError: ** of a list (get_model)"),
-        (_GEN + ["--model-params", '{"batch_min": "x"}'], "ValueError: int('x') in DiffskySFH"),
-        (_GEN + ["--model-params", '{"diffstarpop": 5}'], "TypeError in model._override"),
-    ],
-    "sample rules": [
-        (_GEN + _RULES + ['[{"name": "x", "select": "bogus"}]'], "KeyError in samples.py"),
-        (_GEN + _RULES + ['[{"name": "m", "select": "mstar"}]'], "TypeError: floor None"),
-        (_GEN + _RULES + ['[{"nme": 1}]'], "TypeError: Rule() unexpected keyword (BoxSpec)"),
-        (_GEN + _RULES + ["[1]"], "TypeError: Rule(**1) (BoxSpec)"),
-    ],
-    "watch": [
-        (["report", "@DIR@/valid.yaml", "--watch", "inf"], "OverflowError: int(inf) report.py"),
-        (["report", "@DIR@/valid.yaml", "--watch", "nan"], "ValueError: int(nan) report.py"),
-    ],
-    "line breaks": [
-        (["plan", "@DIR@/new\nline.yaml"], "the path printed as it is: on two lines"),
-        (
-            _GEN[:2] + ["hdf5", "--input", "x\ry", "--output", "@OUT@/m.hdf5"],
-            "the path printed as it is: on two lines",
-        ),
-    ],
-    "long names": [
-        (["validate", "a" * 300], "OSError ENAMETOOLONG from Path.is_file (check_file)"),
-        (
-            _GEN[:2] + ["hdf5", "--input", "a" * 300, "--output", "@OUT@/m.hdf5"],
-            "OSError ENAMETOOLONG from Path.is_file (HDF5Source)",
-        ),
-        (
-            _GEN[:2] + ["abacus", "--input", "a" * 300, "--output", "@OUT@/m.hdf5"],
-            "OSError ENAMETOOLONG in AbacusSource",
-        ),
-        (
-            _GEN[:-1] + ["@OUT@/" + "a" * 300],
-            "OSError ENAMETOOLONG from Path.exists (catalog.check_output_path)",
-        ),
-        (
-            _GEN + ["--statistics", "@OUT@/" + "a" * 300],
-            "OSError ENAMETOOLONG writing the statistics file (generator.write_statistics)",
-        ),
-    ],
-}
+# Command lines that once ended in a traceback (or a corrupt output), with what they did:
+# now a clean error, or a correct result.
+FIXED_CLI_BUG_CASES = [
+    (_GEN + ["--seed", "-1"], "ValueError from numpy SeedSequence (box.halo_seed)"),
+    (_GEN + ["--seed", str(2**64)], "OverflowError from jax PRNGKey (model.snapshot_key)"),
+    (_GEN + ["--realization", str(2**32)], "OverflowError: uint32 in jax fold_in"),
+    (_GEN + ["--snapshot", str(2**31)], "OverflowError: uint32 in jax fold_in"),
+    (_GEN + ["--redshift", "nan"], "ValueError: int(round(nan)) in box.snapshot_id"),
+    (_GEN + ["--redshift", "inf"], "OverflowError in box.snapshot_id"),
+    (_GEN + ["--redshift", "-0.5"], "OverflowError: snapshot -500 in jax fold_in"),
+    (_GEN + ["--redshift", "1000"], "ZeroDivisionError: HMF density 0 (SyntheticSource)"),
+    (_GEN + ["--log10-mhost-min-msun", "1e300"], "ZeroDivisionError: HMF density 0"),
+    (_GEN + ["--log10-mhost-min-msun", "nan"], "accepted: no host passes a NaN cut"),
+    (_GEN[:2] + ["hdf5", "--input", "@DIR@/halos.hdf5", "--log10-mhost-min-msun", "1e300",
+                 "--output", "@OUT@/m.hdf5"], "(worked: an empty catalog)"),
+    (_GEN + ["--statistics", "@OUT@/m.hdf5"],
+     "FileNotFoundError in catalog.publish; a corrupt file was left as the catalog"),
+    (_GEN[:-1] + ["@OUT@/dir", "--statistics", "@OUT@/dir/s.hdf5", "--overwrite"],
+     "IsADirectoryError from os.replace onto the directory (catalog.publish)"),
+    (_GEN + _RULES + ['[{"name": "x", "select": "bogus"}]'], "KeyError in samples.py"),
+    (_GEN + _RULES + ['[{"name": "m", "select": "mstar"}]'], "TypeError: floor None"),
+    (_GEN + _RULES + ['[{"nme": 1}]'], "TypeError: Rule() unexpected keyword (BoxSpec)"),
+    (_GEN + _RULES + ["[1]"], "TypeError: Rule(**1) (BoxSpec)"),
+    (_GEN + _RULES + ['{"a": 1}'], "TypeError: Rule(**'a') (BoxSpec)"),
+    (_GEN + ["--model-params", '{"foo": 1}'], "TypeError: unexpected keyword (get_model)"),
+    (_GEN + ["--model-params", "[1]"], "TypeError: ** of a list (get_model)"),
+    (_GEN + ["--model-params", '{"batch_min": "x"}'], "ValueError: int('x') in DiffskySFH"),
+    (_GEN + ["--model-params", '{"diffstarpop": 5}'], "TypeError in model._override"),
+    (["report", "@DIR@/valid.yaml", "--watch", "inf"], "OverflowError: int(inf) report.py"),
+    (["report", "@DIR@/valid.yaml", "--watch", "nan"], "ValueError: int(nan) report.py"),
+    (["plan", "@DIR@/new\nline.yaml"], "the path printed as it is: on two lines"),
+    (_GEN[:2] + ["hdf5", "--input", "x\ry", "--output", "@OUT@/m.hdf5"],
+     "the path printed as it is: on two lines"),
+    (["plan", "--nope\u2028x", "@DIR@/valid.yaml"], "argparse's error on two lines"),
+    (["validate", "a" * 300], "OSError ENAMETOOLONG from Path.is_file (check_file)"),
+    (_GEN[:2] + ["hdf5", "--input", "a" * 300, "--output", "@OUT@/m.hdf5"],
+     "OSError ENAMETOOLONG from Path.is_file (HDF5Source)"),
+    (_GEN[:2] + ["abacus", "--input", "a" * 300, "--output", "@OUT@/m.hdf5"],
+     "OSError ENAMETOOLONG in AbacusSource"),
+    (_GEN[:-1] + ["@OUT@/" + "a" * 300],
+     "OSError ENAMETOOLONG from Path.exists (catalog.check_output_path)"),
+    (_GEN + ["--statistics", "@OUT@/" + "a" * 300],
+     "OSError ENAMETOOLONG writing the statistics file (generator.write_statistics)"),
+    (["plan", "@DIR@/" + "a" * 300 + ".yaml"], "(a clean error)"),
+]  # fmt: skip
 
 
 def _cli_case_id(argv: list[str]) -> str:
@@ -779,26 +732,19 @@ def _cli_case_id(argv: list[str]) -> str:
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [pytest.param(argv, marks=pytest.mark.xfail(strict=True, reason=reason),
-                  id=_cli_case_id(argv))
-     for cases in KNOWN_CLI_BUG_CASES.values() for argv, reason in cases],
-)  # fmt: skip
-def test_known_cli_bug(argv):
-    assert known_cli_bug(argv) is not None
-    check_command_line(argv)
+    "argv", [pytest.param(argv, id=_cli_case_id(argv)) for argv, _ in FIXED_CLI_BUG_CASES]
+)
+def test_fixed_cli_bug(argv):
+    """Command lines that once ended in a traceback: now a clean error or a result."""
+    with case_of("command lines", "test_fixed_cli_bug", generated=False):
+        check_command_line(argv)
 
 
-def test_known_cli_bugs_have_cases():
-    assert set(KNOWN_CLI_BUG_CASES) == set(KNOWN_CLI_BUGS)
-
-
-@pytest.mark.parametrize("every", ["0", "-1"])
-@pytest.mark.xfail(strict=True, reason="accepted: the report is rebuilt in a busy loop, with no "
-                   "pause, until the campaign is done")  # fmt: skip
-def test_known_cli_bug_watch_without_pause(every, tmp_path):
+@pytest.mark.parametrize("every", ["0", "-1", "-0", "1e-320"])
+def test_fixed_cli_bug_watch_without_pause(every, tmp_path):
     """``covmocks report --watch 0`` (or -1): refused (as ``estimate --nodes 0`` is), not a
-    report rebuilt as fast as the CPU allows (here stopped after 3 builds)."""
+    report rebuilt as fast as the CPU allows (once accepted: a busy loop; here stopped after
+    3 builds)."""
     builds = []
     real_build = report._build
 

@@ -234,3 +234,81 @@ def test_abacus_read_errors_transient_or_not(mini_catalog_dir, monkeypatch):
     with pytest.raises(InputError) as exc:
         list(src.iter_blocks(1000))
     assert not isinstance(exc.value, TransientInputError)
+
+
+# -- the generic HDF5 file's checks (covmocks.halo_checks) ---------------------------------
+
+
+def _halo_file(path, n=6, **changes):
+    """A valid generic HDF5 halo file of ``n`` halos, with ``changes`` (name -> value; a
+    value None drops a dataset or attribute) applied."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    mass = 10 ** rng.uniform(11, 13, n)
+    r200m = (3 * mass / (4 * np.pi * 200 * 0.3 * units.RHO_CRIT0_H)) ** (1 / 3)
+    data = {"id": np.arange(n), "pos": rng.random((n, 3)) * 50, "vel": rng.normal(0, 200, (n, 3)),
+            "mass": mass, "radius": r200m}  # fmt: skip
+    attrs = {"box_size": 50.0, "h": 0.7, "Om0": 0.3, "omega_b": 0.022, "redshift": 0.5}
+    with h5py.File(path, "w") as f:
+        for name, value in {**data, **{k: v for k, v in changes.items() if k in data}}.items():
+            if isinstance(value, str) and value == "group":
+                f.create_group(name)
+            elif value is not None:
+                f[name] = value
+        for key, value in {**attrs, **{k: v for k, v in changes.items() if k in attrs}}.items():
+            if value is not None:
+                f.attrs[key] = value
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"box_size": np.nan}, "box_size"),
+        ({"box_size": "50"}, "box_size"),
+        ({"h": -0.7}, "h"),
+        ({"Om0": 0.0}, "Om0"),
+        ({"omega_b": 0.0}, "omega_b"),
+        ({"omega_b": 0.5}, "omega_b"),  # Omega_b > Om0
+        ({"redshift": -0.5}, "redshift"),
+        ({"redshift": np.array([0.5, 0.6])}, "redshift"),
+        ({"mass": "group"}, "'mass' is a group"),
+        ({"id": np.arange(6.0)}, "'id' must hold integers"),
+        ({"pos": np.ones((6, 2))}, "'pos' has shape"),
+        ({"radius": np.ones(5)}, "differ in length"),
+        ({"vel": np.ones((6, 3), complex)}, "'vel' must hold numbers"),
+        ({"id": np.array([0, 1, 2, 3, 4, 4])}, "'id' repeats 1 ids"),
+        ({"id": np.array([0, 1, 2, 3, 4, -5])}, "'id' has negative ids"),
+        ({"mass": np.array([1e12, np.nan, 1e12, 1e12, 1e12, 1e12])}, "'mass': 1 rows"),
+        ({"mass": np.full(6, 1e300)}, "'mass': 4 rows are outside"),
+        ({"mass": np.full(6, 1e12), "radius": np.full(6, 100.0)}, "R200m"),
+        ({"radius": np.zeros(6)}, "'radius'"),
+        ({"pos": np.full((6, 3), np.inf)}, "'pos'"),
+        ({"vel": np.full((6, 3), 1e6)}, "faster than light"),
+    ],
+)
+def test_hdf5_source_refuses_bad_input_in_one_line(tmp_path, changes, named):
+    path = _halo_file(tmp_path / "halos.hdf5", **changes)
+    with pytest.raises(InputError) as err:
+        list(sources.open_source("hdf5", path).iter_blocks(4))
+    message = str(err.value)
+    assert named in message and str(path) in message and "\n" not in message
+
+
+def test_hdf5_source_accepts_what_the_schema_allows(tmp_path):
+    """Attributes of one element, integer masses, float32 positions, ids in any order,
+    optional text of any kind: read as they are."""
+    path = _halo_file(tmp_path / "halos.hdf5", redshift=np.array([0.5]),
+                      id=np.array([9, 3, 7, 1, 2**40, 5]), mass=np.full(6, 10**12, np.int64),
+                      pos=np.full((6, 3), 60.0, np.float32))  # fmt: skip
+    src = sources.open_source("hdf5", path, redshift=0.5)
+    block = _all(src)
+    assert src.header.redshift == 0.5 and len(block) == 6
+    np.testing.assert_array_equal(block.pos, 10.0)  # wrapped into the 50 Mpc/h box
+
+
+def test_synthetic_mass_cut_outside_the_mass_function_is_refused():
+    for cut in (1e300, 20.0, 5.0):
+        with pytest.raises(InputError, match="mass"):
+            sources.open_source("synthetic", n_hosts=10, log10_mhost_min_msun=cut)

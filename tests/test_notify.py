@@ -49,3 +49,23 @@ def test_a_command_must_be_an_argv_list(make_campaign):
         make_campaign(campaign={"notify": {"command": "mail -s done me"}})
     with pytest.raises(ConfigError, match=r"campaign.notify.failure_fraction"):
         make_campaign(campaign={"notify": {"command": ["true"], "failure_fraction": 0}})
+
+
+def test_nul_in_notification_text_is_refused_and_never_stops_the_driver(
+    tmp_path, make_campaign, caplog
+):
+    """A NUL (which no command can take) in the description, a tag or the command: refused
+    by the loader; and a command that cannot start for it (ValueError) is logged."""
+    import dataclasses
+
+    from covmocks.campaign.schema import Notify
+
+    for section in ({"description": "a\0b"}, {"tags": ["x\0"]},
+                    {"notify": {"command": ["true", "a\0"]}}):  # fmt: skip
+        with pytest.raises(ConfigError, match="NUL"):
+            make_campaign(campaign=section)
+    campaign = make_campaign(campaign={"notify": {"command": ["true"]}})
+    notify = Notify.model_construct(command=["true", "a\0b"], failure_fraction=1.0)
+    notifier = Notifier(dataclasses.replace(campaign, notify=notify), total=1)
+    notifier.finished({"done": 0, "failed": 1})
+    assert "failed to start" in caplog.text

@@ -19,7 +19,7 @@ import pytest
 from covmocks import catalog, generator, halos, validation
 from covmocks.apps import box
 from covmocks.box import BoxSpec
-from covmocks.model import quenched_log_ssfr_threshold
+from covmocks.model import MODELS, quenched_log_ssfr_threshold
 
 BOX = 10.0
 IS_CENTRAL = [True, False, False, True, False, True]
@@ -453,7 +453,7 @@ def test_real_catalogs_pass_every_check(real_catalogs, tmp_path):
         assert all(record["checks"].values())
         cat = catalog.read_catalog(path)
         assert (~cat.data["is_central"]).sum() > 100  # the satellite checks saw satellites
-        assert cat.attrs["model_version"] == "1.1"
+        assert cat.attrs["model_version"] == MODELS["diffsky_sfh"].version
 
 
 def test_is_quenched_is_the_ssfr_state_in_real_catalogs(real_catalogs):
@@ -530,3 +530,21 @@ def test_validate_command_one_line_per_failed_check(tmp_path, capsys):
         f"{tmp_path / 'none.hdf5'}: readable_hdf5 (no such file: {tmp_path / 'none.hdf5'})"
     ]
     assert not any(str(good) in line for line in lines)
+
+
+def test_text_attributes_that_look_like_json_read_back_as_written(tmp_path):
+    """Only what the writer encoded (dicts, lists, None; recorded in ``json_attributes``)
+    is decoded; a catalog written before that record decodes its known JSON attributes only."""
+    attrs = {**good_attrs(), "sim_name": "[run1]", "input_notes": "null", "note": "{x}",
+             "model_params": {"a": [1, 2]}, "host_limit": None}  # fmt: skip
+    path = write(tmp_path / "mock.hdf5", attrs=attrs)
+    got = catalog.read_catalog(path).attrs
+    assert (got["sim_name"], got["input_notes"], got["note"]) == ("[run1]", "null", "{x}")
+    assert got["model_params"] == {"a": [1, 2]} and got["host_limit"] is None
+    assert "json_attributes" not in got
+    assert validation.check_file(path) == []
+    with h5py.File(path, "r+") as f:  # as an older covmocks wrote it
+        del f.attrs["json_attributes"]
+    old = catalog.read_catalog(path).attrs
+    assert old["model_params"] == {"a": [1, 2]} and old["host_limit"] is None
+    assert (old["sim_name"], old["note"]) == ("[run1]", "{x}")

@@ -14,24 +14,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
+    AfterValidator,
     Field,
-    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from covmocks.box import CHUNK_HOSTS
+from covmocks.box import CHUNK_HOSTS, MAX_REDSHIFT, RANDOM_ID_LIMIT
+from covmocks.campaign.realizations import (  # noqa: F401 (the science section's)
+    MAX_REALIZATIONS,
+    TAGS,
+    RealizationRange,
+    Realizations,
+    _Section,
+)
 from covmocks.campaign.templates import check_template
 from covmocks.campaign.yamldoc import format_path
 from covmocks.catalog import COMPRESSIONS
-from covmocks.halos import SOURCE_KINDS
+from covmocks.halos import SOURCE_KINDS, SYNTHETIC_MHOST_RANGE
 from covmocks.model import MODELS
 
-MAX_REALIZATIONS = 1_000_000
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 WALLTIME_PATTERN = r"^\d+:\d{2}:\d{2}$"
 PATH_SOURCES = ("abacus", "hdf5")
@@ -44,15 +47,21 @@ def record_problem(info: ValidationInfo, path: tuple, message: str) -> None:
     info.context.append((path, message))
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
-
-
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, Field(gt=0)]
-Redshift = Annotated[float, Field(ge=0)]
+Redshift = Annotated[float, Field(ge=0, le=MAX_REDSHIFT)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"text with a NUL character: {value!r}")
+    return value
+
+
+# Free text that reaches paths, commands or arguments: no NUL (no system call takes one).
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 # ---------------------------------------------------------------- campaign, science
@@ -63,7 +72,7 @@ class Notify(_Section):
     one-line summary as its last argument when the campaign's run finishes, and once when
     the fraction of this run's tasks that failed reaches ``failure_fraction``."""
 
-    command: Annotated[list[str], Field(min_length=1)]
+    command: Annotated[list[Text], Field(min_length=1)]
     failure_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
@@ -72,9 +81,9 @@ class CampaignSection(_Section):
 
     name: Name
     version: Name = "1"
-    description: str = ""
-    tags: list[str] = []
-    seed: Annotated[int, Field(ge=0, lt=2**31)]
+    description: Text = ""
+    tags: list[Text] = []
+    seed: Annotated[int, Field(ge=0, lt=RANDOM_ID_LIMIT)]
     notify: Notify | None = None
 
     @field_validator("version", mode="before")
@@ -83,46 +92,6 @@ class CampaignSection(_Section):
         return (
             str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
         )
-
-
-class RealizationRange(_Section):
-    """Realizations ``first`` to ``last``, both included, minus ``exclude``."""
-
-    first: NonNegInt
-    last: NonNegInt
-    exclude: list[NonNegInt] = []
-
-    @model_validator(mode="after")
-    def _bounds(self):
-        if self.last < self.first:
-            raise ValueError(f"last ({self.last}) is before first ({self.first})")
-        if self.last - self.first >= MAX_REALIZATIONS:
-            raise ValueError(f"more than {MAX_REALIZATIONS} realizations")
-        outside = [r for r in self.exclude if not self.first <= r <= self.last]
-        if outside:
-            raise ValueError(f"exclude lists {outside}, outside {self.first}..{self.last}")
-        return self
-
-    def values(self) -> list[int]:
-        skip = set(self.exclude)
-        return [r for r in range(self.first, self.last + 1) if r not in skip]
-
-
-def _realizations_kind(value) -> str | None:
-    if isinstance(value, list):
-        return "<list>"
-    return "<range>" if isinstance(value, dict | RealizationRange) else None
-
-
-TAGS = ("<list>", "<range>")  # discriminator tags: not part of a key path
-Realizations = Annotated[
-    Annotated[list[NonNegInt], Tag("<list>")] | Annotated[RealizationRange, Tag("<range>")],
-    Discriminator(
-        _realizations_kind,
-        custom_error_type="realizations",
-        custom_error_message="expected a list of integers or a mapping {first, last, exclude}",
-    ),
-]
 
 
 def model_parameters(model: str) -> list[str]:
@@ -208,6 +177,11 @@ class ScienceSection(_ScienceValues):
             fail(info, ("science", "n_hosts"), "required for source 'synthetic'")
         if self.source != "synthetic" and self.n_hosts is not None:
             fail(info, ("science", "n_hosts"), f"not used by source {self.source!r}")
+        low, high = SYNTHETIC_MHOST_RANGE
+        cut = self.log10_mhost_min_msun
+        if self.source == "synthetic" and cut is not None and not low <= cut <= high:
+            fail(info, ("science", "log10_mhost_min_msun"), f"expected a host mass cut in "
+                 f"[{low:g}, {high:g}] (the synthetic mass function's), got {cut!r}")  # fmt: skip
         allowed = model_parameters(self.model)
         for key in self.model_params:
             if key not in allowed:

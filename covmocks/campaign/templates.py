@@ -30,7 +30,10 @@ def expand_env(text: str) -> str:
 
 
 def check_template(template: str, fields: dict) -> None:
-    """Raise ValueError unless ``template`` formats with exactly these field names."""
+    """Raise ValueError unless ``template`` formats with exactly these field names (and holds
+    no NUL character: it names a path)."""
+    if "\x00" in template:
+        raise ValueError(f"a path with a NUL character: {template!r}")
     text = expand_env(template)
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}

@@ -1,0 +1,155 @@
+"""``covmocks generate``: one box's arguments, the ``BoxSpec`` they describe, and the box made
+and checked. A catalog that fails validation (``covmocks.validation``) is not left under its
+name as if it were good: it is removed, with its statistics and sample files, and the
+command fails naming the checks and the halo input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from covmocks.errors import CovmocksError
+from covmocks.oneline import OneLineParser
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of one box (``covmocks generate``, ``python -m covmocks.mpibox``)."""
+    from covmocks import box, catalog, halos
+
+    p.add_argument("--campaign", type=Path, help="campaign file: regenerate its box --task")
+    p.add_argument("--task", help="with --campaign: the task id, e.g. r0001_z0.500")
+    p.add_argument("--source", choices=halos.SOURCE_KINDS, help="halo source kind")
+    p.add_argument("--input", help="halo catalog: Abacus zZ.ZZZ directory or HDF5 file")
+    p.add_argument("--cleaning", help="abacus: cleaning root of the merger-tree-cleaned catalog")
+    p.add_argument("--n-hosts", type=int, help="synthetic source: number of host halos")
+    p.add_argument(
+        "--redshift", type=float, help="snapshot redshift (checked against the catalog header)"
+    )
+    p.add_argument("--output", type=Path, required=True, help="output HDF5 catalog")
+    p.add_argument("--seed", type=int, help="campaign random seed (default 0)")
+    p.add_argument("--realization", type=int, help="realization id (default 0)")
+    p.add_argument(
+        "--snapshot", type=int, help="snapshot id for the random stream (default: round(1000 z))"
+    )
+    p.add_argument(
+        "--log10-mhost-min-msun",
+        type=float,
+        help="host mass cut, log10(Msun) without h (default: none; synthetic: "
+        f"{box.SYNTHETIC_MHOST_MIN})",
+    )
+    p.add_argument("--host-limit", type=int, help="use only the first N hosts (after the cut)")
+    p.add_argument(
+        "--chunk-hosts", type=int, help=f"hosts per chunk (memory; default {box.CHUNK_HOSTS})"
+    )
+    p.add_argument("--model", help="galaxy model name (default diffsky_sfh)")
+    p.add_argument(
+        "--model-params", type=json.loads, metavar="JSON",
+        help='model parameters as a JSON object, e.g. \'{"batch_max": 4096}\'',
+    )  # fmt: skip
+    p.add_argument("--compression", choices=catalog.COMPRESSIONS, help="default gzip")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--statistics", type=Path, help="write the box's statistics file here")
+    p.add_argument(
+        "--samples",
+        type=Path,
+        help="write the galaxies of the clustering samples here (with --sample-rules)",
+    )
+    p.add_argument("--sample-rules", type=json.loads, metavar="JSON",
+                   help='what --samples keeps: a JSON list of {"name", "select" (all, sfr, '
+                   'mstar), "floor" or "density" [(h/Mpc)^3]}')  # fmt: skip
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+BOX_FIELDS = ("source", "input", "cleaning", "n_hosts", "seed", "realization", "redshift",
+              "snapshot", "log10_mhost_min_msun", "model", "model_params", "chunk_hosts",
+              "host_limit", "compression", "sample_rules")  # fmt: skip
+
+
+def box_spec(args: argparse.Namespace):
+    """``generate`` arguments -> the BoxSpec they describe, checked; bad input raises.
+
+    With ``--campaign`` and ``--task``: that campaign box, written to ``--output``
+    (other box arguments are refused: the campaign fixes them)."""
+    from covmocks.box import BoxSpec
+
+    given = {k: getattr(args, k) for k in BOX_FIELDS if getattr(args, k) is not None}
+    if args.campaign is not None or args.task is not None:
+        if args.campaign is None or args.task is None or given:
+            extra = " ".join(f"--{k.replace('_', '-')}" for k in given)
+            extra = f"; got {extra}" if extra else ""
+            raise CovmocksError("--campaign and --task go together, and with them only --output, "
+                                f"--overwrite, --statistics and --samples{extra}")  # fmt: skip
+        return _campaign_box(args)
+    if args.source is None:
+        raise CovmocksError("--source is required (or --campaign and --task)")
+    spec = BoxSpec(output=args.output, overwrite=args.overwrite, statistics=args.statistics,
+                   samples=args.samples, **given)  # fmt: skip
+    spec.check()
+    return spec
+
+
+def _campaign_box(args: argparse.Namespace):
+    import dataclasses
+
+    from covmocks.campaign import Campaign
+    from covmocks.plan import find_task
+
+    campaign = Campaign.load(args.campaign)
+    spec = find_task(campaign, args.task)
+    # the campaign's statistics and sample files stay the campaign's: only --statistics
+    # and --samples write them
+    return dataclasses.replace(spec, output=args.output, overwrite=args.overwrite,
+                               statistics=args.statistics, samples=args.samples,
+                               sample_rules=spec.sample_rules if args.samples else ())  # fmt: skip
+
+
+def generate_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A parser of one box's arguments (``generate_box`` then turns them into a BoxSpec)."""
+    parser = OneLineParser(prog=prog, description=description)
+    add_generate_arguments(parser)
+    return parser
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from covmocks import generator, model
+
+    spec = box_spec(args)
+    check_outputs(spec)
+    source = spec.open_source()
+    spec = spec.resolved(source.header)
+    summary = generator.generate_box(source, model.get_model(spec.model, spec.model_params), spec)
+    check_box(spec, source)
+    print(json.dumps(summary))
+    return 0
+
+
+def check_outputs(spec) -> None:
+    """Fail early where the statistics or sample file cannot be written (each is replaced)."""
+    from covmocks import catalog
+
+    for path in (spec.statistics, spec.samples):
+        if path is not None:
+            catalog.check_output_path(path, overwrite=True)
+
+
+def discard(spec) -> None:
+    """Remove what a box wrote: its catalog, statistics and sample files."""
+    for path in (spec.output, spec.statistics, spec.samples):
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def check_box(spec, source) -> None:
+    """Validate the catalog just written (``validation.check_file``); where it fails, remove
+    it (``discard``) and raise ``ValidationError`` naming the failed checks and the input."""
+    from covmocks import validation
+
+    failures = validation.check_file(spec.output)
+    if failures:
+        discard(spec)
+        raise validation.ValidationError(
+            f"{spec.output}: the catalog made from {source.describe()} failed validation and "
+            f"was removed: {'; '.join(failures)}"
+        )
