@@ -8,6 +8,7 @@ bit-identical whatever the chunk size or the number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from covmocks import catalog, provenance
 from covmocks.model import CosmicTimes, snapshot_key
+from covmocks.overlap import BehindWriter, prefetched
 from covmocks.samples import SampleCollector
 from covmocks.statistics import BoxStatistics
 
@@ -72,25 +74,37 @@ def populate(blocks, model, snap: CosmicTimes, root, writer, stats: BoxStatistic
     in ``stats`` and offer them to ``samples`` (rows counted from the writer's).
 
     The one populate-and-write loop: a whole box (``generate_box``) and one MPI work unit
-    (``covmocks.mpibox``) both run it. Returns ``n_rows``, ``n_hosts``, ``n_satellites``.
+    (``covmocks.mpibox``) both run it. I/O overlaps compute (``covmocks.overlap``): the next
+    block is read and the previous chunk counted and written in background threads while the
+    model populates the current one; chunks are written in order, and the writer is done
+    with when this returns. Returns ``n_rows``, ``n_hosts``, ``n_satellites``.
     """
-    first_row = writer.n
+    first_row = row = writer.n
     n_hosts = n_sats = 0
-    for i, hosts in enumerate(limit_hosts(blocks, host_limit)):
-        t0 = time.perf_counter()
-        galaxies = model.populate(hosts, snap, root)
-        columns = catalog_columns(galaxies, hosts, writer.n)
-        stats.add(columns, writer.n)
+
+    def store(columns: dict, row: int) -> None:
+        stats.add(columns, row)
         if samples is not None:
-            samples.add(columns, writer.n)
+            samples.add(columns, row)
         writer.append(columns)
-        n_hosts += len(hosts)
-        n_sats += int((~galaxies["is_central"]).sum())
-        log.info(
-            "chunk %d: %d hosts -> %d galaxies in %.2f s (total %d hosts)",
-            i, len(hosts), len(galaxies["is_central"]), time.perf_counter() - t0, n_hosts,
-        )  # fmt: skip
-    return {"n_rows": writer.n - first_row, "n_hosts": n_hosts, "n_satellites": n_sats}
+
+    with contextlib.closing(prefetched(limit_hosts(blocks, host_limit))) as chunks, \
+            BehindWriter() as behind:  # fmt: skip
+        for i, hosts in enumerate(chunks):
+            t0 = time.perf_counter()
+            galaxies = model.populate(hosts, snap, root)
+            columns = catalog_columns(galaxies, hosts, row)
+            behind.submit(store, columns, row)
+            row += len(columns["is_central"])
+            n_hosts += len(hosts)
+            n_sats += int((~galaxies["is_central"]).sum())
+            log.info(
+                "chunk %d: %d hosts -> %d galaxies in %.2f s (total %d hosts)",
+                i, len(hosts), len(galaxies["is_central"]), time.perf_counter() - t0, n_hosts,
+            )  # fmt: skip
+    if writer.n != row:
+        raise RuntimeError(f"the writer holds {writer.n - first_row} rows, {row - first_row} sent")
+    return {"n_rows": row - first_row, "n_hosts": n_hosts, "n_satellites": n_sats}
 
 
 def totals(counts: list[dict]) -> dict:

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import catalog, generator, sources
+from covmocks import catalog, generator, model_params, sources
 from covmocks.box import BoxSpec
 from covmocks.model import get_model
 from covmocks.statistics import BoxStatistics
@@ -37,7 +37,10 @@ def test_schema_units_and_attributes(mini_mock):
     assert a["box_size"] == 32.0 and a["h"] == pytest.approx(0.6736)
     assert a["n_hosts"] == 381 and a["n_centrals"] == 381
     assert a["n_galaxies"] == a["n_centrals"] + a["n_satellites"]
-    assert a["model_name"] == "diffsky_sfh" and a["model_version"] == "1.1"
+    assert a["model_name"] == "diffsky_sfh" and a["model_version"] == "1.2"
+    # what changes the science is recorded: the histories' steps and precision too
+    assert a["model_params"]["n_t_table"] == model_params.N_T_TABLE
+    assert a["model_params"]["precision"] == model_params.PRECISION
     assert a["seed"] == 7 and a["realization"] == 0 and a["snapshot"] == 0
     assert set(a["versions"]) >= {"covmocks", "diffmah", "diffstar", "diffsky", "dsps", "jax"}
     assert a["jax_platform"].startswith("cpu")
@@ -93,17 +96,43 @@ def test_mean_stellar_mass_rises_with_halo_mass(mini_mock):
 
 
 @pytest.mark.slow
-def test_same_seed_is_bit_identical_whatever_the_chunking(tmp_path, mini_catalog_dir, model,
-                                                          mini_mock):  # fmt: skip
-    again = _generate(tmp_path, mini_catalog_dir, model, "again")
-    four = _generate(tmp_path, mini_catalog_dir, model, "chunks", chunk_hosts=96)
+@pytest.mark.parametrize("settings", [{}, {"n_t_table": 100, "precision": "float64"}],
+                         ids=["default", "100_steps_float64"])  # fmt: skip
+def test_same_seed_is_bit_identical_whatever_the_chunking(tmp_path, mini_catalog_dir, settings):
+    """Each setting of the histories is bit-reproducible for a seed, whatever the chunking,
+    the batch shapes or the overlap of I/O with compute."""
+    small = {"batch_min": 256, "batch_max": 4096} | settings
+    ref = _generate(tmp_path, mini_catalog_dir, get_model("diffsky_sfh", small), "ref")
+    again = _generate(tmp_path, mini_catalog_dir, get_model("diffsky_sfh", small), "again")
+    four = _generate(tmp_path, mini_catalog_dir, get_model("diffsky_sfh", small), "chunks",
+                     chunk_hosts=96)  # fmt: skip
     other_batches = _generate(
-        tmp_path, mini_catalog_dir, get_model("diffsky_sfh", {"batch_min": 512, "batch_max": 512}),
-        "batches",
+        tmp_path, mini_catalog_dir,
+        get_model("diffsky_sfh", {"batch_min": 512, "batch_max": 512} | settings), "batches",
     )  # fmt: skip
+    assert ref.attrs["model_params"]["precision"] == small.get("precision", "float32")
     for name in catalog.SCHEMA:
         for cat in (again, four, other_batches):
-            np.testing.assert_array_equal(cat.data[name], mini_mock.data[name], err_msg=name)
+            np.testing.assert_array_equal(cat.data[name], ref.data[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_default_histories_within_tolerance_of_a_fine_float64_reference(
+    tmp_path, mini_catalog_dir, mini_mock
+):
+    """The default steps and precision against 400 float64 steps, same draws: log10 M* within
+    0.01 dex for 99.9% of galaxies, log10 SFR (at t_obs, so step-free) within 1e-4 dex."""
+    fine = _generate(tmp_path, mini_catalog_dir,
+                     get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 4096,
+                                               "n_t_table": 400, "precision": "float64"}),
+                     "fine")  # fmt: skip
+    d, f = mini_mock.data, fine.data
+    for name in ("halo_id", "is_central", "log10_mhalo", "log10_mpeak", "pos", "vel",
+                 "diffstar_quenched_branch"):  # fmt: skip
+        np.testing.assert_array_equal(d[name], f[name], err_msg=name)  # the same galaxies
+    dm = np.abs(d["log10_mstar"].astype(float) - f["log10_mstar"])
+    assert np.quantile(dm, 0.999) < 0.01, np.quantile(dm, [0.5, 0.999, 1.0])
+    assert np.max(np.abs(d["log10_sfr"].astype(float) - f["log10_sfr"])) < 1e-4
 
 
 def test_other_realization_or_snapshot_draws_differently(tmp_path, mini_catalog_dir, model,
@@ -214,3 +243,63 @@ def test_output_that_appeared_while_writing_is_kept(tmp_path):
             out.write_bytes(b"the other writer's catalog")
     assert out.read_bytes() == b"the other writer's catalog"
     assert [p.name for p in tmp_path.iterdir()] == ["box.hdf5"]
+
+
+# --- overlap of I/O with compute -----------------------------------------------------------
+
+
+def test_prefetched_keeps_order_and_raises_where_next_would():
+    from covmocks.overlap import prefetched
+
+    assert list(prefetched(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_behind_writer_keeps_order_and_raises_the_first_failure():
+    from covmocks.overlap import BehindWriter
+
+    done = []
+    with BehindWriter() as w:
+        for i in range(5):
+            w.submit(done.append, i)
+    assert done == [0, 1, 2, 3, 4]
+
+    def store(i):
+        if i == 1:
+            raise RuntimeError("write failed")
+        done.append(i)
+
+    done.clear()
+    with pytest.raises(RuntimeError, match="write failed"):
+        with BehindWriter() as w:
+            for i in range(4):
+                w.submit(store, i)
+    assert done == [0]  # nothing after the failure was started
+
+
+def test_read_failure_mid_box_leaves_no_file(tmp_path, mini_catalog_dir, model):
+    """A halo read that fails in the reading thread fails the box, as it did in line."""
+    out = tmp_path / "readfail.hdf5"
+    spec = mini_spec(mini_catalog_dir, out, seed=1, chunk_hosts=100)
+    source = spec.open_source()
+    real = source.iter_blocks
+
+    def failing_blocks(max_hosts):
+        for i, block in enumerate(real(max_hosts)):
+            if i == 2:
+                raise OSError("simulated read failure")
+            yield block
+
+    source.iter_blocks = failing_blocks
+    with pytest.raises(OSError, match="simulated read failure"):
+        generator.generate_box(source, model, spec)
+    assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,9 @@
-"""Model pieces: registry, padding, ARGUS sampling, concentration."""
+"""Model pieces: registry, parameters, padding, ARGUS sampling, concentration, kernels."""
 
 import numpy as np
 import pytest
 
-from covmocks import model
+from covmocks import batching, kernels, model, model_params, phase_space
 from covmocks.errors import InputError
 
 
@@ -18,8 +18,65 @@ def test_unknown_population_parameter():
         model.get_model("diffsky_sfh", {"diffstarpop": {"not_a_param": 1.0}})
 
 
+@pytest.mark.parametrize(
+    "params, key",
+    [
+        ({"n_t_table": -3}, "n_t_table"),
+        ({"n_t_table": 0}, "n_t_table"),
+        ({"n_t_table": 2.5}, "n_t_table"),
+        ({"n_t_table": "36"}, "n_t_table"),
+        ({"n_t_table": True}, "n_t_table"),
+        ({"precision": "float16"}, "precision"),
+        ({"log10_msub_min_msun": None}, "log10_msub_min_msun"),
+        ({"log10_msub_min_msun": float("nan")}, "log10_msub_min_msun"),
+        ({"batch_min": 0}, "batch_min"),
+        ({"batch_min": "x"}, "batch_min"),
+        ({"batch_min": 10, "batch_max": 5}, "batch_max"),
+        ({"diffmahpop": [1]}, "diffmahpop"),
+        ({"diffstarpop": {"lgmcrit": "x"}}, "diffstarpop"),
+        ({"foo": 1}, "foo"),
+    ],
+)
+def test_bad_model_parameters_are_one_line_naming_the_key(params, key):
+    with pytest.raises(InputError) as info:
+        model.get_model("diffsky_sfh", params)
+    message = str(info.value)
+    assert key in message and "\n" not in message, message
+
+
+def test_model_parameters_not_a_mapping():
+    with pytest.raises(InputError, match="mapping"):
+        model.get_model("diffsky_sfh", [1])
+
+
+def test_resolved_parameters_are_recorded():
+    """Every parameter that changes the catalog is recorded; the batch sizes are not."""
+    mdl = model.get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 4096})
+    assert set(mdl.params) == set(model_params.RECORDED)
+    assert mdl.params["n_t_table"] == model_params.N_T_TABLE
+    assert mdl.params["precision"] == model_params.PRECISION
+    custom = model_params.resolve({"n_t_table": 100.0, "precision": "float64"},
+                                  *_population_defaults())  # fmt: skip
+    assert custom["n_t_table"] == 100 and isinstance(custom["n_t_table"], int)
+    assert custom["precision"] == "float64"
+
+
+def _population_defaults():
+    from diffmah.diffmahpop_kernels.bimod_censat_params import DEFAULT_DIFFMAHPOP_PARAMS
+    from diffstar.diffstarpop import DEFAULT_DIFFSTARPOP_PARAMS
+
+    return DEFAULT_DIFFMAHPOP_PARAMS, DEFAULT_DIFFSTARPOP_PARAMS
+
+
+def test_campaign_schema_knows_every_parameter():
+    """The campaign schema lists the model's parameters from its signature."""
+    from covmocks.campaign.schema import model_parameters
+
+    assert set(model_parameters("diffsky_sfh")) == set(model_params.DEFAULTS)
+
+
 def test_bucket_sizes_are_few():
-    sizes = {model.bucket_size(n, 1024, 65536) for n in range(1, 200000, 37)}
+    sizes = {batching.bucket_size(n, 1024, 65536) for n in range(1, 200000, 37)}
     assert sizes == {1024 * 2**k for k in range(7)}
 
 
@@ -30,7 +87,7 @@ def test_padded_map_trims_and_splits():
         calls.append(len(x))
         return {"y": x * 2}
 
-    out = model.padded_map(fn, {"x": np.arange(10)}, smallest=4, largest=4)
+    out = batching.padded_map(fn, {"x": np.arange(10)}, smallest=4, largest=4)
     np.testing.assert_array_equal(out["y"], np.arange(10) * 2)
     assert calls == [4, 4, 4]
 
@@ -38,7 +95,7 @@ def test_padded_map_trims_and_splits():
 def test_argus_table_matches_scipy():
     from scipy.stats import argus
 
-    cdf, x = model._argus_inverse_cdf_table(1.5)
+    cdf, x = kernels.argus_inverse_cdf_table(1.5)
     u = np.random.default_rng(1).random(200000)
     sample = np.interp(u, cdf, x)
     assert sample.mean() == pytest.approx(argus.mean(1.5), abs=2e-3)
@@ -46,7 +103,7 @@ def test_argus_table_matches_scipy():
 
 
 def test_concentration_decreases_with_mass():
-    c = model.concentration_dm14(np.array([11.0, 12.0, 13.0, 14.0]), 0.0)
+    c = phase_space.concentration_dm14(np.array([11.0, 12.0, 13.0, 14.0]), 0.0)
     assert np.all(np.diff(c) < 0)
     assert c[1] == pytest.approx(10**0.905, rel=1e-6)
 
@@ -72,6 +129,92 @@ def test_quenched_at_snapshot_uses_the_stored_float32_ssfr():
 
 
 def test_model_version_and_columns_name_the_state_and_the_branch():
-    """1.1: is_quenched is the state at the snapshot; diffstarpop's branch has its own name."""
-    assert model.MODELS["diffsky_sfh"].version == "1.1"
+    """1.1: is_quenched is the state at the snapshot; diffstarpop's branch has its own name.
+    1.2: the histories' steps and precision are parameters (36, float32 by default)."""
+    assert model.MODELS["diffsky_sfh"].version == "1.2"
     assert {"is_quenched", "diffstar_quenched_branch"} <= set(model.GALAXY_COLUMNS)
+
+
+# --- kernels -------------------------------------------------------------------------------
+
+
+def _histories(n=300, seed=0):
+    """Plausible mass-assembly histories and diffstar parameters of ``n`` galaxies."""
+    rng = np.random.default_rng(seed)
+    mah = np.stack([rng.uniform(10.5, 14.5, n), rng.uniform(-0.5, 1.0, n),
+                    rng.uniform(1.5, 3.5, n), rng.uniform(0.2, 1.5, n),
+                    rng.uniform(4.0, 13.8, n)], axis=1)  # fmt: skip
+    sfh = np.stack([rng.uniform(10.5, 13.0, n), rng.uniform(-10.5, -9.0, n),
+                    rng.uniform(0.5, 2.0, n), rng.uniform(-1.0, -0.1, n),
+                    rng.uniform(0.3, 1.1, n), rng.uniform(-1.5, -0.5, n),
+                    rng.uniform(-3.0, -0.5, n), rng.uniform(-3.0, -0.5, n)], axis=1)  # fmt: skip
+    return mah, sfh
+
+
+def _evaluate(n_t, precision, mah, sfh, smallest, largest):
+    return batching.padded_map(
+        lambda mah, p: kernels.evaluate_sfh(n_t, precision, mah, p, 13.8, 1.1399, 0.156),
+        {"mah": mah, "p": sfh}, smallest, largest,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_histories_do_not_depend_on_batching(precision):
+    """Each precision is bit-reproducible whatever the padded batch shapes."""
+    mah, sfh = _histories()
+    a = _evaluate(36, precision, mah, sfh, 16, 64)
+    b = _evaluate(36, precision, mah, sfh, 512, 512)
+    c = _evaluate(36, precision, mah[::-1], sfh[::-1], 128, 128)
+    for key in ("log10_mstar", "log10_sfr"):
+        np.testing.assert_array_equal(a[key], b[key])
+        np.testing.assert_array_equal(a[key], c[key][::-1])
+
+
+def test_float32_histories_agree_with_float64():
+    mah, sfh = _histories()
+    a = _evaluate(36, "float32", mah, sfh, 512, 512)
+    b = _evaluate(36, "float64", mah, sfh, 512, 512)
+    assert np.max(np.abs(a["log10_mstar"] - b["log10_mstar"])) < 1e-4
+    assert np.max(np.abs(a["log10_sfr"] - b["log10_sfr"])) < 1e-4
+
+
+def test_history_integral_matches_diffstar():
+    """The one-sum trapezoid is diffstar's cumulative_mstar_formed at t_obs (to 1e-6 dex:
+    some histories differ by ~6e-8 dex, the kernels' float rounding); the SFR is the history
+    at t_obs itself."""
+    import jax
+    import jax.numpy as jnp
+    from diffmah.diffmah_kernels import DiffmahParams
+    from diffstar.sfh_model import calc_sfh_singlegal
+    from diffstar.utils import cumulative_mstar_formed
+
+    mah, sfh = _histories(n=20)
+    ours = _evaluate(50, "float64", mah, sfh, 32, 32)
+    tarr = jnp.linspace(0.01, 13.8, 50)
+    for i in range(len(mah)):
+        with jax.enable_x64(True):
+            hist = calc_sfh_singlegal(sfh[i], DiffmahParams(*mah[i]), tarr, lgt0=1.1399, fb=0.156)
+            ref = np.log10(cumulative_mstar_formed(tarr, hist)[-1])
+        assert ours["log10_mstar"][i] == pytest.approx(float(ref), abs=1e-6)
+        assert ours["log10_sfr"][i] == pytest.approx(float(np.log10(hist[-1])), abs=1e-6)
+
+
+def test_subhalo_table_per_host_matches_diffskys_per_satellite_draw():
+    """The CDF table built once per host, inverted per satellite (``subhalo_lgmu``), gives
+    diffsky's generate_subhalopop_kern draws to float rounding, ends included."""
+    import jax
+    import jax.numpy as jnp
+    from diffsky.mass_functions.mc_subs import generate_subhalopop_kern
+
+    model.get_model("diffsky_sfh", {})  # 64-bit mode on, as in a box
+    _, table, _, _ = kernels.build_draw_kernels()
+    rng = np.random.default_rng(4)
+    lgm = rng.uniform(10.5, 15.0, 256).astype(np.float32)
+    u = rng.random(2048)
+    u[:2] = [0.0, 1.0 - 2**-53]  # the ends of jax.random.uniform's [0, 1)
+    row = rng.integers(0, len(lgm), len(u))
+    kern = jax.jit(jax.vmap(lambda u, m: generate_subhalopop_kern(u, m, jnp.float32(10.5))))
+    ref = np.asarray(kern(u, lgm[row]))
+    t = table(lgm, {"lgmsub_min": jnp.float32(10.5)})
+    ours = kernels.subhalo_lgmu(u, row, np.asarray(t["cdf"]), np.asarray(t["lgmu_cutoff"]))
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-11)  # log10 mu near 0: cancellation

@@ -14,6 +14,7 @@ from covmocks.errors import CovmocksError
 from covmocks.estimate import estimate
 from covmocks.layout import Layout, task_id
 from covmocks.metadata import read_manifest, write_plan
+from covmocks.model import MODELS
 from covmocks.plan import make_plan
 from tests.conftest import campaign_file, deep_merge
 
@@ -335,7 +336,7 @@ def test_catalogs_of_another_model_version_refuse_a_replan(make_campaign):
     c = make_campaign()
     finish(write_plan(c).tasks[0])
     science = json.loads(c.layout.science.read_text())
-    assert science["record"]["science.model_version"] == "1.1"
+    assert science["record"]["science.model_version"] == MODELS["diffsky_sfh"].version
     science["record"]["science.model_version"] = "1.0"  # as the previous covmocks wrote it
     c.layout.science.write_text(json.dumps(science))
     with pytest.raises(CovmocksError, match="different values of science.model_version"):
