@@ -219,7 +219,9 @@ def test_report_section_renders_from_records_or_the_file(make_campaign, monkeypa
     assert "http" not in text and "<script" not in text
     z1 = text.split("z=1.000")[1]
     row = z1.split("<td class=l>LRG</td>")[1].split("</tr>")[0]
-    assert row.startswith("<td class=l>log10_mstar &gt;= 10.5000") and "<td>12</td><td>1</td>" in row
+    assert (
+        row.startswith("<td class=l>log10_mstar &gt;= 10.5000") and "<td>12</td><td>1</td>" in row
+    )
     monkeypatch.setattr(report_clustering, "_figure", lambda *args: "")  # drawn above
     path = covariance.build(campaign, plan)
     records = [campaign.layout.clustering(t.task_id) for t in plan.tasks]

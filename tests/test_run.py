@@ -7,14 +7,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 from covmocks import halos, sources, state
-from covmocks.campaign import Campaign
 from covmocks.errors import CovmocksError
 from covmocks.plan import make_plan
 from covmocks.runner import Runner
@@ -168,27 +166,3 @@ def test_driver_killed_mid_campaign_then_restarted(make_campaign):
         assert next(t for t in plan.tasks if t.task_id == tid).output.stat().st_mtime_ns == stamp
     leftovers = [p.name for p in campaign.layout.catalogs.rglob("*") if p.is_file()]
     assert sorted(leftovers) == ["mock_z0.000.hdf5"] * 6  # no duplicates or partial files
-
-
-def test_the_demo_campaign_runs_end_to_end(tmp_path):
-    demo = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
-    text = demo.read_text()
-    assert "base: ../campaign-runs" in text
-    path = tmp_path / "demo.yaml"
-    path.write_text(text.replace("base: ../campaign-runs", f"base: {tmp_path / 'runs'}"))
-    proc = subprocess.run([sys.executable, "-m", "covmocks.run", str(path)], capture_output=True,
-                          text=True, timeout=1200)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    campaign = Campaign.load(path)
-    plan = make_plan(campaign)
-    assert plan.counts == {"done": 12, "todo": 0, "blocked": 0}
-    for task in plan.tasks:
-        assert_qa_passed(task)
-    with sqlite3.connect(campaign.layout.monitoring_db) as con:
-        (n,) = con.execute("select count(*) from task").fetchone()
-        (name,) = con.execute("select workflow_name from workflow").fetchone()
-    # 12 boxes, and the measurements of the 2 calibration boxes of each of the 3 snapshots,
-    # made before their snapshot's number-density threshold was fixed
-    assert n == 12 + 2 * 3 and name == "demo"
-    assert all(campaign.layout.clustering(t.task_id).is_file() for t in plan.tasks)
-    assert campaign.layout.driver_log.read_text().count("run finished") == 1

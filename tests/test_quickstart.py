@@ -1,0 +1,174 @@
+"""docs/quickstart.md, executed: every code block of the page runs (or is checked) in order,
+in a copy of the repository's campaigns, and what the page says the demo produces is checked
+against what it produced. This is also the test of the demo campaign end to end.
+
+How each block is checked is said by an HTML comment on the line before it:
+
+- ``set-up``: the README's install-and-run command. Its install part (``python3 -m venv
+  .venv`` and ``.venv/bin/pip install -e ".[test,mpi,monitoring]"``) must be exactly what
+  ``.ci/run`` runs on a fresh machine (CI is the test of the install, from PyPI, every
+  time); re-creating the venv here would take many minutes, so the rest of the command
+  runs with the venv that runs these tests, linked as ``.venv`` in the copy.
+- ``ci``: the README's test command, the last command of ``.ci/run`` (this test is part of
+  it), not run again here.
+- ``output``: the output of the block before it, line by line; ``...`` matches anything
+  and runs of spaces match any spaces.
+- ``files``: the first word of every line is a path that must exist.
+- no comment: a ``bash`` block runs in bash (``set -e``), a ``python`` block in the venv's
+  Python, both from the copy's root. Any other block without a comment fails the test.
+"""
+
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+from covmocks.campaign import Campaign
+from covmocks.plan import make_plan
+from tests.test_run import assert_qa_passed
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "docs" / "quickstart.md"
+
+pytestmark = [pytest.mark.slow, pytest.mark.docs]
+
+
+def code_blocks(text: str) -> list[tuple[str | None, str, str]]:
+    """(marker, language, code) of every fenced block, in order; the marker is the
+    ``<!-- quickstart: X -->`` comment on the line before the fence, if any."""
+    blocks = []
+    pattern = r"(?:<!-- quickstart: ([\w-]+) -->\n)?^```(\w*)\n(.*?)^```$"
+    for m in re.finditer(pattern, text, flags=re.M | re.S):
+        blocks.append((m.group(1), m.group(2), m.group(3)))
+    return blocks
+
+
+def ci_commands() -> list[str]:
+    """The command lines of .ci/run (comments and blank lines left out)."""
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def without_quiet(command: str) -> str:
+    return " ".join(word for word in command.split() if word != "-q")
+
+
+def matches(expected: str, actual: str) -> bool:
+    """``expected`` line by line against ``actual``: ``...`` matches anything, spaces any
+    spaces."""
+    want, got = expected.strip().splitlines(), actual.strip().splitlines()
+    if len(want) != len(got):
+        return False
+    for w, g in zip(want, got, strict=True):
+        parts = [re.escape(p) for p in w.strip().split("...")]
+        regex = ".*".join(re.sub(r"(\\ )+", r"\\s+", p) for p in parts)
+        if not re.fullmatch(regex, g.strip()):
+            return False
+    return True
+
+
+def test_readme_and_quickstart_give_the_commands_ci_runs():
+    blocks = code_blocks(QUICKSTART.read_text())
+    setup = [code for marker, _, code in blocks if marker == "set-up"]
+    ci = [code for marker, _, code in blocks if marker == "ci"]
+    assert len(setup) == 1 and len(ci) == 1
+    readme = [code for _, lang, code in code_blocks((REPO / "README.md").read_text())
+              if lang == "bash"]  # fmt: skip
+    assert readme[:2] == [setup[0], ci[0]], "README's two commands differ from the quickstart's"
+    install = setup[0].strip().split(" && ")
+    commands = [without_quiet(c) for c in ci_commands()]
+    assert install[0] in commands and without_quiet(install[1]) in commands, install
+    assert ci[0].strip() == ci_commands()[-1]  # the README's test command ends .ci/run
+
+
+def run_bash(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["bash", "-e", "-c", code], cwd=cwd, capture_output=True, text=True,
+                          timeout=1200)  # fmt: skip
+    assert proc.returncode == 0, f"{code}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_quickstart_runs_as_written(tmp_path):
+    venv = Path(sys.prefix)
+    if not (venv / "bin" / "python").exists() or sys.prefix == sys.base_prefix:
+        pytest.skip("the quickstart runs with the tests' virtual environment; none is active")
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["cp", "-r", str(REPO / "campaigns"), str(root)], check=True)
+    (root / ".venv").symlink_to(venv)
+    text = QUICKSTART.read_text()
+    last = None
+    for marker, lang, code in code_blocks(text):
+        if marker == "set-up":
+            parts = code.strip().split(" && ")
+            assert parts[0] == "python3 -m venv .venv" and "pip install" in parts[1]
+            last = run_bash(" && ".join(parts[2:]), root)
+        elif marker == "ci":
+            continue  # checked against .ci/run above; this test is part of that run
+        elif marker == "output":
+            assert last is not None and matches(code, last.stdout), (code, last.stdout)
+        elif marker == "files":
+            for line in code.strip().splitlines():
+                assert (root / line.split()[0]).exists(), line
+        elif marker is None and lang == "bash":
+            last = run_bash(code, root)
+        elif marker is None and lang == "python":
+            python = str(root / ".venv" / "bin" / "python")
+            proc = subprocess.run([python, "-c", code], cwd=root, capture_output=True,
+                                  text=True, timeout=600)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            last = proc
+        else:
+            pytest.fail(f"a {lang or 'plain'} block that nothing checks:\n{code}")
+    check_the_demo(root, text)
+
+
+def check_the_demo(root: Path, page: str):
+    """What the page says the demo made, and what the demo's end-to-end test always checked."""
+    campaign = Campaign.load(root / "campaigns" / "demo.yaml")
+    assert campaign.layout.root == root / "campaign-runs" / "demo_1"
+    plan = make_plan(campaign)
+    assert plan.counts == {"done": 12, "todo": 0, "blocked": 0}
+    for task in plan.tasks:
+        assert_qa_passed(task)
+        assert campaign.layout.clustering(task.task_id).is_file()
+    catalogs = list(campaign.layout.catalogs.rglob("*.hdf5"))
+    assert len(catalogs) == 12 and "one galaxy catalog per box (12)" in page
+    with sqlite3.connect(campaign.layout.monitoring_db) as con:
+        (n,) = con.execute("select count(*) from task").fetchone()
+        (name,) = con.execute("select workflow_name from workflow").fetchone()
+    # 12 boxes, and the measurements of the 2 calibration boxes of each of the 3 snapshots,
+    # made before their snapshot's number-density threshold was fixed
+    assert n == 12 + 2 * 3 and name == "demo"
+    log = campaign.layout.driver_log.read_text()
+    assert log.count("run finished") == 1
+    finished = re.search(r"ends with `(run finished: [^`]+)`", page.replace("\n", " "))
+    assert finished and finished.group(1) in log
+    check_formats_are_documented(campaign, plan)
+
+
+def check_formats_are_documented(campaign, plan):
+    """Every dataset, group and attribute of the demo's real files is described on the
+    catalog-format page (the page's own check uses files written from stand-in inputs)."""
+    sys.path.insert(0, str(REPO / "docs" / "_ext"))
+    try:
+        import covmocks_reference as ref
+    finally:
+        sys.path.remove(str(REPO / "docs" / "_ext"))
+    documented = ref.documented_names((REPO / "docs" / "schema.md").read_text())
+    samples = {s.name: "<sample>" for s in campaign.clustering.samples}
+    labels = {f"z{z:.3f}": "z<label>" for z in campaign.science.redshifts}
+    task = plan.tasks[0].task_id
+    layout = campaign.layout
+    files = [plan.tasks[0].output, layout.statistics(task), layout.clustering(task),
+             layout.samples(task), layout.covariance]  # fmt: skip
+    for path in files:
+        assert path.is_file(), path
+        with h5py.File(path, "r"):
+            pass
+        _, names = ref.layout_rows(path, {}, samples | labels)
+        assert names <= documented, (path.name, sorted(names - documented))
