@@ -29,6 +29,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from orchestration import du, mb
 
 NAME = "rehearsal"
 VENV_BIN = Path(sys.executable).parent
+BENCH = Path(__file__).resolve().parent  # workers import covmocks from this tree, too
 
 
 def rehearsal_box(job) -> dict:
@@ -84,7 +86,7 @@ execution:
     status_polling_s: 5
     init_blocks: 1
     max_blocks: 1
-    worker_init: "export SLURM_CONF={conf} PYTHONPATH={Path(__file__).resolve().parent}"
+    worker_init: "export SLURM_CONF={conf} PYTHONPATH={BENCH}:{BENCH.parent}"
 outputs: {{base: "{base}"}}
 """
 
@@ -231,6 +233,12 @@ def main() -> int:
     base = (args.out or Path(tempfile.mkdtemp(prefix="covmocks-rehearsal-"))).resolve()
     base.mkdir(parents=True, exist_ok=True)
     figures = rehearse(args, base)
+    commit = ["git", "-C", str(BENCH), "rev-parse", "--short", "HEAD"]
+    figures["commit"] = subprocess.run(commit, capture_output=True, text=True).stdout.strip()
+    figures["command"] = shlex.join([
+        "bench/rehearsal.py", "--realizations", str(args.realizations), "--redshifts",
+        str(args.redshifts), "--walltime", args.walltime, "--fail", str(args.fail),
+        "--kill-at", str(args.kill_at), "--sleep", str(args.sleep)])  # fmt: skip
     print(table(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability_out import merge_summary
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -33,3 +34,4 @@ def test_rehearsal_completes_with_faults_and_a_killed_driver(slurm_cluster, tmp_
     assert f["faults_planned"] == 20 and 1 <= f["retried_charged"] <= 20 + f["timeouts"]
     assert f["lifetime_tasks"] == 100_000 and f["report_ok"]
     assert "| tasks | 1,000 | done 1000, failed 0 |" in done.stdout
+    merge_summary(f | {"test": "rehearsal", "kind": "rehearsal"})
