@@ -11,6 +11,7 @@ that the JSON names no longer exists.
 Usage (from the repository root, as root with the local Slurm cluster up, as in CI)::
 
     .venv/bin/python scripts/reliability.py run [--rehearsal FIGURES.json]
+    .venv/bin/python scripts/reliability.py run --summaries CI.json --commit SHA [--rehearsal F]
     .venv/bin/python scripts/reliability.py render
 """
 
@@ -148,7 +149,7 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(rehearsal: Path | None) -> dict:
+def run_tests() -> dict:
     """Run the fault tests with ``$COVMOCKS_RELIABILITY_OUT`` set; their summaries, merged."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "summaries.json"
@@ -157,14 +158,13 @@ def run(rehearsal: Path | None) -> dict:
         done = subprocess.run(cmd, cwd=REPO, env=env)
         if done.returncode != 0:
             raise SystemExit(f"the fault tests failed (exit {done.returncode}): page not written")
-        tests = json.loads(out.read_text())
-    results = {
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip(),
-        "date": datetime.date.today().isoformat(),
-        "tests": tests,
-    }
+        return json.loads(out.read_text())
+
+
+def collect(tests: dict, commit: str, rehearsal: Path | None) -> dict:
+    """``docs/reliability.json``: the tests' summaries, made at ``commit``, and the full
+    rehearsal's figures (``bench/rehearsal.py --json``)."""
+    results = {"commit": commit, "date": datetime.date.today().isoformat(), "tests": tests}
     if rehearsal is not None:
         figures = json.loads(rehearsal.read_text())
         figures.setdefault("command", "bench/rehearsal.py")  # its defaults: the production plan
@@ -179,12 +179,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["run", "render"])
     parser.add_argument("--rehearsal", type=Path, help="bench/rehearsal.py --json output")
+    parser.add_argument("--summaries", type=Path, help="run: take the tests' summaries from "
+                        "this file (a whole test run with $COVMOCKS_RELIABILITY_OUT set, e.g. "
+                        "CI's) instead of running the fault tests")  # fmt: skip
+    parser.add_argument("--commit", help="with --summaries: the commit they were made at")
     args = parser.parse_args()
     if args.what == "run":
-        results = run(args.rehearsal)
+        head = ["git", "rev-parse", "--short", "HEAD"]
+        commit = args.commit or subprocess.run(head, cwd=REPO, capture_output=True,
+                                               text=True).stdout.strip()  # fmt: skip
+        tests = json.loads(args.summaries.read_text()) if args.summaries else run_tests()
+        results = collect(tests, commit, args.rehearsal)
         RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    results = json.loads(RESULTS.read_text())
-    PAGE.write_text(render(results))
+    PAGE.write_text(render(json.loads(RESULTS.read_text())))
     print(f"wrote {PAGE.relative_to(REPO)}")
     return 0
 

@@ -22,9 +22,9 @@ class _Section(BaseModel):
 class RealizationRange(_Section):
     """Realizations ``first`` to ``last``, both included, minus ``exclude``."""
 
-    first: RealizationId
-    last: RealizationId
-    exclude: list[RealizationId] = []
+    first: RealizationId  # the first realization, included
+    last: RealizationId  # the last realization, included
+    exclude: list[RealizationId] = []  # realizations left out of the range
 
     @model_validator(mode="after")
     def _bounds(self):

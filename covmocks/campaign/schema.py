@@ -72,8 +72,8 @@ class Notify(_Section):
     one-line summary as its last argument when the campaign's run finishes, and once when
     the fraction of this run's tasks that failed reaches ``failure_fraction``."""
 
-    command: Annotated[list[Text], Field(min_length=1)]
-    failure_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
+    command: Annotated[list[Text], Field(min_length=1)]  # argv; the summary is appended
+    failure_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1  # of this run's tasks failed
 
 
 class CampaignSection(_Section):
@@ -301,15 +301,15 @@ class ExecutionSection(Execution):
 class ResourceValues(_Section):
     """Per task: nodes, MPI ranks and GPUs (totals for the task)."""
 
-    nodes: PosInt = 1
-    ranks: PosInt = 1
-    gpus: NonNegInt = 0
+    nodes: PosInt = 1  # nodes per task
+    ranks: PosInt = 1  # MPI ranks per task, over all its nodes (1: no MPI)
+    gpus: NonNegInt = 0  # GPUs per task, over all its nodes
 
 
 class SnapshotResources(ResourceValues):
     """Per-snapshot overrides; ``walltime_s`` replaces ``execution.task_walltime_s``."""
 
-    walltime_s: Seconds | None = None
+    walltime_s: Seconds | None = None  # this snapshot's task walltime, seconds
 
 
 class Resources(ResourceValues):
@@ -330,9 +330,9 @@ class ResourcesSection(ResourceValues):
 class CostFigures(_Section):
     """Per-task cost for ``covmocks estimate`` before any task has run."""
 
-    seconds_per_task: Seconds = 600.0
-    seconds_by_redshift: dict[Redshift, Seconds] = {}
-    gigabytes_per_task: Annotated[float, Field(ge=0)] = 1.0
+    seconds_per_task: Seconds = 600.0  # a task's wall time, an estimate until measured
+    seconds_by_redshift: dict[Redshift, Seconds] = {}  # per-snapshot wall time, overrides
+    gigabytes_per_task: Annotated[float, Field(ge=0)] = 1.0  # output of one task, GB
 
 
 class ProfileFile(_Section):
