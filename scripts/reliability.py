@@ -67,12 +67,11 @@ def _crash_rows(s: dict) -> list[tuple]:
     rounds = [r for r in s["rounds"] if r.get("killed")]
     rows = []
     for target, n in sorted(s["killed"].items()):
-        phases = sorted({r["killed"].get("phase", "?") for r in rounds
-                         if r["killed"]["component"] == target})  # fmt: skip
+        moments = sorted({r["trigger"] for r in rounds if r["killed"]["component"] == target})
         rows.append((
             f"kill -9 of the {target}",
-            f"{n} rounds of a {s['tasks']}-task campaign (seed {s['seed']}); "
-            f"moments: {', '.join(phases)}",
+            f"{n} round{'s' * (n != 1)} of a {s['tasks']}-task campaign (seed {s['seed']}), "
+            f"killed: {'; '.join(moments)}",
             _lost(s["problems"], s["tasks_recomputed"]),
         ))  # fmt: skip
     return rows
@@ -112,7 +111,7 @@ def _concurrency_rows(s: dict) -> list[tuple]:
 def _rehearsal_rows(f: dict) -> list[tuple]:
     """A rehearsal's figures (``bench/rehearsal.py --json``): the reduced one in CI
     (``tests/test_rehearsal.py``) or the full one (``run --rehearsal``)."""
-    label = f"{f['tasks']:,}-task rehearsal"
+    label = f"{f['tasks']:,}-task rehearsal" + (f" of `{f['commit']}`" if "commit" in f else "")
     how = (f"{label}: {f['tasks']:,} tasks through Slurm pilot blocks, "
            f"{f['faults_planned']:,} failing once, blocks ending by walltime, driver "
            f"SIGKILLed at {f['done_when_killed']:,} done; {f['wall_s']:.0f} s, "
