@@ -23,6 +23,7 @@ import pytest
 from covmocks.apps import box as app
 from covmocks.box import BoxSpec
 from covmocks.errors import InputError, NoSpaceError
+from tests.test_crashes import alive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,14 +113,6 @@ RANKS = (
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
-
-
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_worker_stopped_or_killed_ends_its_ranks(tmp_path, how):
     """SIGTERM (the driver's shutdown): the worker stops the ranks' group, removes their
@@ -142,15 +135,15 @@ def test_worker_stopped_or_killed_ends_its_ranks(tmp_path, how):
         worker.send_signal(how)
         assert worker.wait(timeout=30) == -how
         deadline = time.monotonic() + 15
-        while any(_alive(pid) for pid in ranks) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in ranks) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(_alive(pid) for pid in ranks)
+        assert not any(alive(pid) for pid in ranks)
         if how == signal.SIGTERM:
             assert not shards.exists()
     finally:
         worker.kill()
         for pid in [int(p) for p in pids.read_text().split()] if pids.exists() else []:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -189,6 +182,6 @@ def test_a_process_started_through_the_lifeline_dies_with_its_parent():
                          text=True, timeout=60)  # fmt: skip
     pid = int(run.stdout)
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert not alive(pid)

@@ -216,7 +216,7 @@ class Crashes:
         for p in procs:
             _sigkill(p.pid)
         pids = {p.pid for p in procs}
-        _wait_for(lambda: not any(_alive(pid) for pid in pids), 10)
+        _wait_for(lambda: not any(alive(pid) for pid in pids), 10)
         return [p.brief() for p in procs]
 
     def busy_workers(self, round_no: int) -> list[tuple[int, str, int]]:
@@ -284,28 +284,25 @@ class Crashes:
         return "starting (fault sleep, imports, kernels)"
 
     # --- checks --------------------------------------------------------------------------
+    def _log_counts(self, needle) -> dict[str, int]:
+        """Per task: occurrences of ``needle(task_id, task)`` in the task's .err log."""
+        counts = {}
+        for tid, task in self.tasks.items():
+            try:
+                text = Path(f"{task.log_stem}.err").read_text(errors="replace")
+            except FileNotFoundError:
+                text = ""
+            counts[tid] = text.count(needle(tid, task))
+        return counts
+
     def publishes(self) -> dict[str, int]:
         """Catalogs published per task, from the tasks' logs (``wrote <output>`` follows the
         rename under the final name, in generate_box and on rank 0 of mpibox)."""
-        counts = {}
-        for tid, task in self.tasks.items():
-            try:
-                text = Path(f"{task.log_stem}.err").read_text(errors="replace")
-            except FileNotFoundError:
-                text = ""
-            counts[tid] = text.count(f" wrote {task.output}:")
-        return counts
+        return self._log_counts(lambda tid, task: f" wrote {task.output}:")
 
     def attempts(self) -> dict[str, int]:
         """Starts of each task on a worker (``task <id> on <host> pid``), any driver's."""
-        counts = {}
-        for tid, task in self.tasks.items():
-            try:
-                text = Path(f"{task.log_stem}.err").read_text(errors="replace")
-            except FileNotFoundError:
-                text = ""
-            counts[tid] = text.count(f"task {tid} on ")
-        return counts
+        return self._log_counts(lambda tid, task: f"task {tid} on ")
 
     def check(self, when: str) -> dict:
         """Every invariant of the campaign directory now; problems are recorded (not raised)
@@ -527,7 +524,7 @@ class Crashes:
                 record["boxes_missed"] += 1  # the box ended first: the next one
                 delay /= 2
                 continue
-            alive = [pid for pid in pids if _alive(pid)]
+            alive = [pid for pid in pids if alive(pid)]
             if alive and _sigkill(pid := rng.choice(alive)):
                 victim = (tid, pid)
                 record["kill_at_s"] = round(time.monotonic() - t0, 2)
@@ -559,7 +556,7 @@ class Crashes:
     def _await(self, task, aim: str, delay: float, guards: list[int]) -> bool:
         """Wait for the moment ``aim`` of ``task``'s box (``delay`` seconds into it for
         "any time"); False when the box ended first (none of ``guards`` alive)."""
-        in_box = lambda: any(_alive(pid) for pid in guards)  # noqa: E731
+        in_box = lambda: any(alive(pid) for pid in guards)  # noqa: E731
         if aim == "any time":
             end = time.monotonic() + delay
             while time.monotonic() < end and in_box():
@@ -693,7 +690,7 @@ def _listdir(path: Path) -> list[str]:
         return []
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie does not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
