@@ -121,9 +121,9 @@ def run_driver(path: Path, log, kill_after: int | None) -> tuple[int, float]:
         if kill_after is not None and count_done(journal) >= kill_after:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            # what a user finds after a crash and removes: the dead driver's interchange
-            # lives on and, reconnecting to the driver's old ports, can capture a later
-            # driver that happens to bind one of them (the pilots' workers lose it and exit)
+            # the interchange dies with its driver (covmocks/lifeline.py); end whatever else
+            # the dead driver started in its session (Parsl's monitoring processes) too, so
+            # that the restarted driver runs alone, as after a user's cleanup
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             break
