@@ -17,8 +17,6 @@ wrong, before a box is made of it.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from covmocks import units
@@ -173,7 +171,7 @@ def check_block(path, columns: dict, first_row: int, Om0: float) -> None:
     bad = ~((radius > 0) & np.isfinite(radius))
     if bad.any():
         _refuse(path, "radius", bad, radius, first_row, "are not positive finite numbers")
-    r200m = np.cbrt(3 * mass / (4 * math.pi * 200 * Om0 * units.RHO_CRIT0_H))
+    r200m = units.r200m_h(mass, Om0)
     bad = ~(radius <= MAX_RADIUS_R200M * r200m)
     if bad.any():
         _refuse(path, "radius", bad, radius / r200m, first_row,

@@ -23,6 +23,12 @@ UNITS = {
 }
 
 
+def r200m_h(mass_msun_h, Om0: float) -> np.ndarray:
+    """R200m (comoving Mpc/h) of halos of mass ``mass_msun_h`` (Msun/h): the radius within
+    which the mean density is 200 times the mean matter density."""
+    return np.cbrt(3 * np.asarray(mass_msun_h) / (4 * np.pi * 200 * Om0 * RHO_CRIT0_H))
+
+
 def mass_h_to_msun(mass_msun_h, h):
     """Msun/h -> Msun."""
     return np.asarray(mass_msun_h, dtype=np.float64) / h

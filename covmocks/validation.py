@@ -89,8 +89,7 @@ def _counts_match(cen: np.ndarray, attrs: dict) -> bool:
 def r200m_comoving(log10_mass_msun, h: float, Om0: float) -> np.ndarray:
     """R200m (comoving Mpc/h) of halos of mass ``log10_mass_msun`` (log10 Msun, no h): the
     radius within which the mean density is 200 times the mean matter density."""
-    mass_h = 10 ** units.log_mass_msun_to_h(log10_mass_msun, h)
-    return np.cbrt(3 * mass_h / (4 * np.pi * 200 * Om0 * units.RHO_CRIT0_H))
+    return units.r200m_h(10 ** units.log_mass_msun_to_h(log10_mass_msun, h), Om0)
 
 
 def virial_velocity_r200m(log10_mass_msun, h: float, Om0: float, redshift: float) -> np.ndarray:
