@@ -524,8 +524,8 @@ class Crashes:
                 record["boxes_missed"] += 1  # the box ended first: the next one
                 delay /= 2
                 continue
-            alive = [pid for pid in pids if alive(pid)]
-            if alive and _sigkill(pid := rng.choice(alive)):
+            living = [pid for pid in pids if alive(pid)]
+            if living and _sigkill(pid := rng.choice(living)):
                 victim = (tid, pid)
                 record["kill_at_s"] = round(time.monotonic() - t0, 2)
                 if aim == "any time":
