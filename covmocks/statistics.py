@@ -72,6 +72,14 @@ def _shape(axes) -> tuple[int, ...]:
     return tuple(sizes[a] for a in axes)
 
 
+def _quanta(log10_values: np.ndarray, quantum: float) -> int:
+    """Sum of ``10**log10_values`` in integer units of ``quantum``, over the finite values
+    only: a NaN or infinite galaxy (which fails validation) adds nothing, where a cast
+    would add an arbitrary integer."""
+    values = 10 ** log10_values[np.isfinite(log10_values)]
+    return int(np.rint(values / quantum).astype(np.int64).sum())
+
+
 @dataclasses.dataclass
 class BoxStatistics:
     """Counts of one box (or part of one): histograms, galaxy counts, fixed-point sums."""
@@ -113,8 +121,8 @@ class BoxStatistics:
             c["occupation_mhalo"][t] += _count((n_h,), i_host[mstar > threshold])
         self.n_centrals += int(cen.sum())
         self.n_satellites += int((~cen).sum())
-        self.mstar_sum += int(np.rint(10**mstar / MSTAR_QUANTUM).astype(np.int64).sum())
-        self.sfr_sum += int(np.rint(10**sfr / SFR_QUANTUM).astype(np.int64).sum())
+        self.mstar_sum += _quanta(mstar, MSTAR_QUANTUM)
+        self.sfr_sum += _quanta(sfr, SFR_QUANTUM)
 
     def merge(self, other: BoxStatistics) -> None:
         """Add the counts of another part of the same box (another MPI rank's units)."""

@@ -3,6 +3,7 @@ complete above the stated limits, compact."""
 
 import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -49,6 +50,22 @@ def test_counts_sums_and_occupation_of_a_hand_made_chunk():
                          log10_msub_min_msun=10.5)  # fmt: skip
     assert summary["number_density_h3_mpc3"] == 4 / 1000
     assert summary["mstar_density_msun_mpc3"] == pytest.approx(mstar_sum * 1e3 / 8000)
+
+
+def test_non_finite_galaxies_add_nothing_to_the_sums():
+    # a NaN or infinite galaxy fails validation; its statistics must not hold a cast's garbage
+    finite = _columns(mstar=[10.0, 9.0], sfr=[0.0, -1.0], mhalo=[12.0, 12.0],
+                      is_central=[1, 0], host_index=[0, 0])  # fmt: skip
+    bad = _columns(mstar=[10.0, 9.0, np.nan, np.inf], sfr=[0.0, -1.0, np.nan, -np.inf],
+                   mhalo=[12.0, 12.0, 12.0, 12.0], is_central=[1, 0, 0, 0],
+                   host_index=[0, 0, 0, 0])  # fmt: skip
+    a, b = BoxStatistics(), BoxStatistics()
+    a.add(finite, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b.add(bad, 0)
+    assert (b.mstar_sum, b.sfr_sum) == (a.mstar_sum, a.sfr_sum)
+    assert a.mstar_sum == round(1e10 / 1e3) + round(1e9 / 1e3)
 
 
 def test_merging_parts_equals_counting_the_whole():
