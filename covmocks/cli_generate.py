@@ -1,16 +1,23 @@
 """``covmocks generate``: one box's arguments, the ``BoxSpec`` they describe, and the box made
 and checked. A catalog that fails validation (``covmocks.validation``) is not left under its
 name as if it were good: it is removed, with its statistics and sample files, and the
-command fails naming the checks and the halo input."""
+command fails naming the checks and the halo input. With ``--overwrite``, the files it
+replaces are kept aside until the new catalog validates (``kept_aside``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import logging
+import os
 from pathlib import Path
 
 from covmocks.errors import CovmocksError
 from covmocks.oneline import OneLineParser
+
+log = logging.getLogger(__name__)
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -119,19 +126,48 @@ def run_generate(args: argparse.Namespace) -> int:
     check_outputs(spec)
     source = spec.open_source()
     spec = spec.resolved(source.header)
-    summary = generator.generate_box(source, model.get_model(spec.model, spec.model_params), spec)
-    check_box(spec, source)
+    with kept_aside(spec) as fresh:
+        summary = generator.generate_box(
+            source, model.get_model(fresh.model, fresh.model_params), fresh
+        )
+        check_box(fresh, source)
     print(json.dumps(summary))
     return 0
 
 
 def check_outputs(spec) -> None:
-    """Fail early where the statistics or sample file cannot be written (each is replaced)."""
+    """Fail early where the catalog, statistics or sample file cannot be written (the
+    latter two are replaced)."""
     from covmocks import catalog
 
+    catalog.check_output_path(spec.output, spec.overwrite)
     for path in (spec.statistics, spec.samples):
         if path is not None:
             catalog.check_output_path(path, overwrite=True)
+
+
+@contextlib.contextmanager
+def kept_aside(spec):
+    """With ``--overwrite``: move the box's existing catalog, statistics and sample files
+    aside (``.<name>.old-<pid>``) while the new box is made, and yield the spec to make it
+    with. Once the new catalog validates the old files are removed; where it fails or is
+    interrupted, the old files are put back (over what the new box wrote). Killed by a
+    signal, the command leaves the old files under the names it logged."""
+    moved = []
+    try:
+        for path in (spec.output, spec.statistics, spec.samples) if spec.overwrite else ():
+            if path is not None and path.is_file():
+                aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, aside)
+                moved.append((aside, path))
+                log.info("kept %s aside as %s until the new box validates", path, aside)
+        yield dataclasses.replace(spec, overwrite=False)
+    except BaseException:  # the new box's failed files are removed where they fail
+        for aside, path in moved:
+            os.replace(aside, path)
+        raise
+    for aside, _ in moved:
+        aside.unlink()
 
 
 def discard(spec) -> None:

@@ -122,26 +122,57 @@ def _halos(path, **attrs):
     return path
 
 
+def _nan_populate(self, hosts, snap, root_key):
+    """A model that gives NaN stellar masses (``fake_populate``'s galaxies otherwise)."""
+    import numpy as np
+
+    from tests.fuzz_cli import fake_populate
+
+    galaxies = fake_populate(self, hosts, snap, root_key)
+    galaxies["log10_mstar"] = np.full_like(galaxies["log10_mstar"], np.nan)
+    return galaxies
+
+
+def _box_argv(halos, out, *extra):
+    return ["generate", "--source", "hdf5", "--input", str(halos), "--output",
+            str(out / "m.hdf5"), "--statistics", str(out / "s.hdf5"), *extra]  # fmt: skip
+
+
 def test_catalog_that_fails_validation_is_removed(tmp_path, capsys, monkeypatch):
     """A model that gives NaN: the command fails naming the check and the input, and leaves
     neither catalog nor statistics."""
-    import numpy as np
+    from covmocks.model import DiffskySFH
 
+    monkeypatch.setattr(DiffskySFH, "populate", _nan_populate)
+    out = tmp_path / "out"
+    argv = _box_argv(_halos(tmp_path / "halos.hdf5"), out)
+    _fails(capsys, argv, "failed validation and was removed: finite_values")
+    assert not list(out.iterdir())
+
+
+def test_overwrite_keeps_the_previous_box_until_the_new_one_validates(
+    tmp_path, capsys, monkeypatch
+):
+    """--overwrite with a new catalog that fails validation leaves the previous catalog and
+    statistics as they were; one that passes replaces them. No file is left aside."""
     from covmocks.model import DiffskySFH
     from tests.fuzz_cli import fake_populate
 
-    def nan_populate(self, hosts, snap, root_key):
-        galaxies = fake_populate(self, hosts, snap, root_key)
-        galaxies["log10_mstar"] = np.full_like(galaxies["log10_mstar"], np.nan)
-        return galaxies
+    halos, out = _halos(tmp_path / "halos.hdf5"), tmp_path / "out"
+    monkeypatch.setattr(DiffskySFH, "populate", fake_populate)
+    assert main(_box_argv(halos, out, "--seed", "1")) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["m.hdf5", "s.hdf5"]
 
-    monkeypatch.setattr(DiffskySFH, "populate", nan_populate)
-    halos = _halos(tmp_path / "halos.hdf5")
-    out = tmp_path / "out"
-    argv = ["generate", "--source", "hdf5", "--input", str(halos), "--output",
-            str(out / "m.hdf5"), "--statistics", str(out / "s.hdf5")]  # fmt: skip
-    _fails(capsys, argv, "failed validation and was removed: finite_values")
-    assert not list(out.iterdir())
+    monkeypatch.setattr(DiffskySFH, "populate", _nan_populate)
+    capsys.readouterr()
+    _fails(capsys, _box_argv(halos, out, "--seed", "2", "--overwrite"), "failed validation")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    monkeypatch.setattr(DiffskySFH, "populate", fake_populate)
+    assert main(_box_argv(halos, out, "--seed", "2", "--overwrite")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["m.hdf5", "s.hdf5"]
+    assert catalog.read_catalog(out / "m.hdf5").attrs["seed"] == 2
 
 
 def test_text_attributes_read_back_as_written(tmp_path, capsys, monkeypatch):
