@@ -25,6 +25,7 @@ from covmocks.halos import (
     cut,
     split,
 )
+from covmocks.oneline import reason
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,7 @@ class AbacusSource:
             found = self.path.is_dir()
             self.slab_files = sorted((self.path / "halo_info").glob("halo_info_*.asdf"))
         except (OSError, ValueError) as exc:  # a name too long, a NUL
-            reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())
-            raise InputError(f"cannot read halo catalog {self.path}: {reason}") from None
+            raise InputError(f"cannot read halo catalog {self.path}: {reason(exc)}") from None
         if not found or not self.slab_files:
             raise InputError(f"halo catalog not found: {self.path} (no halo_info/halo_info_*.asdf)")
         self.cleandir = None if cleandir is None else Path(cleandir).absolute()

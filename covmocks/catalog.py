@@ -25,6 +25,7 @@ import h5py
 
 from covmocks.attrs import read_attrs, write_attrs  # noqa: F401 (the writers' and readers')
 from covmocks.errors import NO_SPACE_ERRNOS, NoSpaceError, OutputError, no_space
+from covmocks.oneline import reason
 
 # The state at the snapshot (covmocks.model.quenched_log_ssfr_threshold is the one definition).
 QUENCHED_DESCRIPTION = (
@@ -266,8 +267,7 @@ def check_output_path(path: Path, overwrite: bool) -> None:
         parent = path.parent
         parent_exists, parent_is_dir = parent.exists(), parent.is_dir()
     except (OSError, ValueError) as exc:  # a name too long, a NUL
-        reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())
-        raise OutputError(f"cannot write output {path}: {reason}") from None
+        raise OutputError(f"cannot write output {path}: {reason(exc)}") from None
     if len(path.name.encode("utf-8", "surrogateescape")) > 240:  # its temporary's is longer
         raise OutputError(f"cannot write output {path}: file name too long")
     if is_dir:

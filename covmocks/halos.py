@@ -25,6 +25,7 @@ import numpy as np
 from covmocks import halo_checks as checks
 from covmocks import units
 from covmocks.errors import InputError, read_error
+from covmocks.oneline import reason
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +174,6 @@ class _RowBlocks:
         return self.read_blocks(max_hosts)
 
 
-def _reason(exc: Exception) -> str:
-    """An OSError's reason (its strerror), or any exception's text, on one line."""
-    return " ".join(str(getattr(exc, "strerror", None) or exc).split())
-
-
 class HDF5Source(_RowBlocks):
     """A generic HDF5 halo file; schema in docs/schema.md.
 
@@ -204,7 +200,7 @@ class HDF5Source(_RowBlocks):
         try:
             found = self.path.is_file()
         except (OSError, ValueError) as exc:  # a name too long, a NUL
-            raise InputError(f"cannot read halo catalog {self.path}: {_reason(exc)}") from None
+            raise InputError(f"cannot read halo catalog {self.path}: {reason(exc)}") from None
         if not found:
             raise InputError(f"halo catalog not found: {self.path}")
         try:

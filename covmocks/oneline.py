@@ -19,6 +19,12 @@ def escape_breaks(text: str) -> str:
     return "".join(map(shown, text))
 
 
+def reason(exc: BaseException) -> str:
+    """Why ``exc`` failed, on one line: an OSError's reason (its strerror), or any
+    exception's text, with runs of whitespace (line breaks too) made one space."""
+    return " ".join(str(getattr(exc, "strerror", None) or exc).split())
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors stay on one line (the values they quote escaped)."""
 

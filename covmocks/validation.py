@@ -27,6 +27,7 @@ from covmocks.errors import (
     no_space,
     read_error,
 )
+from covmocks.oneline import reason
 
 # count attribute -> which rows it counts; n_hosts and n_satellites are checked where the
 # writer recorded them (generate_box and mpibox do, a bare CatalogWriter does not)
@@ -316,8 +317,7 @@ def check_file(path) -> list[str]:
     try:
         found, is_dir = path.is_file(), path.is_dir()
     except (OSError, ValueError) as exc:  # a name too long, a NUL
-        return [f"readable_hdf5 ({' '.join(str(getattr(exc, 'strerror', None) or exc).split())}"
-                f": {path})"]  # fmt: skip
+        return [f"readable_hdf5 ({reason(exc)}: {path})"]
     if not found:
         return [f"readable_hdf5 ({'a directory' if is_dir else 'no such file'}: {path})"]
     try:
