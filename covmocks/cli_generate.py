@@ -98,8 +98,6 @@ def box_spec(args: argparse.Namespace):
 
 
 def _campaign_box(args: argparse.Namespace):
-    import dataclasses
-
     from covmocks.campaign import Campaign
     from covmocks.plan import find_task
 
@@ -155,8 +153,8 @@ def kept_aside(spec):
     signal, the command leaves the old files under the names it logged."""
     moved = []
     try:
-        for path in (spec.output, spec.statistics, spec.samples) if spec.overwrite else ():
-            if path is not None and path.is_file():
+        for path in box_files(spec) if spec.overwrite else ():
+            if path.is_file():
                 aside = path.with_name(f".{path.name}.old-{os.getpid()}")
                 os.replace(path, aside)
                 moved.append((aside, path))
@@ -170,11 +168,15 @@ def kept_aside(spec):
         aside.unlink()
 
 
+def box_files(spec) -> list[Path]:
+    """The files a box writes: its catalog, and its statistics and sample files where set."""
+    return [p for p in (spec.output, spec.statistics, spec.samples) if p is not None]
+
+
 def discard(spec) -> None:
-    """Remove what a box wrote: its catalog, statistics and sample files."""
-    for path in (spec.output, spec.statistics, spec.samples):
-        if path is not None:
-            path.unlink(missing_ok=True)
+    """Remove what a box wrote (``box_files``)."""
+    for path in box_files(spec):
+        path.unlink(missing_ok=True)
 
 
 def check_box(spec, source) -> None:
