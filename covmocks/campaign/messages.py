@@ -9,7 +9,8 @@ import typing
 
 from pydantic import BaseModel, ValidationError
 
-from covmocks.campaign.schema import NAME_PATTERN, TAGS, WALLTIME_PATTERN
+from covmocks.campaign.realizations import TAGS
+from covmocks.campaign.schema import NAME_PATTERN, WALLTIME_PATTERN
 from covmocks.campaign.yamldoc import YamlDoc, format_path, one_line
 from covmocks.errors import ConfigError
 

@@ -22,13 +22,7 @@ from pydantic import (
 )
 
 from covmocks.box import CHUNK_HOSTS, MAX_REDSHIFT, RANDOM_ID_LIMIT
-from covmocks.campaign.realizations import (  # noqa: F401 (the science section's)
-    MAX_REALIZATIONS,
-    TAGS,
-    RealizationRange,
-    Realizations,
-    _Section,
-)
+from covmocks.campaign.realizations import Realizations, _Section
 from covmocks.campaign.templates import check_template
 from covmocks.campaign.yamldoc import format_path
 from covmocks.catalog import COMPRESSIONS
