@@ -41,7 +41,7 @@ from pathlib import Path
 import covmocks  # noqa: F401  (configures XLA before anything imports jax)
 from covmocks import catalog, catalog_mpio, generator, halos
 from covmocks.errors import NoSpaceError
-from covmocks.mpisync import RankFailure, _allgather_dict, _Guard, abort, all_failed
+from covmocks.mpisync import Guard, RankFailure, abort, all_failed, allgather_dict
 from covmocks.samples import SampleCollector
 from covmocks.statistics import BoxStatistics
 
@@ -68,7 +68,7 @@ def generate_box_mpi(comm, source, model, spec) -> dict:
     rank, size = comm.rank, comm.size
     shard_dir = None
     try:
-        guard = _Guard(comm, name_rank=False)
+        guard = Guard(comm, name_rank=False)
         with guard:
             generator.check_resolved(spec)
             if rank == 0:
@@ -86,7 +86,7 @@ def generate_box_mpi(comm, source, model, spec) -> dict:
         stats_summary = generator.statistics_summary(stats, source, model)
         attrs = _attrs(source, model, spec, counts, stats_summary) if rank == 0 else None
         attrs = comm.bcast(attrs, root=0)  # one creation time for every rank
-        guard = _Guard(comm, name_rank=False)
+        guard = Guard(comm, name_rank=False)
         with guard:  # before the catalog: a catalog on disk always has its statistics
             if rank == 0:
                 generator.write_statistics(spec, stats, stats_summary, attrs, samples)
@@ -97,7 +97,7 @@ def generate_box_mpi(comm, source, model, spec) -> dict:
         if parallel:
             _write_collective(comm, spec, attrs, mine, counts, shard_dir)
         else:
-            guard = _Guard(comm)
+            guard = Guard(comm)
             with guard:
                 if rank == 0:
                     _assemble(spec, attrs, counts, shard_dir)
@@ -137,7 +137,7 @@ def _unit_host_limits(comm, source, spec, n_units: int, mine: range) -> list[int
     """
     if spec.host_limit is None:
         return [None] * n_units
-    guard = _Guard(comm)
+    guard = Guard(comm)
     local = {}
     with guard:
         stream = source.read_units(spec.chunk_hosts, mine.start, mine.stop)
@@ -148,7 +148,7 @@ def _unit_host_limits(comm, source, spec, n_units: int, mine: range) -> list[int
         finally:
             stream.close()
     guard.check()
-    n_hosts = _allgather_dict(comm, local)
+    n_hosts = allgather_dict(comm, local)
     limits, before = [], 0
     for unit in range(n_units):
         limits.append(max(0, min(n_hosts[unit], spec.host_limit - before)))
@@ -177,7 +177,7 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
     stats = BoxStatistics()
     try:
         for i in range(math.ceil(n_units / comm.size)):
-            guard = _Guard(comm)
+            guard = Guard(comm)
             with guard:
                 if i < len(mine):
                     unit = mine[i]
@@ -195,7 +195,7 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
             guard.check()
     finally:
         stream.close()
-    counts = _allgather_dict(comm, local)
+    counts = allgather_dict(comm, local)
     box_stats = BoxStatistics()
     for part in comm.allgather(stats):
         box_stats.merge(part)
@@ -336,7 +336,7 @@ def _run(comm, argv) -> int:
         return status
     _setup_logging(args, rank, comm.size)
 
-    guard = _Guard(comm, name_rank=False)
+    guard = Guard(comm, name_rank=False)
     source = spec = None
     with guard:
         if rank == 0:
@@ -344,7 +344,7 @@ def _run(comm, argv) -> int:
     try:
         guard.check()
         source, spec = comm.bcast((source, spec), root=0)
-        guard = _Guard(comm)
+        guard = Guard(comm)
         with guard:
             model = get_model(spec.model, spec.model_params)
         guard.check()

@@ -41,7 +41,7 @@ class RankFailure(CovmocksError):
         return 2 if self.failures[0].input_error else 1
 
 
-class _Guard:
+class Guard:
     """Runs one rank's share of a step; an exception is recorded, not raised, and
     ``check`` (collective) raises ``RankFailure`` on every rank if any rank recorded one.
 
@@ -55,7 +55,7 @@ class _Guard:
         self.context = ""
         self.error: _Failure | None = None
 
-    def __enter__(self) -> _Guard:
+    def __enter__(self) -> Guard:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -86,7 +86,7 @@ def abort(comm, message: str, code: int = 1) -> None:
     comm.Abort(code)
 
 
-def _allgather_dict(comm, local: dict) -> dict:
+def allgather_dict(comm, local: dict) -> dict:
     merged = {}
     for part in comm.allgather(local):
         merged.update(part)

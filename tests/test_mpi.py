@@ -502,7 +502,7 @@ def test_rank_that_dies_takes_the_job_down(tmp_path, mpi_env):
 
 
 class _OneRank:
-    """The part of a communicator that ``mpibox._Guard`` uses, for one rank."""
+    """The part of a communicator that ``mpibox.Guard`` uses, for one rank."""
 
     rank, size = 0, 1
 
@@ -520,7 +520,7 @@ def test_exit_status_retries_transient_read_errors(error, code):
     deterministic errors; a transient read error exits 1, so that the task is retried."""
     from covmocks import mpibox
 
-    guard = mpibox._Guard(_OneRank())
+    guard = mpibox.Guard(_OneRank())
     with guard:
         guard.context = "host block 3"
         raise error
