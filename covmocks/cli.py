@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -168,14 +169,20 @@ def run_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _stop_on_sigterm() -> None:
-    """Let SIGTERM unwind the driver like Ctrl-C, so Parsl shuts its workers down."""
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While the driver runs, SIGTERM unwinds it like Ctrl-C, so Parsl shuts its workers
+    down; the previous handler is put back after."""
     import signal
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_campaign(args: argparse.Namespace, retry: list[str] | None = None) -> int:
@@ -183,13 +190,13 @@ def run_campaign(args: argparse.Namespace, retry: list[str] | None = None) -> in
     from covmocks.runner import Runner
     from covmocks.state import campaign_status
 
-    _stop_on_sigterm()
     campaign = Campaign.load(args.campaign)
     if args.dry_run:
         from covmocks.dryrun import dry_run
 
         return dry_run(campaign, monitoring=not args.no_monitoring, retry=retry)
-    outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
+    with _sigterm_interrupts():
+        outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
     status = campaign_status(campaign)
     print(" ".join(f"{k}={v}" for k, v in status.counts.items() if v))
     layout = campaign.layout

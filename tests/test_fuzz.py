@@ -32,7 +32,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -628,21 +627,17 @@ REAL_WATCH = report.watch
 
 def run_command_line(argv: list[str], root: Path, watch=_watch_once) -> CliResult:
     """``argv`` (placeholders filled) in a fresh copy of the template under ``root``, with
-    the stand-in galaxy model; the SIGTERM handler that ``run`` installs is put back."""
+    the stand-in galaxy model."""
     directory, out = root / "d", root / "o"
     shutil.copytree(cli_template(), directory, symlinks=True)
     out.mkdir()
     argv = [a.replace("@DIR@", str(directory)).replace("@OUT@", str(out)) for a in argv]
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        with (
-            mock.patch.object(DiffskySFH, "populate", fake_populate),
-            mock.patch.object(report, "watch", watch),
-            contextlib.chdir(directory),
-        ):
-            return run_cli(argv)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+    with (
+        mock.patch.object(DiffskySFH, "populate", fake_populate),
+        mock.patch.object(report, "watch", watch),
+        contextlib.chdir(directory),
+    ):
+        return run_cli(argv)
 
 
 def check_command_line(argv: list[str]) -> None:
