@@ -28,39 +28,28 @@ import time
 
 import numpy as np
 
-from covmocks import box, kernels, model, sources
-from covmocks.batching import padded_map
+from covmocks import box, model, sources
 
 REFERENCE = (400, "float64")
+SFR_TOLERANCE = 1e-3  # dex, log10 SFR of galaxies above the sSFR floor
 
 
-def evaluate(mdl, mah, params, ctx, n_t, precision):
-    """(log10 M*, log10 SFR, warm seconds) of every galaxy with one setting."""
-    t_obs, lgt0, fb = (float(ctx[k]) for k in ("t_obs", "lgt0", "fb"))
-
-    def run():
-        return padded_map(
-            lambda mah, p: kernels.evaluate_sfh(n_t, precision, mah, p, t_obs, lgt0, fb),
-            {"mah": mah, "p": params}, mdl.batch_min, mdl.batch_max,
-        )  # fmt: skip
-
-    run()  # compile
+def evaluate(draws, n_t, precision):
+    """(log10 M*, log10 SFR, warm seconds) of every galaxy of ``draws`` with one setting."""
+    mdl = model.get_model("diffsky_sfh", {"n_t_table": n_t, "precision": precision})
+    mdl.histories(draws)  # compile
     t0 = time.perf_counter()
-    out = run()
+    out = mdl.histories(draws)
     return out["log10_mstar"], out["log10_sfr"], time.perf_counter() - t0
 
 
 def galaxies(mdl, n_hosts, redshift, seed):
-    """Every galaxy's history and diffstar parameters, and the snapshot, for one box."""
+    """Every draw of one box's galaxies (``DiffskySFH.draw``), and the snapshot."""
     source = sources.open_source("synthetic", n_hosts=n_hosts, seed=seed, redshift=redshift,
                                  log10_mhost_min_msun=box.SYNTHETIC_MHOST_MIN)  # fmt: skip
     snap = model.CosmicTimes.from_header(source.header)
     hosts = next(iter(source.iter_blocks(n_hosts)))
-    d = mdl.draw(hosts, snap, model.snapshot_key(seed, 0, box.snapshot_id(redshift)))
-    cen, sat = d["cen"], d["sat"]
-    mah = np.concatenate([cen["mah"], sat["mah"]]) if sat else cen["mah"]
-    params = np.concatenate([cen["sfh_params"], sat["sfh_params"]]) if sat else cen["sfh_params"]
-    return mah, params, d["ctx"], snap
+    return mdl.draw(hosts, snap, model.snapshot_key(seed, 0, box.snapshot_id(redshift))), snap
 
 
 def main() -> None:
@@ -98,8 +87,8 @@ def main() -> None:
         "times: warm evaluation of every galaxy's history (noisy on a shared machine)\n"
     )
     for z in (float(s) for s in args.redshifts.split(",")):
-        mah, params, ctx, snap = galaxies(mdl, int(args.hosts), z, args.seed)
-        ref_m, ref_s, _ = evaluate(mdl, mah, params, ctx, *REFERENCE)
+        draws, snap = galaxies(mdl, int(args.hosts), z, args.seed)
+        ref_m, ref_s, _ = evaluate(draws, *REFERENCE)
         above = ref_s - ref_m > args.ssfr_floor
         ref_q = model.quenched_at_snapshot(ref_s, ref_m, snap.t_obs)
         print(
@@ -112,22 +101,23 @@ def main() -> None:
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n_t in steps:
             for precision in ("float64", "float32"):
-                lgm, lgs, sec = evaluate(mdl, mah, params, ctx, n_t, precision)
+                lgm, lgs, sec = evaluate(draws, n_t, precision)
                 dm, ds = np.abs(lgm - ref_m), np.abs(lgs - ref_s)
                 flips = int(np.sum(model.quenched_at_snapshot(lgs, lgm, snap.t_obs) != ref_q))
-                ok = bool(np.quantile(dm, q) <= args.tolerance / args.margin
-                          and ds[above].max() <= 1e-3)  # fmt: skip
+                dm_q, ds_above = np.quantile(dm, q), ds[above].max()
+                ok = bool(dm_q <= args.tolerance / args.margin and ds_above <= SFR_TOLERANCE)
                 holds.setdefault((n_t, precision), []).append(ok)
-                print(f"| {n_t} | {precision} | {np.median(dm):.2e} | {np.quantile(dm, q):.2e} "
+                print(f"| {n_t} | {precision} | {np.median(dm):.2e} | {dm_q:.2e} "
                       f"| {dm.max():.2e} | {np.mean(dm > args.tolerance):.2%} "
-                      f"| {ds[above].max():.1e} | {ds.max():.1e} | {flips} "
+                      f"| {ds_above:.1e} | {ds.max():.1e} | {flips} "
                       f"| {sec / len(lgm) * 1e6:.2f} |")  # fmt: skip
         print()
     good = [(n, p) for (n, p), oks in holds.items() if all(oks)]
     cheapest = min(good, key=lambda s: (s[0], s[1] != "float32")) if good else None
     print(
-        f"Cheapest setting within {args.tolerance} dex in log10 M* for {q:.1%} of galaxies "
-        f"(and log SFR within 1e-3 dex above the sSFR floor) at every redshift: "
+        f"Cheapest setting within {args.tolerance} dex / {args.margin:g} in log10 M* for "
+        f"{q:.1%} of galaxies (and log SFR within {SFR_TOLERANCE:g} dex above the sSFR floor) "
+        "at every redshift: "
         f"{cheapest[0]} steps, {cheapest[1]}"
         if cheapest
         else "none"

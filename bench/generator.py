@@ -120,8 +120,8 @@ def child(args) -> None:
     for name in ("_subhalo_cdf", "_satellite_uniform"):  # this tree: the satellites' draws
         if hasattr(mdl, name):
             setattr(mdl, name, st.timed("satellite", getattr(mdl, name), block=True))
-    if hasattr(mdl, "_sfh"):
-        mdl._sfh = st.timed("sfh", mdl._sfh)
+    if hasattr(mdl, "histories"):
+        mdl.histories = st.timed("sfh", mdl.histories)
     with contextlib.suppress(ImportError):
         from covmocks import phase_space
 

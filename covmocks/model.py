@@ -20,11 +20,9 @@ import math
 import numpy as np
 
 from covmocks import model_params, units
-from covmocks.batching import bucket_size, padded_map  # noqa: F401  (re-exported)
+from covmocks.batching import padded_map
 from covmocks.errors import InputError
 from covmocks.halos import HaloBlock, SimulationHeader
-from covmocks.kernels import argus_inverse_cdf_table as _argus_inverse_cdf_table  # noqa: F401
-from covmocks.phase_space import concentration_dm14  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -211,12 +209,16 @@ class DiffskySFH:
             "lgmsub_min": jnp.float32(self.log10_msub_min_msun),
         }
 
-    def _sfh(self, mah, sfh_params, ctx) -> dict:
-        """log10 M* and log10 SFR at t_obs of galaxies with histories ``mah`` and diffstar
-        parameters ``sfh_params`` (``kernels.evaluate_sfh``, padded batches)."""
+    def histories(self, d: dict) -> dict:
+        """log10 M* and log10 SFR at t_obs of every galaxy of ``draw``'s output ``d``, in one
+        stream: centrals, then satellites (``kernels.evaluate_sfh``, padded batches)."""
         from covmocks import kernels
 
-        t_obs, lgt0, fb = (float(ctx[k]) for k in ("t_obs", "lgt0", "fb"))
+        mah, sfh_params = d["cen"]["mah"], d["cen"]["sfh_params"]
+        if len(d["sat_host"]):
+            mah = np.concatenate([mah, d["sat"]["mah"]])
+            sfh_params = np.concatenate([sfh_params, d["sat"]["sfh_params"]])
+        t_obs, lgt0, fb = (float(d["ctx"][k]) for k in ("t_obs", "lgt0", "fb"))
         return padded_map(
             lambda mah, sfh_params: kernels.evaluate_sfh(
                 self.n_t_table, self.precision, mah, sfh_params, t_obs, lgt0, fb
@@ -293,11 +295,8 @@ class DiffskySFH:
         cen, sat, sat_host, n_sat = d["cen"], d["sat"], d["sat_host"], d["n_sat"]
         n_host = len(hosts)
         first_sat = np.cumsum(n_sat) - n_sat
-        # One star-formation-history stream for every galaxy: centrals, then satellites.
         has_sats = len(sat_host) > 0
-        stack = (lambda a, b: np.concatenate([a, b])) if has_sats else (lambda a, b: a)
-        sfh = self._sfh(stack(cen["mah"], sat.get("mah")),
-                        stack(cen["sfh_params"], sat.get("sfh_params")), d["ctx"])  # fmt: skip
+        sfh = self.histories(d)
         sat_pos, sat_vel = phase_space.satellite_phase_space(
             hosts, sat_host, sat.get("u_pos"), sat.get("n_vel"), snap.header
         )
