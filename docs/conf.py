@@ -30,7 +30,6 @@ autodoc_typehints = "none"  # signatures keep their annotations as written
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
-nitpicky = False
 html_theme = "alabaster"
 html_title = "covmocks"
 html_theme_options = {"description": "Mock galaxy catalogs for covariance campaigns"}

@@ -383,20 +383,6 @@ def _annotation(field):
     return typing.Annotated[tp, *field.metadata] if field.metadata else tp
 
 
-def fields_without_description(kind: str) -> list[str]:
-    """Keys with neither a pydantic description nor a source comment (the report's list)."""
-    out = []
-    for path, model in walk_models(root_model(kind)):
-        comments = {}
-        for base in reversed(model.__mro__):
-            if isinstance(base, type) and issubclass(base, BaseModel):
-                comments |= source_comments(base)
-        for name, field in model.model_fields.items():
-            if not field.description and name not in comments:
-                out.append(f"{path}.{name}" if path else name)
-    return out
-
-
 # ---------------------------------------------------------------- file layouts
 
 
@@ -515,7 +501,7 @@ def _stand_in_records(tmp: Path):
         boxes.append((task, covariance.read_box(path)))
     cov = tmp / "covariance.hdf5"
     covariance.write(cov, covariance.assemble(boxes))
-    return boxes and tmp / "r0.pk.hdf5", cov
+    return tmp / "r0.pk.hdf5", cov
 
 
 LAYOUTS = {  # kind -> the writer that lays the file out
@@ -583,12 +569,12 @@ class Profiles(SphinxDirective):
     """The machine profiles shipped with the package."""
 
     def run(self):
-        from covmocks.campaign.profiles import profile_path
+        from covmocks.campaign.profiles import profile_names, profile_path
         from covmocks.campaign.schema import ProfileFile
         from covmocks.campaign.yamldoc import read_yaml
 
         rows = []
-        for name in _profile_names():
+        for name in profile_names():
             path = profile_path(name, DOCS)
             self.env.note_dependency(str(path))
             doc, _ = read_yaml(path)
@@ -606,12 +592,6 @@ class Profiles(SphinxDirective):
                          f"{p.resources.gpus} GPU(s)/task"])  # fmt: skip
         return [_table(["profile", "description", "blocks", "workers", "walltime, GPUs"],
                        rows, [2, 4, 4, 4, 2])]  # fmt: skip
-
-
-def _profile_names():
-    from covmocks.campaign.profiles import profile_names
-
-    return profile_names()
 
 
 def api_modules() -> list[str]:
