@@ -67,25 +67,14 @@ CAMPAIGN_TEXT = {
 def make_template(root: Path) -> None:
     """Write the template directory's files (the planned campaign is planned by the
     caller, with ``covmocks plan``)."""
-    import h5py
-
-    from tests.fuzz_halos import r200m
+    from tests.fuzz_halos import valid_halo_file
 
     for name, text in CAMPAIGN_TEXT.items():
         (root / name).write_text(textwrap.dedent(text), encoding="utf-8")
     (root / "latin1.yaml").write_bytes(b"campaign: {name: caf\xe9}\n")
     (root / "garbage.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
     (root / "sub").mkdir()
-    rng = np.random.default_rng(0)
-    n = 20
-    mass = 10 ** rng.uniform(11, 13, n)
-    with h5py.File(root / "halos.hdf5", "w") as f:
-        f["id"] = np.arange(n)
-        f["pos"] = rng.random((n, 3)) * 50
-        f["vel"] = rng.normal(0, 200, (n, 3))
-        f["mass"] = mass
-        f["radius"] = r200m(mass, 0.3)
-        f.attrs.update(box_size=50.0, h=0.7, Om0=0.3, omega_b=0.022, redshift=0.5)
+    valid_halo_file(root / "halos.hdf5", n=20)
 
 
 def fake_populate(self, hosts, snap, root_key) -> dict:
@@ -253,9 +242,9 @@ def command_lines(draw) -> list[str]:
     size = 4 if verb == ("generate",) else 2
     # (hypothesis favours the first of a list: the options are listed harmless first)
     chosen = draw(st.lists(st.sampled_from(list(options)), max_size=size)) if options else []
-    for option in chosen:
-        strategy = options[option]
-        argv += [option] if strategy is None else [option, draw(strategy)]
+    for name in chosen:
+        strategy = options[name]
+        argv += [name] if strategy is None else [name, draw(strategy)]
     if verb == ("generate",) and draw(st.sampled_from([True] * 19 + [False])):
         argv += ["--output", draw(OUT_ARG)]
     if verb == ("retry",):

@@ -17,6 +17,8 @@ import re
 import numpy as np
 from hypothesis import strategies as st
 
+from covmocks import units
+
 DATASETS = ("id", "pos", "vel", "mass", "radius")
 REQUIRED_ATTRS = ("box_size", "h", "Om0", "omega_b", "redshift")
 OPTIONAL_NUMBERS = ("w0", "wa")
@@ -99,18 +101,31 @@ class HaloFile:
 
     def good_rows(self, log10_mhost_min_msun: float) -> np.ndarray:
         """The rows a correct read keeps (a valid file's masses above the cut)."""
-        from covmocks import units
-
         mass = np.asarray(self.datasets["mass"], dtype=np.float64)
         log_m = units.log_mass_h_to_msun(np.log10(mass), float(self.attrs["h"]))
         return np.flatnonzero(log_m >= log10_mhost_min_msun)
 
 
-def r200m(mass_msun_h, Om0: float):
-    """R200m (comoving Mpc/h) of masses in Msun/h."""
-    from covmocks.units import RHO_CRIT0_H
+def valid_halo_file(path, n=6, **changes):
+    """A valid generic HDF5 halo file of ``n`` halos, with ``changes`` (name -> value; a
+    value None drops a dataset or attribute, "group" makes a group of a dataset) applied."""
+    import h5py
 
-    return (3 * np.asarray(mass_msun_h) / (4 * np.pi * 200 * Om0 * RHO_CRIT0_H)) ** (1 / 3)
+    rng = np.random.default_rng(0)
+    mass = 10 ** rng.uniform(11, 13, n)
+    data = {"id": np.arange(n), "pos": rng.random((n, 3)) * 50, "vel": rng.normal(0, 200, (n, 3)),
+            "mass": mass, "radius": units.r200m_h(mass, 0.3)}  # fmt: skip
+    attrs = {"box_size": 50.0, "h": 0.7, "Om0": 0.3, "omega_b": 0.022, "redshift": 0.5}
+    with h5py.File(path, "w") as f:
+        for name, value in {**data, **{k: v for k, v in changes.items() if k in data}}.items():
+            if isinstance(value, str) and value == "group":
+                f.create_group(name)
+            elif value is not None:
+                f[name] = value
+        for key, value in {**attrs, **{k: v for k, v in changes.items() if k in attrs}}.items():
+            if value is not None:
+                f.attrs[key] = value
+    return path
 
 
 def _valid(n: int, seed: int, box: float, id_kind: str, float32: bool, with_optional: bool):
@@ -133,7 +148,7 @@ def _valid(n: int, seed: int, box: float, id_kind: str, float32: bool, with_opti
         "mass": mass.astype(f),
         # R200m of the mass (comoving Mpc/h) times 0.75-1.15, as AbacusSummit's r100: the
         # model places satellites inside it, validation wants them within 3 R200m
-        "radius": (r200m(mass, Om0) * rng.uniform(0.75, 1.15, n)).astype(f),
+        "radius": (units.r200m_h(mass, Om0) * rng.uniform(0.75, 1.15, n)).astype(f),
     }
     attrs = {"box_size": box, "h": float(rng.uniform(0.6, 0.8)),
              "Om0": Om0, "omega_b": float(rng.uniform(0.02, 0.025)),

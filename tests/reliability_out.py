@@ -11,12 +11,12 @@ from pathlib import Path
 SUMMARY_ENV = "COVMOCKS_RELIABILITY_OUT"
 
 
-def merge_summary(summary: dict, env: str = SUMMARY_ENV) -> Path | None:
+def merge_summary(summary: dict) -> Path | None:
     """Merge ``summary`` into ``$COVMOCKS_RELIABILITY_OUT`` under ``summary["test"]``, with
     the pytest node id of the test that made it (``nodeid``), keeping the other tests'
     entries (a file that is missing or not JSON starts afresh);
     the file written, or None when the variable is unset."""
-    out = os.environ.get(env)
+    out = os.environ.get(SUMMARY_ENV)
     if not out:
         return None
     current = os.environ.get("PYTEST_CURRENT_TEST", "")  # "tests/x.py::test_y (call)"

@@ -112,12 +112,12 @@ def _halos(path, **attrs):
     import h5py
     import numpy as np
 
-    from tests.fuzz_halos import r200m
+    from covmocks.units import r200m_h
 
     mass = np.full(4, 1e12)
     with h5py.File(path, "w") as f:
         f["id"], f["pos"], f["vel"] = np.arange(4), np.full((4, 3), 5.0), np.zeros((4, 3))
-        f["mass"], f["radius"] = mass, r200m(mass, 0.3)
+        f["mass"], f["radius"] = mass, r200m_h(mass, 0.3)
         f.attrs.update(box_size=50.0, h=0.7, Om0=0.3, omega_b=0.022, redshift=0.5, **attrs)
     return path
 
@@ -175,7 +175,7 @@ def test_overwrite_keeps_the_previous_box_until_the_new_one_validates(
     assert catalog.read_catalog(out / "m.hdf5").attrs["seed"] == 2
 
 
-def test_text_attributes_read_back_as_written(tmp_path, capsys, monkeypatch):
+def test_text_attributes_read_back_as_written(tmp_path, monkeypatch):
     """Text that looks like JSON (a file named ``[run1].hdf5``, a sim_name ``null``) is read
     back as written: only what the writer encoded is decoded."""
     from covmocks.model import DiffskySFH

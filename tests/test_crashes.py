@@ -44,6 +44,7 @@ compilation cache (JAX puts the cache's path into its keys unless
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -460,7 +461,7 @@ class Crashes:
             self._kill_driver(driver, round_no, quota, warm_up, record, t0)
         else:
             self._kill_in_box(driver, round_no, quota, warm_up, target, record, t0)
-        if self.left and any(p.round < round_no for p in self.left):
+        if any(p.round < round_no for p in self.left):
             old = [p for p in self.left if p.round < round_no]
             self.left = [p for p in self.left if p.round >= round_no]
             record["orphans_of_earlier_rounds_killed"] = self.kill_all(old)
@@ -564,10 +565,7 @@ class Crashes:
             return in_box()
         out = task.output
         while in_box():
-            try:
-                names = os.listdir(out.parent)
-            except FileNotFoundError:
-                names = []
+            names = _listdir(out.parent)
             if aim in ("catalog being written", "catalog being assembled"):
                 if any(n.startswith(f".{out.name}.tmp-") for n in names):
                     time.sleep(self.rng.uniform(0.0, 0.15))  # somewhere in the writing
@@ -667,6 +665,9 @@ class Crashes:
 
     def summary(self, name: str, seed: int) -> dict:
         attempts = self.attempts()
+        killed = collections.Counter(
+            r["killed"]["component"] for r in self.rounds if r.get("killed")
+        )
         return {
             "test": name,
             "kind": "crashes",
@@ -674,7 +675,7 @@ class Crashes:
             "tasks": len(self.tasks),
             "seed": seed,
             "rounds": self.rounds,
-            "killed": _count(r["killed"]["component"] for r in self.rounds if r.get("killed")),
+            "killed": dict(killed),
             "tasks_recomputed": sum(r["recomputed"] for r in self.rounds),
             # boxes started again after a kill (lost work: the killed attempts themselves)
             "attempts_per_task": attempts,
@@ -699,15 +700,8 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
 
 
-def _count(items) -> dict:
-    counts: dict = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts
-
-
 def _event_counts(events: list[dict]) -> dict:
-    return _count(e["event"] for e in events)
+    return dict(collections.Counter(e["event"] for e in events))
 
 
 def _write_summary(summary: dict, workdir: Path) -> None:

@@ -405,20 +405,16 @@ def test_collective_write_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(
     Small units: only rank 0 finds the disk full, rank 1 waits in a collective call, the job
     is aborted (``mpibox.AGREE_S`` later); big uncompressed units: both ranks find it full
     while HDF5 allocates the datasets, rank 0 says so and every rank exits."""
-    from tests.test_mpi import MPIO_MPIEXEC, MPIO_PYTHON, REPO, _mpio_missing
+    from tests.test_mpi import REPO, _mpio_stack
 
-    missing = _mpio_missing()
-    if missing is not None:
-        pytest.skip(missing)
+    stack = _mpio_stack(os.environ)
     fs = tmpfs(48 << 20)
     out = fs / "mock_z0.000.hdf5"
     script = tmp_path / "mpio_full.py"
     script.write_text(MPIO_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    env["PATH"] = os.pathsep.join([str(MPIO_PYTHON.parent), "/usr/local/bin", "/usr/bin", "/bin"])
-    env["PYTHONPATH"] = str(REPO)
-    cmd = [str(MPIO_MPIEXEC), "-n", "2", str(MPIO_PYTHON), str(script), str(out),
-           str(64 * 1024), compression, str(rows)]  # fmt: skip
+    env = stack.env | {"PYTHONPATH": str(REPO)}
+    cmd = [stack.mpiexec, "-n", "2", stack.python, str(script), str(out), str(64 * 1024),
+           compression, str(rows)]  # fmt: skip
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 1, run.stderr
     assert "written" not in run.stdout

@@ -44,7 +44,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from covmocks import cli, report
+from covmocks import cli, report, units
 from covmocks.campaign import Campaign
 from covmocks.campaign.profiles import profile_path, profile_ref
 from covmocks.campaign.schema import Notify
@@ -584,13 +584,11 @@ def test_fixed_generate_bug_valid_file(bug, tmp_path):
     """Five identical hosts of a mass or radius out of the model's range: a clean error
     naming the file (the input refused, or the catalog failing validation, removed), or a
     catalog that passes."""
-    from tests.fuzz_halos import r200m
-
     mass, redshift, radius, _ = VALID_FILE_CASES[bug]
     n = 5
     masses = np.full(n, mass)
     datasets = {"id": np.arange(n), "pos": np.full((n, 3), 5.0), "vel": np.zeros((n, 3)),
-                "mass": masses, "radius": radius * r200m(masses, 0.3)}  # fmt: skip
+                "mass": masses, "radius": radius * units.r200m_h(masses, 0.3)}  # fmt: skip
     attrs = {"box_size": 100.0, "h": 0.7, "Om0": 0.3, "omega_b": 0.022, "redshift": redshift}
     case = HaloFile(datasets, attrs, {})
     case.damage("values:mass:out_of_range", EITHER, "mass", "radius")

@@ -6,7 +6,7 @@ import pytest
 
 from covmocks import catalog, generator, model_params, sources
 from covmocks.box import BoxSpec
-from covmocks.model import get_model
+from covmocks.model import MODELS, get_model
 from covmocks.statistics import BoxStatistics
 
 
@@ -37,7 +37,7 @@ def test_schema_units_and_attributes(mini_mock):
     assert a["box_size"] == 32.0 and a["h"] == pytest.approx(0.6736)
     assert a["n_hosts"] == 381 and a["n_centrals"] == 381
     assert a["n_galaxies"] == a["n_centrals"] + a["n_satellites"]
-    assert a["model_name"] == "diffsky_sfh" and a["model_version"] == "1.2"
+    assert a["model_name"] == "diffsky_sfh" and a["model_version"] == MODELS["diffsky_sfh"].version
     # what changes the science is recorded: the histories' steps and precision too
     assert a["model_params"]["n_t_table"] == model_params.N_T_TABLE
     assert a["model_params"]["precision"] == model_params.PRECISION

@@ -8,6 +8,7 @@ import pytest
 
 from covmocks import abacus, halos, sources, units
 from covmocks.errors import InputError, TransientInputError
+from tests.fuzz_halos import valid_halo_file
 
 FIELDS = ("ids", "pos", "vel", "mass", "radius")
 
@@ -239,29 +240,6 @@ def test_abacus_read_errors_transient_or_not(mini_catalog_dir, monkeypatch):
 # -- the generic HDF5 file's checks (covmocks.halo_checks) ---------------------------------
 
 
-def _halo_file(path, n=6, **changes):
-    """A valid generic HDF5 halo file of ``n`` halos, with ``changes`` (name -> value; a
-    value None drops a dataset or attribute) applied."""
-    import h5py
-
-    rng = np.random.default_rng(0)
-    mass = 10 ** rng.uniform(11, 13, n)
-    r200m = (3 * mass / (4 * np.pi * 200 * 0.3 * units.RHO_CRIT0_H)) ** (1 / 3)
-    data = {"id": np.arange(n), "pos": rng.random((n, 3)) * 50, "vel": rng.normal(0, 200, (n, 3)),
-            "mass": mass, "radius": r200m}  # fmt: skip
-    attrs = {"box_size": 50.0, "h": 0.7, "Om0": 0.3, "omega_b": 0.022, "redshift": 0.5}
-    with h5py.File(path, "w") as f:
-        for name, value in {**data, **{k: v for k, v in changes.items() if k in data}}.items():
-            if isinstance(value, str) and value == "group":
-                f.create_group(name)
-            elif value is not None:
-                f[name] = value
-        for key, value in {**attrs, **{k: v for k, v in changes.items() if k in attrs}}.items():
-            if value is not None:
-                f.attrs[key] = value
-    return path
-
-
 @pytest.mark.parametrize(
     "changes, named",
     [
@@ -289,7 +267,7 @@ def _halo_file(path, n=6, **changes):
     ],
 )
 def test_hdf5_source_refuses_bad_input_in_one_line(tmp_path, changes, named):
-    path = _halo_file(tmp_path / "halos.hdf5", **changes)
+    path = valid_halo_file(tmp_path / "halos.hdf5", **changes)
     with pytest.raises(InputError) as err:
         list(sources.open_source("hdf5", path).iter_blocks(4))
     message = str(err.value)
@@ -299,7 +277,7 @@ def test_hdf5_source_refuses_bad_input_in_one_line(tmp_path, changes, named):
 def test_hdf5_source_accepts_what_the_schema_allows(tmp_path):
     """Attributes of one element, integer masses, float32 positions, ids in any order,
     optional text of any kind: read as they are."""
-    path = _halo_file(tmp_path / "halos.hdf5", redshift=np.array([0.5]),
+    path = valid_halo_file(tmp_path / "halos.hdf5", redshift=np.array([0.5]),
                       id=np.array([9, 3, 7, 1, 2**40, 5]), mass=np.full(6, 10**12, np.int64),
                       pos=np.full((6, 3), 60.0, np.float32))  # fmt: skip
     src = sources.open_source("hdf5", path, redshift=0.5)

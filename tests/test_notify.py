@@ -51,9 +51,7 @@ def test_a_command_must_be_an_argv_list(make_campaign):
         make_campaign(campaign={"notify": {"command": ["true"], "failure_fraction": 0}})
 
 
-def test_nul_in_notification_text_is_refused_and_never_stops_the_driver(
-    tmp_path, make_campaign, caplog
-):
+def test_nul_in_notification_text_is_refused_and_never_stops_the_driver(make_campaign, caplog):
     """A NUL (which no command can take) in the description, a tag or the command: refused
     by the loader; and a command that cannot start for it (ValueError) is logged."""
     import dataclasses
