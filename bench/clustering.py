@@ -82,7 +82,7 @@ def measurement(nmesh_values: list[int]) -> None:
         power.PowerSettings(nmesh=nmesh_values[0]),
     )  # fmt: skip  (compiles)
     for nmesh in nmesh_values:
-        settings = power.PowerSettings(nmesh=nmesh, k_max=0.4, k_bins=40)
+        settings = power.PowerSettings(nmesh=nmesh, k_max=0.4, dk=2)
         for n_target in (5e-4, 1e-3):
             n = int(n_target * box**3)
             pos, vel = rng.random((n, 3)) * box, rng.normal(0, 300, (n, 3))

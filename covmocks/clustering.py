@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def settings(clustering) -> power.PowerSettings:
     """The estimator settings of a campaign's clustering section."""
     return power.PowerSettings(nmesh=clustering.nmesh, k_max=clustering.k_max,
-                               k_bins=clustering.k_bins)  # fmt: skip
+                               dk=clustering.dk)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

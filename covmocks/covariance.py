@@ -2,43 +2,80 @@
 
 Built from the boxes finished so far: the clustering records (``qa/<task>.pk.hdf5``,
 ``covmocks.power``) that exist and read (unreadable ones are skipped, named in the log and
-the file); it may run while the campaign runs. Per snapshot, sample and statistic (``real``;
-``redshift``: the mean over the three lines of sight) a box's data vector is [P0(k), P2(k),
-P4(k)] (p = 3 nk), (Mpc/h)^3, k in h/Mpc, shot noise not subtracted. A box whose estimator
-settings differ from the first box's, or whose k binning differs from the first box's of its
-snapshot (box sizes may differ between snapshots), is an error, never mixed in.
+the file); it may run while the campaign runs. Per snapshot and sample, a box's data vector
+is [P0(k), P2(k), P4(k)] (p = 3 nk), (Mpc/h)^3, k in h/Mpc on the box's lattice, shot noise
+not subtracted. A box whose estimator settings differ from the first box's, or whose k
+binning differs from the first box's of its snapshot (box sizes may differ between
+snapshots), is an error, never mixed in.
+
+Statistics (``covmocks.covariance_stats`` has the formulas):
+
+- ``real``: real space, line of sight z.
+- ``redshift``: redshift space along ONE line of sight, what a survey measures: the mean over
+  the 3N per-axis measurements and the covariance (C_x + C_y + C_z) / 3. The data covariance
+  a survey analysis starts from.
+- ``redshift_mean3``: the mean of the three axes' measurements of each box, and its
+  covariance: the covariance of a three-axis average (smaller, mostly for P2), not a survey's.
+
+Beside each measured ``real`` and ``redshift`` covariance, ``gaussian_covariance``: the
+Gaussian reference from the ensemble-mean multipoles (``covmocks.covariance_gaussian``), and
+``gaussian_diag_ratio``, measured over Gaussian per element of the diagonal.
+``/z<label>/_joint/`` holds the joint data vector of all the snapshot's samples,
+[sample A; sample B; ...] in ``samples`` order, over the boxes that measured every one.
+
+Rescaling to a survey: for a Gaussian field the covariance scales with the inverse volume,
+C_survey ~ C_box V_box / V_survey; an approximation that ignores the survey window and the
+super-sample covariance (the root attribute ``volume_scaling`` says so).
 
 The file, as ``read`` returns it (``{"attrs": {...}, name: array or group}``)::
 
     /                           attrs: provenance (campaign, version, model, estimator,
-                                covmocks and its stack, time), counts of boxes used,
-                                missing and skipped
-    /z<label>/                  k_mid, k_avg, n_modes: the snapshot's k binning
+                                covmocks and its stack, time), cosmology, simulation, counts
+                                of boxes used, missing and skipped, format_version
+    /z<label>/                  k_mid, k_avg, n_modes: the snapshot's k binning; attrs:
+                                redshift, box_size (Mpc/h), volume ((Mpc/h)^3)
     /z<label>/<sample>/         tasks, realizations, below_completeness (per box, aligned);
                                 attrs: the sample's selection, mean density and shot noise
     /z<label>/<sample>/<stat>/  mean (p,), covariance (p, p; ddof 1), correlation (p, p),
                                 diag_ratio_half (first half of the realizations over all),
                                 eigenvalues, eigenvalues_half (leading ones of the
-                                correlation matrices); attrs: n_realizations, p, hartlap
+                                correlation matrices); real and redshift also
+                                gaussian_covariance, gaussian_diag_ratio; attrs:
+                                n_realizations, p, line_of_sight, hartlap, percival_A/B,
+                                convergence (verdict, noise level, eigenvalue noise edge)
+    /z<label>/_joint/<stat>/    the same for the joint vector; attrs samples, tasks
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
+from covmocks import covariance_gaussian as gaussian
+from covmocks import covariance_stats as stats
 from covmocks.errors import CovmocksError
 from covmocks.layout import redshift_label
 
 log = logging.getLogger(__name__)
 
-STATISTICS = ("real", "redshift")
+STATISTICS = ("real", "redshift", "redshift_mean3")
+LINES_OF_SIGHT = {
+    "real": "real space, line of sight z",
+    "redshift": "one line of sight: mean over the 3N per-axis measurements, covariance "
+    "(C_x + C_y + C_z)/3",
+    "redshift_mean3": "the mean of the x, y, z measurements of each box: the covariance of a "
+    "three-axis average, not of one survey-like measurement",
+}
 MULTIPOLES = (0, 2, 4)
-N_EIGEN = 5  # leading eigenvalues of the correlation matrices in the convergence diagnostic
+JOINT = "_joint"  # a sample name cannot start with "_"
+FORMAT_VERSION = 2  # 2: lattice k bins, one line of sight, Gaussian reference, joint vector
+VOLUME_SCALING = ("C_survey ~ C_box * V_box / V_survey for a Gaussian field; an approximation "
+                  "without the survey window or super-sample covariance")  # fmt: skip
 _SAMPLE_MEANS = ("number_density_h3_mpc3", "shot_noise_mpc3_h3")
 _SELECTION = ("select", "threshold", "threshold_origin")
 
@@ -46,7 +83,8 @@ _SELECTION = ("select", "threshold", "threshold_origin")
 def read_box(path) -> dict | None:
     """What the covariance needs of one clustering record, or None where it cannot be read:
     ``{"estimator": settings (JSON), "model": (name, version), "k": (k_mid, k_avg, n_modes),
-    "samples": {name: {"real", "redshift": (3 nk,), "below", "subtracted", "attrs"}}}``."""
+    "box": root attributes (box_size, h, Om0), "samples": {name: {"real": (3 nk,),
+    "redshift": (3 axes, 3 nk), "below", "subtracted", "attrs"}}}``."""
     import h5py
 
     try:
@@ -54,13 +92,20 @@ def read_box(path) -> dict | None:
             root = f.attrs
             settings = json.loads(root["estimator"])
             model = (str(root["model_name"]), str(root["model_version"]))
-            box = {"estimator": settings, "model": model, "k": None, "samples": {}}
+            box = {
+                "estimator": settings,
+                "model": model,
+                "k": None,
+                "samples": {},
+                "box": {k: float(root[k]) for k in ("box_size", "h", "Om0") if k in root},
+            }
             for name, g in f.items():
                 if box["k"] is None:
                     box["k"] = tuple(g[key][()] for key in ("k_mid", "k_avg", "n_modes"))
                 a = g.attrs
                 box["samples"][name] = {
-                    "real": g["real"][()].ravel(), "redshift": g["redshift"][()].ravel(),
+                    "real": g["real"][()].ravel(),
+                    "redshift": np.array([g[f"redshift_{a}"][()].ravel() for a in "xyz"]),
                     "below": bool(a.get("below_completeness", False)),
                     "subtracted": bool(a.get("shot_noise_subtracted", False)),
                     "attrs": {k: a[k] for k in (*_SAMPLE_MEANS, *_SELECTION) if k in a},
@@ -114,44 +159,6 @@ def _cached(path: Path, cache: dict) -> dict | None:
     return cache[path][1] if path in cache and cache[path][0] == key else None
 
 
-def estimate(vectors: np.ndarray, realizations) -> dict:
-    """Mean, covariance (ddof 1), correlation, Hartlap factor and convergence diagnostic of
-    data vectors (N, p); the first half is the N // 2 lowest ``realizations``."""
-    x = np.asarray(vectors, np.float64)
-    n, p = x.shape
-    cov, corr = _covariance(x)
-    half = x[np.argsort(np.asarray(realizations), kind="stable")[: n // 2]]
-    cov_half, corr_half = _covariance(half)
-    ok = n > p + 2
-    out = {"mean": x.mean(axis=0), "covariance": cov,
-           "correlation": corr, "eigenvalues": _leading(corr),
-           "eigenvalues_half": _leading(corr_half),
-           "attrs": {"n_realizations": n, "p": p, "n_half": len(half),
-                     "hartlap": (n - p - 2) / (n - 1) if ok else float("nan"),
-                     "hartlap_note": "" if ok else f"N = {n} <= p + 2 = {p + 2}: too few "
-                     "realizations for an inverse covariance (Hartlap factor NaN)"}}  # fmt: skip
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["diag_ratio_half"] = np.diag(cov_half) / np.diag(cov)
-    return out
-
-
-def _covariance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n, p = x.shape
-    if n < 2:
-        return np.full((p, p), np.nan), np.full((p, p), np.nan)
-    d = x - x.mean(axis=0)
-    cov = d.T @ d / (n - 1)
-    sigma = np.sqrt(np.diag(cov))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return cov, cov / np.outer(sigma, sigma)
-
-
-def _leading(corr: np.ndarray) -> np.ndarray:
-    if not np.isfinite(corr).all():
-        return np.full(min(N_EIGEN, len(corr)), np.nan)
-    return np.linalg.eigvalsh(corr)[::-1][:N_EIGEN]
-
-
 MIX = "a covariance cannot mix them: remake one or the other"
 
 
@@ -178,6 +185,26 @@ def _check_binning(task, box, first) -> None:
                             f"bins, {k0[0]:.4g}..{k0[-1]:.4g} h/Mpc); {MIX}")  # fmt: skip
 
 
+def statistics(samples: list[dict], realizations, n_modes, dk) -> dict:
+    """``STATISTICS`` of one group: each sample dict holds "real" (p,) and "redshift" (3, p)
+    of one box (several samples concatenated for the joint vector). The Gaussian reference
+    is added to ``real`` and ``redshift`` where ``dk`` (bin width in k_f) is known and the
+    vector is one sample's (p = 3 nk)."""
+    real = np.array([s["real"] for s in samples])
+    axes = np.array([s["redshift"] for s in samples])
+    out = {"real": stats.estimate(real, realizations),
+           "redshift": stats.estimate(axes, realizations, per_axis=True),
+           "redshift_mean3": stats.estimate(axes.mean(axis=1), realizations)}  # fmt: skip
+    for stat, group in out.items():
+        group["attrs"]["line_of_sight"] = LINES_OF_SIGHT[stat]
+        if stat == "redshift_mean3" or dk is None or real.shape[1] != 3 * len(n_modes):
+            continue
+        reference = gaussian.covariance(group["mean"].reshape(3, -1), n_modes, dk)
+        group["gaussian_covariance"] = reference
+        group["gaussian_diag_ratio"] = gaussian.diag_ratio(group["covariance"], reference)
+    return out
+
+
 def assemble(boxes: list[tuple], skipped=(), missing: int = 0, campaign=None) -> dict:
     """The covariance file's content (as ``read`` returns it) from ``load``'s boxes."""
     from covmocks.provenance import software_versions, utc_now
@@ -186,6 +213,8 @@ def assemble(boxes: list[tuple], skipped=(), missing: int = 0, campaign=None) ->
     for task, box in boxes:
         _check_estimator(task, box, boxes[0])
         _check_binning(task, box, firsts.setdefault(redshift_label(task.redshift), (task, box)))
+    first = boxes[0][1] if boxes else {"estimator": None, "box": {}}
+    dk = (first["estimator"] or {}).get("dk_fundamentals") if boxes else None
     tree: dict = {}
     counts, below_counts, subtracted = {}, {}, False
     for (label, name), members in _groups(boxes).items():
@@ -201,25 +230,34 @@ def assemble(boxes: list[tuple], skipped=(), missing: int = 0, campaign=None) ->
         subtracted |= attrs["shot_noise_subtracted"]
         z = float(tasks[0].redshift)
         attrs |= {"redshift": z, "n_realizations": len(tasks), "n_below_completeness": n_below}
-        group = {"tasks": [t.task_id for t in tasks], "realizations": realizations,
-                 "below_completeness": below, "attrs": attrs}  # fmt: skip
-        for stat in STATISTICS:
-            group[stat] = estimate(np.array([s[stat] for s in samples]), realizations)
         k_mid, k_avg, n_modes = firsts[label][1]["k"]
-        snapshot = {"attrs": {"redshift": z}, "k_mid": k_mid, "k_avg": k_avg, "n_modes": n_modes}
+        group = {"tasks": [t.task_id for t in tasks], "realizations": realizations,
+                 "below_completeness": below, "attrs": attrs,
+                 **statistics(samples, realizations, n_modes, dk)}  # fmt: skip
+        box_size = firsts[label][1]["box"].get("box_size", float("nan"))
+        snapshot = {"attrs": {"redshift": z, "box_size": box_size, "volume": box_size**3},
+                    "k_mid": k_mid, "k_avg": k_avg, "n_modes": n_modes}  # fmt: skip
         tree.setdefault(f"z{label}", snapshot)[name] = group
         counts[f"z{label}/{name}"], below_counts[f"z{label}/{name}"] = len(tasks), n_below
-    first = boxes[0][1] if boxes else {"estimator": None}
+    for label, members in _snapshots(boxes).items():
+        joint = _joint(members)
+        if joint is not None:
+            tree[f"z{label}"][JOINT] = joint
     models = sorted({box["model"] for _, box in boxes})
     name, version = models[0] if len(models) == 1 else ("", "")  # several: see "models"
     software = software_versions()
     tree["attrs"] = {
+        "format_version": FORMAT_VERSION,
         "campaign": getattr(campaign, "name", ""),
         "campaign_version": getattr(campaign, "version", ""),
         "model_name": name, "model_version": version, "models": [" ".join(m) for m in models],
+        "simulation": _simulation(campaign), "h": first["box"].get("h", float("nan")),
+        "Om0": first["box"].get("Om0", float("nan")), "volume_scaling": VOLUME_SCALING,
         "estimator": first["estimator"], "multipoles": list(MULTIPOLES),
-        "statistics": list(STATISTICS), "units": "P_ell in (Mpc/h)^3, k in h/Mpc",
-        "data_vector": "[P0(k), P2(k), P4(k)] concatenated over the k bins (p = 3 nk)",
+        "statistics": list(STATISTICS), "lines_of_sight": LINES_OF_SIGHT,
+        "units": "P_ell in (Mpc/h)^3, k in h/Mpc, box_size Mpc/h, volume (Mpc/h)^3",
+        "data_vector": "[P0(k), P2(k), P4(k)] concatenated over the k bins (p = 3 nk); "
+        f"{JOINT}: the samples' vectors concatenated in its samples order",
         "shot_noise_subtracted": subtracted, "n_boxes_used": len(boxes),
         "n_boxes_missing": missing, "n_boxes_skipped": len(skipped),
         "skipped": list(skipped)[:1000], "boxes_per_group": counts,
@@ -227,6 +265,40 @@ def assemble(boxes: list[tuple], skipped=(), missing: int = 0, campaign=None) ->
         "software": software, "created_utc": utc_now(),
     }  # fmt: skip
     return tree
+
+
+def _simulation(campaign) -> str:
+    """The simulation's name where the input path names one (AbacusSummit_...), else the
+    source kind."""
+    if campaign is None:
+        return ""
+    sci = campaign.science
+    found = re.search(r"AbacusSummit_[A-Za-z0-9_]+", sci.input or "")
+    return found.group(0).removesuffix("_ph") if found else sci.source
+
+
+def _snapshots(boxes: list[tuple]) -> dict[str, list[tuple]]:
+    """redshift label -> its (task, box), plan order."""
+    out: dict = {}
+    for task, box in boxes:
+        out.setdefault(redshift_label(task.redshift), []).append((task, box))
+    return out
+
+
+def _joint(members: list[tuple]) -> dict | None:
+    """The joint statistics of a snapshot's samples (the first box's order), over the boxes
+    that measured every one; None with fewer than two samples."""
+    names = list(members[0][1]["samples"])
+    both = [(t, b) for t, b in members if all(n in b["samples"] for n in names)]
+    if len(names) < 2 or not both:
+        return None
+    joined = [{"real": np.concatenate([b["samples"][n]["real"] for n in names]),
+               "redshift": np.concatenate([b["samples"][n]["redshift"] for n in names], axis=1)}
+              for _, b in both]  # fmt: skip
+    realizations = np.array([t.realization for t, _ in both], np.int64)
+    return {"tasks": [t.task_id for t, _ in both], "realizations": realizations,
+            "attrs": {"samples": names, "n_realizations": len(both)},
+            **statistics(joined, realizations, (), None)}  # fmt: skip
 
 
 def _groups(boxes: list[tuple]) -> dict[tuple[str, str], list[tuple]]:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from covmocks import provenance
+from covmocks import k_bins, provenance
 from covmocks.campaign import Campaign
 from covmocks.errors import CovmocksError, OutputError
 from covmocks.layout import Layout
@@ -102,16 +102,17 @@ def umask(value: str):
 
 
 def write_plan(campaign: Campaign) -> Plan:
-    """``covmocks plan``: create the campaign directory, then (re)write its metadata and
-    manifest. Never touches catalogs, QA records or logs."""
+    """``covmocks plan``: create the campaign directory, check the k bins against every
+    snapshot's box (``covmocks.k_bins``), then (re)write its metadata and manifest. Never
+    touches catalogs, QA records or logs."""
     check_science(campaign)
     layout = campaign.layout
+    plan = make_plan(campaign)
+    k_bins.check(campaign, plan)  # before anything is written
     try:
         with umask(campaign.execution.umask):
             for sub in layout.subdirs():
                 sub.mkdir(parents=True, exist_ok=True)
-        plan = make_plan(campaign)
-        with umask(campaign.execution.umask):
             _write_metadata(campaign, plan)
     except OSError as exc:
         raise OutputError(f"cannot write campaign directory {layout.root}: {exc}") from None

@@ -14,11 +14,16 @@ Conventions:
   along a; ``redshift``: the mean over the three axes.
 - Shot noise is NOT subtracted; 1/n is stored beside the poles. Measured on uniform random
   points, P0 = 1/n to 0.2% up to the mesh's Nyquist frequency (interlaced, compensated TSC).
-- k bins: ``k_bins`` linear bins of width k_max/k_bins from 0; calc_power puts a mode of
-  wavenumber k in the bin lo < k <= hi (a mode on an edge goes to the lower bin) and drops
-  k >= k_max. The k = 0 mode (zero by construction) is excluded from the first bin. N_mode
-  counts k and -k separately: a bin holds n_modes/2 independent modes, and for Gaussian
-  modes Var(P0) = 2 P^2 / n_modes. Bins without modes hold NaN.
+- k bins on the box's lattice: a periodic box of side L holds modes k = k_f n (n integer
+  vectors, k_f = 2 pi / L), so |k| = k_f sqrt(m), m integer. Bins are ``dk`` k_f wide (``dk``
+  a whole number), the first lower edge at k_f / 2, edges at (1/2 + j dk) k_f up to the last
+  one at or below ``k_max``: centres fall on k_f, 2 k_f, ... for dk = 1, no bin is empty
+  (every bin holds a whole shell m = i^2) and no shell lies on an edge ((i + 1/2)^2 is never
+  an integer), so floating-point rounding decides nothing. The convention of nbodykit and
+  pypower. calc_power assigns lo < k <= hi; the k = 0 mode falls below the first edge.
+  N_mode counts k and -k separately: a bin holds n_modes/2 independent modes, and for
+  Gaussian modes Var(P0) = 2 P^2 / n_modes. ``k_avg`` (mode-weighted mean |k|) is what
+  figures plot; ``k_mid`` is the bin centre.
 - An empty sample gives NaN poles, n_objects 0, number_density 0 and shot_noise inf.
 """
 
@@ -47,17 +52,26 @@ ARRAYS = {  # dataset: units
     **{f"redshift_{a}": "(Mpc/h)^3" for a in AXES},
     "redshift": "(Mpc/h)^3",
 }
+# The clustering record's format: 2 since k bins lie on the box's lattice (edges at
+# (1/2 + j dk) k_f; version 1 had linear bins from 0, with shells on the edges).
+RECORD_VERSION = 2
 SAMPLE_ATTRS = ("n_objects", "number_density_h3_mpc3", "shot_noise_mpc3_h3")
+
+
+def fundamental(box_size: float) -> float:
+    """The box's fundamental frequency k_f = 2 pi / L, h/Mpc (L in Mpc/h)."""
+    return 2.0 * np.pi / float(box_size)
 
 
 @dataclasses.dataclass(frozen=True)
 class PowerSettings:
-    """calc_power settings. ``k_max`` None: half the mesh's Nyquist frequency,
-    pi nmesh / (2 box_size); at most the Nyquist frequency pi nmesh / box_size."""
+    """calc_power settings. ``dk``: bin width in units of the fundamental frequency (module
+    docstring); ``k_max`` (h/Mpc) bounds the last bin's upper edge; None: half the mesh's
+    Nyquist frequency, pi nmesh / (2 L); at most the Nyquist frequency pi nmesh / L."""
 
     nmesh: int = 128
     k_max: float | None = None  # h/Mpc
-    k_bins: int = 16  # linear bins from 0 to k_max (module docstring)
+    dk: int = 1  # bin width / k_f
     paste: str = "TSC"
     interlaced: bool = True
     compensated: bool = True
@@ -67,18 +81,34 @@ class PowerSettings:
             raise ValueError(f"nmesh must be an even integer >= 8, got {self.nmesh!r}")
         if self.k_max is not None and not self.k_max > 0:
             raise ValueError(f"k_max must be positive or None, got {self.k_max!r}")
-        if int(self.k_bins) != self.k_bins or self.k_bins < 1:
-            raise ValueError(f"k_bins must be a positive integer, got {self.k_bins!r}")
+        if isinstance(self.dk, bool) or int(self.dk) != self.dk or self.dk < 1:
+            raise ValueError(f"dk must be a whole number of fundamentals >= 1, got {self.dk!r}")
         if self.paste not in ("TSC", "CIC"):
             raise ValueError(f"paste must be 'TSC' or 'CIC', got {self.paste!r}")
 
-    def k_edges(self, box_size: float) -> np.ndarray:
-        """The nominal bin edges (h/Mpc), 0 to k_max; ValueError above the Nyquist frequency."""
-        nyquist = np.pi * self.nmesh / box_size
+    def problem(self, box_size: float) -> str | None:
+        """Why these settings cannot bin a box of side ``box_size`` Mpc/h, or None."""
+        kf, nyquist = fundamental(box_size), np.pi * self.nmesh / float(box_size)
         k_max = nyquist / 2 if self.k_max is None else float(self.k_max)
         if k_max > nyquist * (1 + 1e-12):  # calc_power counts the k_z = Nyquist plane twice
-            raise ValueError(f"k_max {k_max} h/Mpc above the mesh's Nyquist {nyquist:.6g}")
-        return np.linspace(0.0, k_max, int(self.k_bins) + 1)
+            return (f"k_max {k_max:g} h/Mpc is above the mesh's Nyquist frequency {nyquist:.6g} "
+                    f"h/Mpc (nmesh {self.nmesh}, box {box_size:g} Mpc/h)")  # fmt: skip
+        first = (0.5 + self.dk) * kf
+        if k_max < first * (1 - 1e-12):
+            return (f"k_max {k_max:g} h/Mpc is below the first bin's upper edge {first:.6g} h/Mpc "
+                    f"((1/2 + dk) k_f, k_f = 2 pi / {box_size:g} Mpc/h): no k bin")  # fmt: skip
+        return None
+
+    def k_edges(self, box_size: float) -> np.ndarray:
+        """The bin edges (h/Mpc): (1/2 + j dk) k_f, j = 0 .. n, the last at or below k_max;
+        ValueError where ``problem`` names one."""
+        why = self.problem(box_size)
+        if why:
+            raise ValueError(why)
+        kf = fundamental(box_size)
+        k_max = np.pi * self.nmesh / (2 * float(box_size)) if self.k_max is None else self.k_max
+        n = int(np.floor((k_max / kf - 0.5) / self.dk * (1 + 1e-12)))
+        return kf * (0.5 + self.dk * np.arange(n + 1))
 
     def describe(self) -> dict:
         """The settings as a plain JSON-able dict (for file attributes)."""
@@ -87,11 +117,12 @@ class PowerSettings:
         return {
             "nmesh": int(self.nmesh),
             "k_max": None if self.k_max is None else float(self.k_max),
-            "k_bins": int(self.k_bins),
+            "dk_fundamentals": int(self.dk),
             "paste": self.paste,
             "interlaced": bool(self.interlaced),
             "compensated": bool(self.compensated),
             "k_max_default": "pi*nmesh/(2*box_size)",
+            "k_edges": "(1/2 + j*dk) * 2*pi/box_size, j = 0.., up to k_max; lo < k <= hi",
             "estimator": "abacusnbody.analysis.power_spectrum.calc_power",
             "abacusutils_version": version("abacusutils"),
         }
@@ -132,11 +163,9 @@ def multipoles(pos, box_size: float, settings: PowerSettings, los_axis: int = 2)
     # numba compilation)
     work = np.ascontiguousarray(np.zeros((1, 3)) if empty else pos[:, order], np.float32)
     work[work >= box_size] = 0  # calc_power wants [0, box_size)
-    edges = settings.k_edges(box_size)
-    binning = edges.copy()
-    binning[0] = np.pi / box_size  # half the fundamental: drops k = 0, keeps every k > 0 mode
+    edges = settings.k_edges(box_size)  # the first edge, k_f / 2, drops k = 0
     table = calc_power(
-        work, box_size, kbins=binning, k_max=edges[-1], nmesh=int(settings.nmesh),
+        work, box_size, kbins=edges, k_max=edges[-1], nmesh=int(settings.nmesh),
         paste=settings.paste, compensated=bool(settings.compensated),
         interlaced=bool(settings.interlaced), poles=list(POLES),
     )  # fmt: skip
@@ -185,7 +214,8 @@ def write_record(path, samples: dict[str, dict], attrs: dict) -> None:
     from covmocks.catalog import replaced_file, write_attrs
 
     with replaced_file(path) as f:
-        write_attrs(f, {**attrs, "poles": list(POLES), "k_units": "h/Mpc",
+        write_attrs(f, {**attrs, "record_version": RECORD_VERSION, "poles": list(POLES),
+                        "k_units": "h/Mpc",
                         "power_units": "(Mpc/h)^3", "number_density_units": "(h/Mpc)^3",
                         "los_convention": LOS_CONVENTION,
                         "shot_noise_subtracted": False})  # fmt: skip

@@ -12,11 +12,12 @@ import os
 
 import numpy as np
 
-from covmocks import covariance
+from covmocks import covariance, covariance_verdict
 from covmocks.errors import CovmocksError
 from covmocks.report_figures import _plt, _png, esc, img, table
 
 _COLOURS = {0: "tab:blue", 2: "tab:orange", 4: "tab:green"}
+SHOWN = ("real", "redshift")  # redshift: one line of sight (covmocks.covariance)
 
 
 def _content(campaign, plan, cache: dict | None) -> tuple[dict | None, str]:
@@ -64,22 +65,24 @@ def section(campaign, plan=None, *, cache: dict | None = None) -> str | None:
         return head
     parts = [head]
     for zname in sorted((n for n in tree if n.startswith("z")), key=lambda n: float(n[1:])):
-        samples = {n: g for n, g in tree[zname].items() if isinstance(g, dict) and n != "attrs"}
+        samples = {n: g for n, g in tree[zname].items()
+                   if isinstance(g, dict) and n not in ("attrs", covariance.JOINT)}  # fmt: skip
         k = np.asarray(tree[zname]["k_mid"])
         parts.append(f"<h3>z={esc(zname[1:])}</h3>"
                      + img(_figure(zname[1:], k, samples), f"clustering at {zname}")
-                     + _table(samples))  # fmt: skip
+                     + _table(samples, len(k)))  # fmt: skip
     shot = "subtracted" if a.get("shot_noise_subtracted") else "not subtracted"
     parts.append(
         "<p class=note>Left: k P_ell(k) in (Mpc/h)^2 against k in h/Mpc, the mean over the "
         "boxes and, shaded, the box-to-box standard deviation (one box's scatter, not the "
-        f"error of the mean); real space, and redshift space averaged over the three lines of "
-        f"sight. Shot noise {shot}. Right: the correlation matrices of the data vector "
-        "[P0(k), P2(k), P4(k)] (p = 3 nk). Below completeness: boxes whose sample reaches "
-        "below the box's completeness limit (still used). Hartlap: (N - p - 2)/(N - 1), the "
-        "inverse covariance's correction; half/all: the largest |diagonal ratio - 1| of the "
-        "covariance of the first half of the realizations against all (near 0 once "
-        "converged).</p>"
+        "error of the mean); real space, and redshift space along one line of sight (the "
+        f"mean of the x, y, z measurements; covariance (C_x + C_y + C_z)/3). Shot noise {shot}. "
+        "Right: the correlation matrices of the data vector [P0(k), P2(k), P4(k)] (p = 3 nk). "
+        "Below completeness: boxes whose sample reaches below the box's completeness limit "
+        "(still used). Hartlap: (N - p - 2)/(N - 1), the inverse covariance's correction. "
+        "var/Gaussian: the measured variances over the Gaussian reference's in the low-k bins "
+        "(first quarter), against the range N realizations allow; near 1 for a Gaussian field. "
+        "Convergence: the half-versus-all diagonal ratio against its noise level sqrt(2/N).</p>"
     )
     return "".join(parts)
 
@@ -90,7 +93,7 @@ def _figure(label: str, k: np.ndarray, samples: dict) -> str:
     nk = len(k)
     fig, axes = plt.subplots(len(samples), 4, figsize=(16, 3.4 * len(samples)), squeeze=False)
     for row, (name, g) in zip(axes, samples.items(), strict=True):
-        for ax, stat in zip(row[:2], covariance.STATISTICS, strict=True):
+        for ax, stat in zip(row[:2], SHOWN, strict=True):
             s = g[stat]
             std = np.sqrt(np.diag(s["covariance"]))
             for i, ell in enumerate(covariance.MULTIPOLES):
@@ -102,7 +105,7 @@ def _figure(label: str, k: np.ndarray, samples: dict) -> str:
             ax.set_ylabel(r"$k P_\ell(k)$ [(Mpc/$h$)$^2$]")
             ax.set_title(f"{name}, {stat} space, z={label}, N={s['attrs']['n_realizations']}")
             ax.legend(fontsize=8)
-        for ax, stat in zip(row[2:], covariance.STATISTICS, strict=True):
+        for ax, stat in zip(row[2:], SHOWN, strict=True):
             shown = ax.imshow(g[stat]["correlation"], cmap="RdBu_r", vmin=-1, vmax=1,
                               interpolation="nearest")  # fmt: skip
             for edge in (nk - 0.5, 2 * nk - 0.5):
@@ -126,20 +129,32 @@ def _selection(a: dict) -> str:
     return f"{a['select']} >= {float(a['threshold']):.4f}" + (f" ({origin})" if origin else "")
 
 
-def _table(samples: dict) -> str:
+def _gaussian(stat: dict, nk: int) -> str:
+    checked = covariance_verdict.gaussian_check(stat, nk)
+    if checked is None:
+        return "n/a"
+    low, high, lo_ok, hi_ok = checked
+    flag = "" if lo_ok <= low <= high <= hi_ok else " (outside)"
+    return f"{low:.2f}..{high:.2f} of {lo_ok:.2f}..{hi_ok:.2f}{flag}"
+
+
+def _table(samples: dict, nk: int) -> str:
     rows = []
     for name, g in samples.items():
         a = g["attrs"]
         selection = _selection(a)
-        worst = [_worst(g[s]["diag_ratio_half"]) for s in covariance.STATISTICS]
+        worst = [_worst(g[s]["diag_ratio_half"]) for s in SHOWN]
         hartlap = g["redshift"]["attrs"]["hartlap"]
         rows.append([name, selection or "n/a", a["n_realizations"], a["n_below_completeness"],
                      f"{a.get('mean_number_density_h3_mpc3', np.nan):.3g}",
                      f"{a.get('mean_shot_noise_mpc3_h3', np.nan):.4g}",
                      "NaN (N <= p + 2)" if not np.isfinite(hartlap) else f"{hartlap:.3f}",
-                     " / ".join(f"{w:.3f}" for w in worst)])  # fmt: skip
+                     " / ".join(f"{w:.3f}" for w in worst),
+                     " / ".join(_gaussian(g[s], nk) for s in SHOWN),
+                     g["redshift"]["attrs"].get("convergence", "")])  # fmt: skip
     header = ["sample", "selection", "boxes", "below completeness", "mean n [(Mpc/h)^-3]",
-              "mean shot noise [(Mpc/h)^3]", "Hartlap", "half/all real / redshift"]  # fmt: skip
+              "mean shot noise [(Mpc/h)^3]", "Hartlap", "half/all real / redshift",
+              "low-k var/Gaussian real / redshift", "convergence"]  # fmt: skip
     return table(header, rows, left=2)
 
 

@@ -112,7 +112,7 @@ def base_campaigns(base: str = "out") -> list[dict]:
                 },  # fmt: skip
             ],
             "nmesh": 16,
-            "k_bins": 4,
+            "dk": 1,
             "calibration_boxes": 2,
         },
         "outputs": {"base": base},

@@ -22,7 +22,7 @@ def _clustering(n_target: float) -> dict:
             {"name": "sfr_n", "select": "sfr", "number_density": n_target},
             {"name": "massive", "select": "mstar", "threshold": {0.5: 9.5}},
         ],
-        "nmesh": 16, "k_bins": 4, "margin": 2.0, "calibration_boxes": 3,
+        "nmesh": 16, "dk": 1, "margin": 2.0, "calibration_boxes": 3,
     }}  # fmt: skip
 
 

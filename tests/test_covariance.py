@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from covmocks import covariance, power, report_clustering
+from covmocks import covariance, covariance_stats, power, report_clustering
 from covmocks.errors import CovmocksError
 from covmocks.plan import make_plan
 
@@ -19,7 +19,7 @@ NK = 4
 P = 3 * NK
 K_MID = (np.arange(NK) + 0.5) * 0.05
 N_MODES = np.array([26, 122, 306, 538])
-SETTINGS = {"nmesh": 64, "k_max": 0.2, "k_bins": NK, "paste": "TSC", "interlaced": True,
+SETTINGS = {"nmesh": 64, "k_max": 0.2, "dk_fundamentals": 1, "paste": "TSC", "interlaced": True,
             "compensated": True, "abacusutils_version": "2.1.2"}  # fmt: skip
 
 
@@ -84,7 +84,10 @@ def test_estimates_match_the_truth_within_sampling_error(make_campaign):
     np.testing.assert_array_equal(group["realizations"], np.arange(400))
     assert group["attrs"]["select"] == "log10_mstar" and group["attrs"]["threshold"] == 10.5
     n = 400
-    for stat, mean, cov in (("real", MEAN, COV), ("redshift", RSD * MEAN, COV / 3)):
+    # each line of sight drawn independently: one line of sight has COV, the mean of three COV/3
+    stats = (("real", MEAN, COV), ("redshift", RSD * MEAN, COV),
+             ("redshift_mean3", RSD * MEAN, COV / 3))  # fmt: skip
+    for stat, mean, cov in stats:
         s = group[stat]
         assert s["attrs"]["n_realizations"] == n and s["attrs"]["p"] == P
         sigma = np.sqrt(np.diag(cov))
@@ -99,7 +102,8 @@ def test_estimates_match_the_truth_within_sampling_error(make_campaign):
         # converged: the first 200 realizations agree with all 400
         assert s["attrs"]["n_half"] == 200
         assert np.abs(s["diag_ratio_half"] - 1).max() < 0.35
-        assert len(s["eigenvalues"]) == covariance.N_EIGEN
+        assert len(s["eigenvalues"]) == covariance_stats.N_EIGEN
+        assert s["attrs"]["convergence"] == "consistent with noise"
         assert np.all(np.diff(s["eigenvalues"]) <= 0)
         np.testing.assert_allclose(s["eigenvalues_half"], s["eigenvalues"], rtol=0.35)
 
@@ -107,13 +111,13 @@ def test_estimates_match_the_truth_within_sampling_error(make_campaign):
 def test_estimate_is_numpy_s_covariance_and_halves_by_realization():
     x = np.random.default_rng(3).normal(size=(20, 6))
     realizations = np.arange(20)[::-1]  # the first half: the last ten rows
-    e = covariance.estimate(x, realizations)
+    e = covariance_stats.estimate(x, realizations)
     np.testing.assert_allclose(e["covariance"], np.cov(x, rowvar=False, ddof=1))
     np.testing.assert_allclose(e["correlation"], np.corrcoef(x, rowvar=False))
     half = np.cov(x[10:], rowvar=False)
     np.testing.assert_allclose(e["diag_ratio_half"], np.diag(half) / np.diag(e["covariance"]))
     assert e["attrs"]["hartlap"] == pytest.approx((20 - 6 - 2) / 19)
-    few = covariance.estimate(x[:8], np.arange(8))  # N = 8 <= p + 2
+    few = covariance_stats.estimate(x[:8], np.arange(8))  # N = 8 <= p + 2
     assert (
         np.isnan(few["attrs"]["hartlap"]) and "N = 8 <= p + 2 = 8" in few["attrs"]["hartlap_note"]
     )
@@ -141,7 +145,7 @@ def test_incremental_builds_count_the_finished_boxes_and_skip_unreadable(make_ca
     import h5py
 
     with h5py.File(campaign.layout.clustering(partial), "a") as f:
-        del f["ELG/redshift"]  # as if a writer died midway
+        del f["ELG/redshift_y"]  # as if a writer died midway
     caplog.set_level(logging.WARNING, logger="covmocks.covariance")
     data = covariance.read(covariance.build(campaign, plan))
     root = data["attrs"]

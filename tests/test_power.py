@@ -27,8 +27,8 @@ from covmocks.power import (
 BOX = 500.0  # Mpc/h
 NMESH = 32  # fundamental kf = 2 pi / BOX, Nyquist 16 kf
 KF = 2 * np.pi / BOX
-HALF_NYQUIST = PowerSettings(nmesh=NMESH, k_bins=8)  # default k_max = 8 kf: bins kf wide
-TO_NYQUIST = PowerSettings(nmesh=NMESH, k_max=np.pi * NMESH / BOX, k_bins=16)  # kf wide
+HALF_NYQUIST = PowerSettings(nmesh=NMESH)  # default k_max = 8 kf: 7 bins kf wide, centres kf..7kf
+TO_NYQUIST = PowerSettings(nmesh=NMESH, k_max=np.pi * NMESH / BOX)  # 15 bins, centres kf..15kf
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,15 +47,16 @@ def legendre(ell, mu2):
 
 def lattice(settings):
     """The modes of each k bin, enumerated independently of calc_power: every k = kf n of
-    the mesh (k and -k both counted) with lo < |k| <= hi, |k| < k_max, k != 0; the edges
-    must be multiples of kf. Returns counts, mean |k|, <L_l> (3, nb), <L_l L_l'> (3, 3, nb)."""
-    edges2 = (settings.k_edges(BOX) / KF) ** 2
-    assert np.allclose(edges2, np.round(edges2), atol=1e-9)
-    edges2 = np.round(edges2).astype(int)
+    the mesh (k and -k both counted) with lo < |k| <= hi; the edges must lie half-way
+    between multiples of kf, so that no shell |n|^2 = m (integer) sits on one.
+    Returns counts, mean |k|, <L_l> (3, nb), <L_l L_l'> (3, 3, nb)."""
+    edges = settings.k_edges(BOX) / KF
+    np.testing.assert_allclose(edges, np.round(edges - 0.5) + 0.5, atol=1e-9)
+    edges2 = edges**2
     n = np.fft.fftfreq(NMESH, 1 / NMESH).round().astype(int)
     nx, ny, nz = np.meshgrid(n, n, n, indexing="ij")
     n2 = (nx**2 + ny**2 + nz**2).ravel()
-    keep = (n2 > 0) & (n2 < edges2[-1])
+    keep = (n2 > edges2[0]) & (n2 <= edges2[-1])
     n2, nz2 = n2[keep], (nz**2).ravel()[keep]
     b = np.searchsorted(edges2, n2, side="left") - 1
     nb = len(edges2) - 1
@@ -91,11 +92,12 @@ def test_binning_matches_the_lattice(settings):
     got = multipoles(uniform(np.random.default_rng(1), 1000), BOX, settings)
     counts, k_mean, _, _ = lattice(settings)
     np.testing.assert_array_equal(got["n_modes"], counts)
-    assert got["n_modes"][0] == 6  # the six |k| = kf modes, not the k = 0 one
+    assert got["n_modes"][0] == 18  # |n| = 1 (6 modes) and sqrt(2) (12), not the k = 0 one
     np.testing.assert_allclose(got["k_avg"], k_mean, rtol=1e-5)
     edges = settings.k_edges(BOX)
     np.testing.assert_allclose(got["k_mid"], (edges[1:] + edges[:-1]) / 2)
-    assert got["poles"].shape == (3, settings.k_bins)
+    assert got["poles"].shape == (3, len(edges) - 1)
+    np.testing.assert_allclose(got["k_mid"] / KF, np.arange(1, len(edges)))  # centres on n kf
 
 
 @pytest.mark.parametrize("settings", [HALF_NYQUIST, TO_NYQUIST], ids=["half-nyq", "nyq"])
@@ -262,7 +264,7 @@ def test_empty_sample_gives_nan_poles():
     assert got["n_objects"] == 0 and got["number_density"] == 0
     assert got["shot_noise"] == np.inf
     for key in ("real", "redshift_x", "redshift"):
-        assert got[key].shape == (3, 8) and np.all(np.isnan(got[key]))
+        assert got[key].shape == (3, 7) and np.all(np.isnan(got[key]))
     np.testing.assert_array_equal(got["n_modes"], lattice(HALF_NYQUIST)[0])
 
 
@@ -280,8 +282,15 @@ def test_settings_are_checked_and_described():
     described = json.loads(json.dumps(PowerSettings().describe()))
     assert described["nmesh"] == 128 and described["k_max"] is None
     assert described["paste"] == "TSC" and described["interlaced"] and described["compensated"]
-    default = PowerSettings().k_edges(2000.0)
-    assert default[-1] == pytest.approx(np.pi * 128 / 4000) and len(default) == 17
+    default = PowerSettings().k_edges(2000.0)  # k_max = 32 kf: edges 0.5 .. 31.5 kf
+    kf = 2 * np.pi / 2000.0
+    assert default[-1] == pytest.approx(31.5 * kf) and len(default) == 32
+    np.testing.assert_allclose(PowerSettings(k_max=0.4, dk=2).k_edges(500.0) / KF,
+                               0.5 + 2 * np.arange(16))  # fmt: skip
+    assert "below the first bin" in PowerSettings(k_max=1.4 * KF).problem(BOX)
+    assert PowerSettings(k_max=1.5 * KF).problem(BOX) is None
+    with pytest.raises(ValueError, match="dk"):
+        PowerSettings(dk=1.5)
 
 
 def sample(rng, n, **selection):

@@ -135,7 +135,7 @@ def _record(path, floors: dict) -> dict:
     cuts = (SampleCut("sfr_top", "sfr", floors["sfr_top"], "given"),
             SampleCut("massive", "mstar", 10.0, "given"))  # fmt: skip
     record = path.with_name(path.name.replace(".samples.", ".pk."))
-    job = clustering.ClusteringJob(path, record, cuts, power.PowerSettings(nmesh=16, k_bins=4))
+    job = clustering.ClusteringJob(path, record, cuts, power.PowerSettings(nmesh=16))
     clustering.measure(job)
     return power.read_record(record)
 

@@ -65,8 +65,8 @@ class ClusteringSection(_Section):
 
     samples: Annotated[list[SampleSection], Field(min_length=1)]
     nmesh: Annotated[int, Field(ge=8, le=4096)] = 128
-    k_max: PosFloat | None = None  # h/Mpc; None: covmocks.power's default
-    k_bins: PosInt = 16
+    k_max: PosFloat | None = None  # h/Mpc, the last bin's upper edge at most; None: Nyquist/2
+    dk: PosInt = 1  # k-bin width in units of the box's fundamental frequency 2 pi / L
     margin: Annotated[float, Field(ge=1.1)] = 2.0
     calibration_boxes: PosInt = 10
 

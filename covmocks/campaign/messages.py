@@ -45,6 +45,14 @@ MOVED = {
     ("provider", "available_accelerators"): [("executor", "available_accelerators", "")],
     ("provider", "launcher"): [("launcher", "kind", "")],
     ("provider", "mpi_launcher"): [("launcher", "mpi_launcher", "")],
+    ("clustering", "k_bins"): [
+        (
+            "clustering",
+            "dk",
+            "k-bin width in fundamentals 2 pi / L: bins lie on the box's "
+            "lattice, as many as fit below k_max",
+        ),
+    ],
 }
 
 

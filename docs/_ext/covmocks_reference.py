@@ -494,9 +494,9 @@ def _stand_in_records(tmp: Path):
                    "shot_noise": 1e3, "selection": clustering._selection(cut, {})}  # fmt: skip
         sample["redshift"] = sample["redshift"] + r
         attrs = dict.fromkeys(clustering.IDENTITY, 0) | {"model_name": "m", "model_version": "1"}
-        attrs |= {"samples_file": "x", "estimator": json.dumps({"nmesh": 32})}
+        attrs |= {"samples_file": "x", "estimator": json.dumps({"nmesh": 32, "dk_fundamentals": 1})}
         path = tmp / f"r{r}.pk.hdf5"
-        power.write_record(path, {"sample": sample}, attrs)
+        power.write_record(path, {"sample": sample, "sample_b": sample}, attrs)
         task = SimpleNamespace(task_id=f"r{r:04d}_z0.500", realization=r, redshift=0.5)
         boxes.append((task, covariance.read_box(path)))
     cov = tmp / "covariance.hdf5"
@@ -523,11 +523,11 @@ def stand_in_files(tmp: Path) -> dict[str, tuple[Path, dict, dict]]:
         "catalog": (catalog, symbols, {}),
         "statistics": (stats, {}, {}),
         "samples": (samples, {0: "n"}, {}),
-        "clustering": (record, {NK: "nk"}, {"sample": "<sample>"}),
+        "clustering": (record, {NK: "nk"}, {"sample": "<sample>", "sample_b": "<sample B>"}),
         "covariance": (
             cov,
             {NK: "nk", p: "p", N_BOXES: "N"},
-            {"z0.500": "z<label>", "sample": "<sample>"},
+            {"z0.500": "z<label>", "sample": "<sample>", "sample_b": "<sample B>"},
         ),
     }
 
