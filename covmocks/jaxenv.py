@@ -19,6 +19,17 @@ def configure(environ=os.environ) -> None:
         environ["XLA_FLAGS"] = f"{flags} {SAFE_XLA_FLAG}".strip()
 
 
+CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"
+
+
+def cache_dir(campaign_default, environ=os.environ) -> str:
+    """The compilation cache a campaign task uses: ``$JAX_COMPILATION_CACHE_DIR`` where it is
+    set (one directory shared by campaigns, e.g. on $SCRATCH, set in the profile's
+    ``worker_init``), else the campaign's own ``campaign_default`` (metadata/jax-cache). JAX's
+    cache keys hold its version, the backend and the compile options, so campaigns can share."""
+    return environ.get(CACHE_VARIABLE) or str(campaign_default)
+
+
 def enable_compilation_cache(cache_dir) -> None:
     """Persist compiled kernels in ``cache_dir`` so a new process skips most compile time."""
     import jax

@@ -4,6 +4,8 @@ campaign files (``make_campaign``, or ``write_campaign`` / ``campaign_file`` out
 
 import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,24 @@ import yaml
 import covmocks  # noqa: F401  (sets the XLA flag before anything imports jax)
 
 pytest_plugins = ["tests.slurm_cluster"]
+
+
+def pytest_configure(config):
+    """One JAX compilation cache for the whole test run, shared by every test campaign's
+    workers and ranks through ``$JAX_COMPILATION_CACHE_DIR`` (``covmocks.jaxenv.cache_dir``):
+    the kernels compile once per run, not once per campaign (minutes of CI). A cache the
+    user already set is kept."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        path = tempfile.mkdtemp(prefix="covmocks-tests-jax-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config._covmocks_jax_cache = path
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_covmocks_jax_cache", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COVMOCKS_TEST_DATA", REPO.parent / "shared" / "data" / "Mini_N64_L32"))

@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from covmocks import lifeline
+from covmocks import jaxenv, lifeline
 from covmocks.box import BoxSpec
 from covmocks.errors import InputError, NoSpaceError, WalltimeExceeded
 
@@ -232,7 +232,7 @@ def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
     err.flush()
     env = {
         **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": str(job.jax_cache),
+        jaxenv.CACHE_VARIABLE: jaxenv.cache_dir(job.jax_cache),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
     offset = err.tell()
@@ -265,10 +265,10 @@ def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
 
 def _generate_here(job: BoxJob) -> None:
     """Generate the box in this process (the worker stays warm between boxes)."""
-    from covmocks import generator, jaxenv, model
+    from covmocks import generator, model
     from covmocks.catalog import OutputExistsError
 
-    jaxenv.enable_compilation_cache(str(job.jax_cache))
+    jaxenv.enable_compilation_cache(jaxenv.cache_dir(job.jax_cache))
     source = job.box.open_source()
     box = job.box.resolved(source.header)
     try:
