@@ -64,13 +64,14 @@ def section(campaign, plan=None, *, cache: dict | None = None) -> str | None:
     if not a["n_boxes_used"]:
         return head
     parts = [head]
+    dk = (a.get("estimator") or {}).get("dk_fundamentals")
     for zname in sorted((n for n in tree if n.startswith("z")), key=lambda n: float(n[1:])):
         samples = {n: g for n, g in tree[zname].items()
                    if isinstance(g, dict) and n not in ("attrs", covariance.JOINT)}  # fmt: skip
         k = np.asarray(tree[zname]["k_mid"])
         parts.append(f"<h3>z={esc(zname[1:])}</h3>"
                      + img(_figure(zname[1:], k, samples), f"clustering at {zname}")
-                     + _table(samples, len(k)))  # fmt: skip
+                     + _table(samples, tree[zname]["n_modes"], dk))  # fmt: skip
     shot = "subtracted" if a.get("shot_noise_subtracted") else "not subtracted"
     parts.append(
         "<p class=note>Left: k P_ell(k) in (Mpc/h)^2 against k in h/Mpc, the mean over the "
@@ -129,16 +130,15 @@ def _selection(a: dict) -> str:
     return f"{a['select']} >= {float(a['threshold']):.4f}" + (f" ({origin})" if origin else "")
 
 
-def _gaussian(stat: dict, nk: int) -> str:
-    checked = covariance_verdict.gaussian_check(stat, nk)
-    if checked is None:
+def _gaussian(stat: dict, n_modes, dk) -> str:
+    c = covariance_verdict.gaussian_check(stat, n_modes, dk)
+    if c is None:
         return "n/a"
-    low, high, lo_ok, hi_ok = checked
-    flag = "" if lo_ok <= low <= high <= hi_ok else " (outside)"
-    return f"{low:.2f}..{high:.2f} of {lo_ok:.2f}..{hi_ok:.2f}{flag}"
+    flag = f" ({c['outside']} of {c['checked']} outside)" if c["outside"] else ""
+    return f"{c['low']:.2f}..{c['high']:.2f}{flag}"
 
 
-def _table(samples: dict, nk: int) -> str:
+def _table(samples: dict, n_modes, dk) -> str:
     rows = []
     for name, g in samples.items():
         a = g["attrs"]
@@ -150,7 +150,7 @@ def _table(samples: dict, nk: int) -> str:
                      f"{a.get('mean_shot_noise_mpc3_h3', np.nan):.4g}",
                      "NaN (N <= p + 2)" if not np.isfinite(hartlap) else f"{hartlap:.3f}",
                      " / ".join(f"{w:.3f}" for w in worst),
-                     " / ".join(_gaussian(g[s], nk) for s in SHOWN),
+                     " / ".join(_gaussian(g[s], n_modes, dk) for s in SHOWN),
                      g["redshift"]["attrs"].get("convergence", "")])  # fmt: skip
     header = ["sample", "selection", "boxes", "below completeness", "mean n [(Mpc/h)^-3]",
               "mean shot noise [(Mpc/h)^3]", "Hartlap", "half/all real / redshift",

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -238,3 +239,30 @@ def test_report_section_renders_from_records_or_the_file(make_campaign, monkeypa
     write_box(campaign, plan.tasks[5], k_mid=K_MID * 2)
     text = report_clustering.section(campaign, plan)
     assert "No covariance" in text and plan.tasks[5].task_id in text
+
+
+def test_verdict_names_what_makes_a_covariance_unusable(make_campaign):
+    """A NaN bin (the old production binning's empty first bin), an asymmetric matrix and a
+    sample the campaign measures but the file lacks: one line each, naming snapshot, sample
+    and statistic."""
+    from covmocks.covariance_verdict import verdict
+
+    campaign, plan = _campaign(make_campaign, 8)
+    for task in plan.tasks:
+        write_box(campaign, task)
+    tree = covariance.compute(campaign, plan)
+    lrg = tree["z0.500"]["LRG"]
+    lrg["real"]["covariance"][0, :] = np.nan
+    lrg["redshift"]["covariance"][0, 1] += 1.0
+    tree["z0.500"]["n_modes"] = np.array([0, *N_MODES[1:]])
+    problems = verdict(tree)
+    assert any(p.startswith("z0.500 LRG real (N = 8, p = 12): ") and "not finite" in p
+               for p in problems), problems  # fmt: skip
+    assert any(p.startswith("z0.500 LRG redshift ") and "not symmetric" in p for p in problems)
+    assert any(p == "z0.500 ELG: 1 k bins hold no mode" for p in problems)
+    assert not any("ELG redshift_mean3" in p for p in problems)  # N = 8 < p: singular is fine
+    del tree["z0.500"]["ELG"]
+    sample = SimpleNamespace(name="ELG", measured_at=lambda z: True)
+    fake = SimpleNamespace(clustering=SimpleNamespace(samples=[sample]),
+                           science=SimpleNamespace(redshifts=(0.5,)))  # fmt: skip
+    assert "z0.500 ELG: not measured" in verdict(tree, fake)
