@@ -111,6 +111,8 @@ class BoxSpec:
     ``redshift`` None: the halo catalog header's (abacus, hdf5); given, it is checked against
     the header. ``snapshot`` None: ``snapshot_id(redshift)``. Masses log10(Msun), no h;
     ``log10_mhost_min_msun`` None: no cut (synthetic: ``SYNTHETIC_MHOST_MIN``).
+    Synthetic halos: ``n_hosts`` hosts, or a box of ``box_size`` (comoving Mpc/h) holding the
+    fraction ``host_fraction`` (None: 1) of the hosts the mass function puts there.
     ``host_limit``: only the first N hosts after the cut (tests and benchmarks).
     ``cleaning``: abacus only: the cleaning root of AbacusSummit's merger-tree-cleaned
     catalogs (``abacus.cleaning_dir``); None reads the raw CompaSO halos.
@@ -124,6 +126,8 @@ class BoxSpec:
     input: str | None = None
     cleaning: str | None = None
     n_hosts: int | None = None
+    box_size: float | None = None
+    host_fraction: float | None = None
     seed: int = 0
     realization: int = 0
     redshift: float | None = None
@@ -171,7 +175,7 @@ class BoxSpec:
         rules = rules_for(campaign.clustering, task.redshift)
         return cls(
             source=sci.source, output=task.output, input=task.input, cleaning=task.cleaning,
-            n_hosts=sci.n_hosts,
+            n_hosts=sci.n_hosts, box_size=sci.box_size, host_fraction=sci.host_fraction,
             seed=campaign.seed, realization=task.realization, redshift=task.redshift,
             snapshot=task.snapshot, log10_mhost_min_msun=sci.log10_mhost_min_msun,
             model=sci.model, model_params=dict(sci.model_params), chunk_hosts=ex.chunk_hosts,
@@ -201,8 +205,7 @@ class BoxSpec:
             raise CovmocksError(f"source {self.source} needs an input path")
         if self.cleaning is not None and self.source != "abacus":
             raise CovmocksError(f"cleaning applies to source abacus, not {self.source}")
-        if self.source == "synthetic" and not self.n_hosts:
-            raise CovmocksError("source synthetic needs n_hosts")
+        self._check_synthetic()
         if self.chunk_hosts < 1:
             raise CovmocksError(f"chunk_hosts must be at least 1, got {self.chunk_hosts}")
         if (self.samples is None) != (not self.sample_rules):
@@ -218,6 +221,20 @@ class BoxSpec:
             raise CovmocksError("log10_mhost_min_msun is NaN: give a number (or none: no cut)")
         check_distinct_outputs(self.output, self.statistics, self.samples)
 
+    def _check_synthetic(self) -> None:
+        given = [k for k in ("n_hosts", "box_size") if getattr(self, k) is not None]
+        if self.source != "synthetic" and (given or self.host_fraction is not None):
+            key = (given or ["host_fraction"])[0]
+            raise CovmocksError(f"{key} applies to source synthetic, not {self.source}")
+        if self.source == "synthetic" and (len(given) != 1 or self.n_hosts == 0):
+            raise CovmocksError("source synthetic needs n_hosts or box_size (one of them)")
+        box, fraction = self.box_size, self.host_fraction
+        if box is not None and not (math.isfinite(box) and box > 0):
+            raise CovmocksError(f"box_size must be a positive number (Mpc/h), got {box}")
+        if fraction is not None and (box is None or not 0 < fraction <= 1):
+            raise CovmocksError(f"host_fraction goes with box_size and is in (0, 1], got "
+                                f"{fraction}")  # fmt: skip
+
     def open_source(self):
         """The halo source of this box (opened: header read, no halos read yet)."""
         from covmocks import sources
@@ -226,7 +243,7 @@ class BoxSpec:
         return sources.open_source(
             self.source, self.input, redshift=self.redshift,
             log10_mhost_min_msun=self.mass_cut, n_hosts=self.n_hosts, seed=self.halo_seed,
-            cleandir=self.cleaning,
+            cleandir=self.cleaning, box_size=self.box_size, host_fraction=self.host_fraction,
         )  # fmt: skip
 
     def resolved(self, header) -> BoxSpec:
@@ -244,6 +261,8 @@ class BoxSpec:
             "--input": self.input,
             "--cleaning": self.cleaning,
             "--n-hosts": self.n_hosts,
+            "--box-size": None if self.box_size is None else repr(self.box_size),
+            "--host-fraction": None if self.host_fraction is None else repr(self.host_fraction),
             "--redshift": None if self.redshift is None else repr(self.redshift),
             "--snapshot": self.snapshot,
             "--log10-mhost-min-msun": self.log10_mhost_min_msun,

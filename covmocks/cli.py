@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
 
+from covmocks import rehearse
 from covmocks.cli_generate import (  # noqa: F401 (the generate verb; mpibox, generate use them)
     BOX_FIELDS,
     add_generate_arguments,
@@ -17,6 +17,7 @@ from covmocks.cli_generate import (  # noqa: F401 (the generate verb; mpibox, ge
     run_generate,
 )
 from covmocks.errors import ConfigError, CovmocksError
+from covmocks.interrupts import sigterm_interrupts
 from covmocks.oneline import OneLineParser, escape_breaks
 
 log = logging.getLogger("covmocks")
@@ -169,22 +170,6 @@ def run_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """While the driver runs, SIGTERM unwinds it like Ctrl-C, so Parsl shuts its workers
-    down; the previous handler is put back after."""
-    import signal
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_campaign(args: argparse.Namespace, retry: list[str] | None = None) -> int:
     from covmocks.campaign import Campaign
     from covmocks.runner import Runner
@@ -195,7 +180,7 @@ def run_campaign(args: argparse.Namespace, retry: list[str] | None = None) -> in
         from covmocks.dryrun import dry_run
 
         return dry_run(campaign, monitoring=not args.no_monitoring, retry=retry)
-    with _sigterm_interrupts():
+    with sigterm_interrupts():
         outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
     status = campaign_status(campaign)
     print(" ".join(f"{k}={v}" for k, v in status.counts.items() if v))
@@ -290,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--no-monitoring", action="store_true", help="no Parsl monitoring database")
     retry.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     retry.set_defaults(func=run_retry)
+    rehearse.add_parser(sub)
     return parser
 
 

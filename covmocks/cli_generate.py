@@ -30,6 +30,10 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", help="halo catalog: Abacus zZ.ZZZ directory or HDF5 file")
     p.add_argument("--cleaning", help="abacus: cleaning root of the merger-tree-cleaned catalog")
     p.add_argument("--n-hosts", type=int, help="synthetic source: number of host halos")
+    p.add_argument("--box-size", type=float,
+                   help="synthetic source, instead of --n-hosts: box size (Mpc/h)")  # fmt: skip
+    p.add_argument("--host-fraction", type=float, help="with --box-size: the fraction (0 < F "
+                   "<= 1, default 1) of the hosts the mass function puts in the box")  # fmt: skip
     p.add_argument(
         "--redshift", type=float, help="snapshot redshift (checked against the catalog header)"
     )
@@ -69,9 +73,10 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
 
 
-BOX_FIELDS = ("source", "input", "cleaning", "n_hosts", "seed", "realization", "redshift",
-              "snapshot", "log10_mhost_min_msun", "model", "model_params", "chunk_hosts",
-              "host_limit", "compression", "sample_rules")  # fmt: skip
+BOX_FIELDS = ("source", "input", "cleaning", "n_hosts", "box_size", "host_fraction", "seed",
+              "realization", "redshift", "snapshot", "log10_mhost_min_msun", "model",
+              "model_params", "chunk_hosts", "host_limit", "compression",
+              "sample_rules")  # fmt: skip
 
 
 def box_spec(args: argparse.Namespace):

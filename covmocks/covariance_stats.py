@@ -73,7 +73,7 @@ def inverse_factors(n: int, p: int) -> dict:
 
 def convergence(ratio: np.ndarray, n: int) -> dict:
     """The half-versus-all diagonal ratio against its noise level sqrt(2/N): the median of
-    |ln ratio| / sqrt(2/N) (about 0.67 for pure noise), and the verdict."""
+    abs(ln ratio) / sqrt(2/N) (about 0.67 for pure noise), and the verdict."""
     level = float(np.sqrt(2.0 / n)) if n > 0 else float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.abs(np.log(np.asarray(ratio, np.float64))) / level

@@ -1,5 +1,6 @@
-"""Halo sources: their shared types and interface, and two readers (generic HDF5, synthetic);
-AbacusSummit catalogs are read by ``covmocks.abacus``, any source opened by ``covmocks.sources``.
+"""Halo sources: their shared types and interface, and the generic HDF5 reader; AbacusSummit
+catalogs are read by ``covmocks.abacus``, synthetic halos drawn by ``covmocks.synthetic``, any
+source opened by ``covmocks.sources``.
 
 Every source yields ``HaloBlock``s in catalog order, in the simulation's own units:
 positions comoving Mpc/h in [0, box_size), velocities km/s, masses Msun/h, radii
@@ -269,103 +270,6 @@ class HDF5Source(_RowBlocks):
 SYNTHETIC_MHOST_RANGE = (8.0, 16.0)
 # Planck-2018-like cosmology (AbacusSummit c000) for synthetic boxes.
 SYNTHETIC_COSMOLOGY = Cosmology(h=0.6736, Om0=0.315192, omega_b=ABACUS_C000_OMEGA_B)
-
-
-class SyntheticSource(_RowBlocks):
-    """Host halos drawn from diffsky's halo mass function in a periodic box.
-
-    ``n_hosts`` hosts above ``log10_mhost_min_msun`` (required: the box spec decides it), in a
-    box that holds that many on average. Hosts are drawn in fixed blocks of ``BLOCK`` from a
-    NumPy Philox stream keyed by (seed, block), so the catalog does not depend on how a reader
-    chunks it, and reading blocks [first, last) draws only the ``BLOCK``s they overlap.
-    Radius: R200m from the mass. Velocities: Gaussian, 300 km/s per component.
-    """
-
-    BLOCK = 65536
-    VELOCITY_DISPERSION_KMS = 300.0
-
-    def __init__(self, n_hosts: int, log10_mhost_min_msun: float, redshift: float = 0.0,
-                 seed: int = 0, cosmology: Cosmology = SYNTHETIC_COSMOLOGY):  # fmt: skip
-        if n_hosts < 1:
-            raise InputError(f"synthetic source needs n_hosts >= 1, got {n_hosts}")
-        if log10_mhost_min_msun is None or not math.isfinite(log10_mhost_min_msun):
-            raise InputError(
-                f"synthetic source needs a finite host mass cut: {log10_mhost_min_msun}"
-            )
-        self.n_hosts = self.n_rows = int(n_hosts)
-        self.log10_mhost_min_msun = float(log10_mhost_min_msun)
-        self.seed = int(seed)
-        low, high = SYNTHETIC_MHOST_RANGE
-        if not low <= self.log10_mhost_min_msun <= high:
-            raise InputError(f"synthetic source: host mass cut {self.log10_mhost_min_msun:g} is "
-                             f"outside the mass function's range [{low:g}, {high:g}] "
-                             "(log10 Msun)")  # fmt: skip
-        self._lgm_table, self._cdf_table, density = _hmf_tables(self.log10_mhost_min_msun, redshift)
-        cdf = self._cdf_table
-        usable = np.isfinite(cdf).all() and (np.diff(cdf) > -1e-9).all() and cdf[-1] > cdf[0]
-        if not (usable and np.isfinite(self._lgm_table).all() and 0 < density < np.inf):
-            raise InputError(f"synthetic source: the halo mass function has no usable hosts "
-                             f"above 10^{self.log10_mhost_min_msun:g} Msun at z={redshift:g} "
-                             f"(host density {density:.3g} per Mpc^3)")  # fmt: skip
-        volume_mpc_h = self.n_hosts / density * cosmology.h**3  # density per Mpc^3 -> per (Mpc/h)^3
-        self.header = SimulationHeader(
-            box_size=float(volume_mpc_h ** (1 / 3)),
-            redshift=float(redshift),
-            cosmology=cosmology,
-            sim_name=f"synthetic_n{self.n_hosts}_seed{self.seed}",
-            mass_definition="diffsky SMDPL-calibrated host HMF draw (Msun/h)",
-            position_definition="uniform in the box",
-            radius_definition="R200m from the mass",
-        )
-
-    def _block(self, b: int) -> HaloBlock:
-        """The ``b``-th ``BLOCK`` of hosts, drawn from its own random stream."""
-        start = b * self.BLOCK
-        n = min(self.BLOCK, self.n_hosts - start)
-        rng = np.random.Generator(np.random.Philox(key=[self.seed, b]))
-        hdr = self.header
-        h, box = hdr.cosmology.h, hdr.box_size
-        lgm_msun = np.interp(rng.random(n), self._cdf_table, self._lgm_table)
-        mass = 10 ** units.log_mass_msun_to_h(lgm_msun, h)
-        rho_m = 200.0 * hdr.cosmology.Om0 * units.RHO_CRIT0_H
-        return HaloBlock(
-            ids=np.arange(start, start + n, dtype=np.uint64),
-            pos=rng.random((n, 3)) * box,
-            vel=rng.normal(0.0, self.VELOCITY_DISPERSION_KMS, (n, 3)),
-            mass=mass,
-            radius=(3 * mass / (4 * np.pi * rho_m)) ** (1 / 3),
-        )
-
-    def read_blocks(self, max_hosts: int, first: int = 0, last: int | None = None):
-        """Blocks [first, last) of ``max_hosts`` hosts: the same hosts as a full stream, drawn
-        from only the ``BLOCK``s that overlap them."""
-        start, stop = self._rows(max_hosts, first, last)
-        pending = None
-        for b in range(start // self.BLOCK, -(-stop // self.BLOCK) if start < stop else 0):
-            offset = b * self.BLOCK
-            block = self._block(b).select(slice(max(start - offset, 0), stop - offset))
-            if pending is not None:
-                block = _concat(pending, block)
-            while len(block) >= max_hosts:
-                yield block.select(slice(0, max_hosts))
-                block = block.select(slice(max_hosts, None))
-            pending = block if len(block) else None
-        if pending is not None:
-            yield pending
-
-    def describe(self) -> str:
-        return f"synthetic(n_hosts={self.n_hosts}, seed={self.seed})"
-
-
-def _hmf_tables(log10_mhost_min_msun: float, redshift: float):
-    """CDF tables of the host mass function above the cut, and n(>M) in Mpc^-3."""
-    from diffsky.mass_functions.hmf_model import DEFAULT_HMF_PARAMS
-    from diffsky.mass_functions.mc_hosts import _compute_nhalos_tot, _get_hmf_cdf_interp_tables
-
-    params, mmin = DEFAULT_HMF_PARAMS, log10_mhost_min_msun
-    lgm, cdf = _get_hmf_cdf_interp_tables(params, mmin, redshift)
-    density = float(_compute_nhalos_tot(params, mmin, redshift, 1.0))
-    return np.asarray(lgm, dtype=np.float64), np.asarray(cdf, dtype=np.float64), density
 
 
 def write_hdf5_halos(path, block: HaloBlock, header: SimulationHeader) -> None:

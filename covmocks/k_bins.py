@@ -5,7 +5,8 @@ wide, edges at (1/2 + j dk) k_f up to ``k_max``), so whether a setting works dep
 box size L: a ``k_max`` above the mesh's Nyquist frequency pi nmesh / L, or below the first
 bin's upper edge, is refused here, before a box is made, naming the key and the file. The
 box size comes from the halo catalog's header (AbacusSummit, generic HDF5: read once per
-snapshot, from its first box whose input exists) or the synthetic source's definition.
+snapshot, from its first box whose input exists) or the synthetic source's definition
+(the mass function, in a spawned process, for a box of ``n_hosts``).
 Without an explicit ``k_max`` the bins scale with 1/L and any box size gives the same
 verdict.
 """
@@ -20,10 +21,21 @@ log = logging.getLogger(__name__)
 
 
 def snapshot_box_sizes(campaign, plan) -> dict[float, float]:
-    """{redshift: box size in Mpc/h} from the first task of each snapshot whose input is
-    there (one header read per snapshot); snapshots with every input missing are left out."""
-    from covmocks.box import BoxSpec
+    """{redshift: box size in Mpc/h}: a synthetic ``box_size``; a synthetic box of ``n_hosts``
+    from the mass function (in a spawned process: JAX stays out of the driver); else the
+    header of each snapshot's first task whose input is there (snapshots with every input
+    missing are left out)."""
+    from covmocks.box import SYNTHETIC_MHOST_MIN, BoxSpec
 
+    sci = campaign.science
+    if sci.source == "synthetic" and sci.box_size is not None:
+        return dict.fromkeys(sci.redshifts, float(sci.box_size))
+    if sci.source == "synthetic":
+        from covmocks.synthetic import box_sizes, spawned
+
+        cut = SYNTHETIC_MHOST_MIN if sci.log10_mhost_min_msun is None else sci.log10_mhost_min_msun
+        sizes = spawned(box_sizes, sci.n_hosts, cut, list(sci.redshifts))
+        return dict(zip(sci.redshifts, sizes, strict=True))
     sizes: dict[float, float] = {}
     for task in plan.tasks:
         if task.redshift in sizes or task.state == "blocked":

@@ -45,7 +45,7 @@ REQUIRED_ATTRS = ("box_size", "redshift", "seed", "realization", "snapshot", "mo
 # The catalog keeps no host radius, so the host-relative checks measure a satellite against
 # R200m of its host central's log10_mhalo: the radius enclosing 200 times the mean matter
 # density (200 Om0 rho_crit0 in comoving units), comoving Mpc/h -- the radius synthetic hosts
-# are given (halos.SyntheticSource). The model places a satellite within the input catalog's
+# are given (synthetic.SyntheticSource). The model places a satellite within the input catalog's
 # host radius (NFW r/R <= 1). AbacusSummit's r100_L2com is not R200m: on the Mini_N64_L32 box
 # r100/R200m spans 0.75 to 1.15 and satellites reach 1.02 R200m; on a synthetic z=0.5 box of
 # 1e5 hosts (2.6e5 satellites) they reach 1.00 R200m. A satellite farther than 3 R200m

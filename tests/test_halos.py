@@ -6,7 +6,7 @@ import errno
 import numpy as np
 import pytest
 
-from covmocks import abacus, halos, sources, units
+from covmocks import abacus, halos, sources, synthetic, units
 from covmocks.errors import InputError, TransientInputError
 from tests.fuzz_halos import valid_halo_file
 
@@ -94,7 +94,7 @@ def test_synthetic_is_reproducible_and_chunk_independent():
 
 def test_synthetic_box_matches_mass_function_density():
     src = sources.open_source("synthetic", n_hosts=1000, log10_mhost_min_msun=11.0)
-    _, _, density = halos._hmf_tables(11.0, 0.0)  # per Mpc^3
+    _, _, density = synthetic._hmf_tables(11.0, 0.0)  # per Mpc^3
     volume_mpc3 = (src.header.box_size / src.header.cosmology.h) ** 3
     assert density * volume_mpc3 == pytest.approx(1000, rel=1e-6)
 
@@ -129,7 +129,7 @@ def test_synthetic_block_range_draws_only_overlapping_blocks(monkeypatch, max_ho
     full stream, drawn from only the random-number BLOCKs they overlap."""
     src = sources.open_source("synthetic", n_hosts=140000, seed=5, log10_mhost_min_msun=11.0)
     whole = _all(src)
-    drawn = _counting(monkeypatch, halos.SyntheticSource, "_block")
+    drawn = _counting(monkeypatch, synthetic.SyntheticSource, "_block")
     n_units = src.n_units(max_hosts)
     assert n_units == -(-140000 // max_hosts)
     block = src.BLOCK

@@ -295,11 +295,12 @@ _SHARE_SCRIPT = textwrap.dedent(
     from covmocks import halos, mpibox
     from covmocks.box import BoxSpec
     from covmocks.model import get_model
+    from covmocks.synthetic import SyntheticSource
 
     comm = MPI.COMM_WORLD
-    halos.SyntheticSource.BLOCK = 500  # several random-number blocks in a small box
+    SyntheticSource.BLOCK = 500  # several random-number blocks in a small box
     drawn, rows = [], []
-    real_block, real_read = halos.SyntheticSource._block, halos.HDF5Source._read
+    real_block, real_read = SyntheticSource._block, halos.HDF5Source._read
 
     def counted_block(self, b):
         drawn.append(b)
@@ -309,7 +310,7 @@ _SHARE_SCRIPT = textwrap.dedent(
         rows.append([start, stop])
         return real_read(self, f, start, stop)
 
-    halos.SyntheticSource._block = counted_block
+    SyntheticSource._block = counted_block
     halos.HDF5Source._read = counted_read
     model = get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 1024})
     out = Path(sys.argv[1])

@@ -126,7 +126,7 @@ def test_synthetic_source_hosts_are_unclustered():
     """The synthetic source places its hosts uniformly and independently: their P0 is 1/n
     and P2 = P4 = 0 within Gaussian errors (positions rescaled to BOX, which keeps a uniform
     set uniform)."""
-    from covmocks.halos import SyntheticSource
+    from covmocks.synthetic import SyntheticSource
 
     source = SyntheticSource(n_hosts=60000, log10_mhost_min_msun=11.0, redshift=0.5, seed=7)
     pos = np.concatenate([b.pos for b in source.iter_blocks(20000)])

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import catalog, generator, halos, validation
+from covmocks import catalog, generator, synthetic, validation
 from covmocks.apps import box
 from covmocks.box import BoxSpec
 from covmocks.model import MODELS, quenched_log_ssfr_threshold
@@ -357,7 +357,7 @@ def test_incomplete_catalog_in_memory_reports_schema_only(tmp_path):
 
 def test_r200m_is_the_synthetic_hosts_radius():
     """The checks' R200m (from log10 Msun, no h) is the radius synthetic hosts are given."""
-    src = halos.SyntheticSource(2000, 11.0, redshift=0.5, seed=4)
+    src = synthetic.SyntheticSource(2000, 11.0, redshift=0.5, seed=4)
     hosts = next(src.read_blocks(2000))
     lgm = np.log10(hosts.mass / H)
     np.testing.assert_allclose(validation.r200m_comoving(lgm, H, OM0), hosts.radius, rtol=1e-12)

@@ -118,6 +118,10 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
     resources, by_redshift = merge.resources(entries, execution.task_walltime_s)
     sci = cf.science
     realizations = sci.realization_list()
+    fraction = None if sci.box_size is None else sci.host_fraction or 1.0
+    # recorded where given only: the records of campaigns without them stay as they were
+    synthetic_box = {} if fraction is None else {"science.box_size": sci.box_size,
+                                                 "science.host_fraction": fraction}  # fmt: skip
     return Campaign(
         path=path,
         text=text,
@@ -133,6 +137,8 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
             input=template,
             cleaning=cleaning,
             n_hosts=sci.n_hosts,
+            box_size=sci.box_size,
+            host_fraction=fraction,
             realizations=tuple(realizations),
             redshifts=tuple(sci.redshifts),
             log10_mhost_min_msun=sci.log10_mhost_min_msun,
@@ -156,6 +162,7 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
             "science.input": sci.input,
             "science.cleaning": sci.cleaning,
             "science.n_hosts": sci.n_hosts,
+            **synthetic_box,
             "science.realizations": sorted(realizations),
             "science.redshifts": sorted(float(redshift_label(z)) for z in sci.redshifts),
             "science.log10_mhost_min_msun": sci.log10_mhost_min_msun,

@@ -99,6 +99,8 @@ class _ScienceValues(_Section):
 
     source: Literal[SOURCE_KINDS]
     n_hosts: PosInt | None = None
+    box_size: Annotated[float, Field(gt=0)] | None = None  # comoving Mpc/h, synthetic
+    host_fraction: Annotated[float, Field(gt=0, le=1)] | None = None  # with box_size: 1
     log10_mhost_min_msun: float | None = None
     model: str = "diffsky_sfh"
     model_params: dict[str, Any] = {}
@@ -167,10 +169,16 @@ class ScienceSection(_ScienceValues):
         if self.source != "abacus" and self.cleaning is not None:
             fail(info, ("science", "cleaning"), f"cleaned catalogs are AbacusSummit's: not "
                  f"used by source {self.source!r}")  # fmt: skip
-        if self.source == "synthetic" and self.n_hosts is None:
-            fail(info, ("science", "n_hosts"), "required for source 'synthetic'")
-        if self.source != "synthetic" and self.n_hosts is not None:
-            fail(info, ("science", "n_hosts"), f"not used by source {self.source!r}")
+        if self.source == "synthetic" and self.n_hosts is None and self.box_size is None:
+            fail(info, ("science", "n_hosts"), "required for source 'synthetic' (or box_size)")
+        if self.n_hosts is not None and self.box_size is not None:
+            fail(info, ("science", "box_size"), "give one of n_hosts and box_size, not both")
+        for key in ("n_hosts", "box_size"):
+            if self.source != "synthetic" and getattr(self, key) is not None:
+                fail(info, ("science", key), f"not used by source {self.source!r}")
+        if self.host_fraction is not None and self.box_size is None:
+            fail(info, ("science", "host_fraction"), "only with box_size (a fraction of the "
+                 "hosts the mass function puts in the box)")  # fmt: skip
         low, high = SYNTHETIC_MHOST_RANGE
         cut = self.log10_mhost_min_msun
         if self.source == "synthetic" and cut is not None and not low <= cut <= high:
