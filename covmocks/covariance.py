@@ -18,8 +18,9 @@ Statistics (``covmocks.covariance_stats`` has the formulas):
   covariance: the covariance of a three-axis average (smaller, mostly for P2), not a survey's.
 
 Beside each measured ``real`` and ``redshift`` covariance, ``gaussian_covariance``: the
-Gaussian reference from the ensemble-mean multipoles (``covmocks.covariance_gaussian``), and
-``gaussian_diag_ratio``, measured over Gaussian per element of the diagonal.
+Gaussian reference from the ensemble-mean multipoles, plus the term the box-to-box scatter
+of the shot noise V/N adds (``covmocks.covariance_gaussian``), and ``gaussian_diag_ratio``,
+measured over reference per element of the diagonal.
 ``/z<label>/_joint/`` holds the joint data vector of all the snapshot's samples,
 [sample A; sample B; ...] in ``samples`` order, over the boxes that measured every one.
 
@@ -187,11 +188,14 @@ def _check_binning(task, box, first) -> None:
 
 def statistics(samples: list[dict], realizations, n_modes, dk) -> dict:
     """``STATISTICS`` of one group: each sample dict holds "real" (p,) and "redshift" (3, p)
-    of one box (several samples concatenated for the joint vector). The Gaussian reference
-    is added to ``real`` and ``redshift`` where ``dk`` (bin width in k_f) is known and the
-    vector is one sample's (p = 3 nk)."""
+    of one box (several samples concatenated for the joint vector), and "attrs" its shot
+    noise. The reference (Gaussian, plus the scatter of the boxes' shot noise) is added to
+    ``real`` and ``redshift`` where ``dk`` (bin width in k_f) is known and the vector is one
+    sample's (p = 3 nk)."""
     real = np.array([s["real"] for s in samples])
     axes = np.array([s["redshift"] for s in samples])
+    shots = [s["attrs"].get("shot_noise_mpc3_h3", np.nan) for s in samples if "attrs" in s]
+    shot_variance = np.var(shots, ddof=1) if len(shots) > 1 else 0.0
     out = {"real": stats.estimate(real, realizations),
            "redshift": stats.estimate(axes, realizations, per_axis=True),
            "redshift_mean3": stats.estimate(axes.mean(axis=1), realizations)}  # fmt: skip
@@ -200,6 +204,7 @@ def statistics(samples: list[dict], realizations, n_modes, dk) -> dict:
         if stat == "redshift_mean3" or dk is None or real.shape[1] != 3 * len(n_modes):
             continue
         reference = gaussian.covariance(group["mean"].reshape(3, -1), n_modes, dk)
+        reference += gaussian.shot_noise_covariance(len(n_modes), dk, shot_variance)
         group["gaussian_covariance"] = reference
         group["gaussian_diag_ratio"] = gaussian.diag_ratio(group["covariance"], reference)
     return out

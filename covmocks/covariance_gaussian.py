@@ -12,7 +12,12 @@ measured power, shot noise included (covmocks never subtracts it, so P + 1/n of 
 is the measured P itself). The average runs over the bin's lattice modes n (k = k_f n, line
 of sight along z): few modes sample mu coarsely at low k, which matters there, twice: in the
 average, and in the binned multipoles themselves, which are not P(mu)'s Legendre
-coefficients there (``legendre_coefficients`` solves for those first). The moments
+coefficients there (``legendre_coefficients`` solves for those first).
+
+The reference a measured covariance is compared with adds ``shot_noise_covariance``: the
+boxes' multipoles keep their own shot noise V/N, whose scatter between boxes is a term
+beside the Gaussian one (about N_k / N of it: large for sparse samples, where N_k, the
+modes of a bin, approaches N, the objects of a box). The moments
 <L_a L_b L_c L_d> of a bin depend only on its edges in units of k_f (``covmocks.power``:
 (1/2 + j dk) k_f), not on the box size. P(k, mu) is truncated at l = 4.
 """
@@ -102,6 +107,18 @@ def covariance(poles: np.ndarray, n_modes: np.ndarray, dk: int) -> np.ndarray:
         for d in range(3):
             cov[c * nk + idx, d * nk + idx] = block[:, c, d]
     return cov
+
+
+def shot_noise_covariance(n_bins: int, dk: int, variance: float) -> np.ndarray:
+    """The covariance (3 nk, 3 nk) the box-to-box scatter of the shot noise adds: each box's
+    multipoles hold its own 1/n = V/N (not subtracted; each box normalized by its own count
+    N), which enters a bin's P_l as (2l + 1) <L_l>_bin V/N, the same in every bin of a box;
+    ``variance``: Var(V/N) over the boxes, (Mpc/h)^6. Relative to the Gaussian term about
+    N_k / N where shot noise dominates: it matters for sparse samples."""
+    _, moments = bin_moments(int(dk), n_bins)
+    w = 2 * np.array(POLES) + 1.0
+    u = (w[:, None] * moments[:, :, 0, 0, 0].T).ravel()  # (2l+1) <L_l>_bin, [P0, P2, P4]
+    return float(variance) * np.outer(u, u)
 
 
 def diag_ratio(measured: np.ndarray, gaussian: np.ndarray) -> np.ndarray:
