@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from covmocks.halos import (
     split,
 )
 from covmocks.oneline import reason
+
+# An AbacusSummit simulation's name as its directories spell it (AbacusSummit_small_c000_ph3000).
+SIM_NAME = re.compile(r"AbacusSummit_[A-Za-z0-9_]+")
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -277,8 +276,10 @@ def _simulation(campaign) -> str:
     source kind."""
     if campaign is None:
         return ""
+    from covmocks.abacus import SIM_NAME
+
     sci = campaign.science
-    found = re.search(r"AbacusSummit_[A-Za-z0-9_]+", sci.input or "")
+    found = SIM_NAME.search(sci.input or "")
     return found.group(0).removesuffix("_ph") if found else sci.source
 
 

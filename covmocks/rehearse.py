@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import re
 from pathlib import Path
 
 from covmocks.errors import CovmocksError
@@ -33,7 +32,6 @@ KEPT_EXECUTION = ("retries", "backoff_base_s", "backoff_cap_s", "task_walltime_s
 # One worker: JAX and numba each use every core, and a warm worker makes a small box in about
 # a second, so on a small machine one worker beats two compiling at once (about 2x, 2 cores).
 LOCAL_EXECUTOR = {"workers_per_node": 1}
-SIM_NAME = re.compile(r"AbacusSummit_[A-Za-z0-9_]+")
 
 
 def _positive(text: str) -> int:
@@ -131,6 +129,8 @@ def simulation_box(production, realizations, redshifts) -> tuple[float, float, f
     sci = production.science
     first = sci.input_path(realizations[0], redshifts[0])
     if sci.source == "abacus":
+        from covmocks.abacus import SIM_NAME
+
         names = [part for part in Path(first).parts if SIM_NAME.fullmatch(part)]
         if names:
             from abacusnbody.metadata import get_meta
