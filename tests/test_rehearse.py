@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from covmocks import cli, halos, rehearse
+from covmocks.abacus import SIM_NAME
 from covmocks.campaign import Campaign
 from covmocks.plan import make_plan
 from tests.conftest import DATA, LOCAL_RUN, campaign_file
@@ -51,7 +52,7 @@ def _skip_without_input(production) -> None:
     if sci.source == "synthetic":
         return
     first = sci.input_path(sci.realizations[0], sci.redshifts[0])
-    if not rehearse.SIM_NAME.search(first) and not os.path.exists(first):
+    if not SIM_NAME.search(first) and not os.path.exists(first):
         pytest.skip(f"{production.path.name}: its input catalog {first} is absent (the "
                     "AbacusSummit test catalog: set COVMOCKS_TEST_DATA)")  # fmt: skip
 
