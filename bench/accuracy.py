@@ -28,7 +28,10 @@ import time
 
 import numpy as np
 
-from covmocks import box, model, sources
+from covmocks.box import spec
+from covmocks.core import limits
+from covmocks.galaxies import diffsky, registry
+from covmocks.halos import sources
 
 REFERENCE = (400, "float64")
 SFR_TOLERANCE = 1e-3  # dex, log10 SFR of galaxies above the sSFR floor
@@ -36,7 +39,7 @@ SFR_TOLERANCE = 1e-3  # dex, log10 SFR of galaxies above the sSFR floor
 
 def evaluate(draws, n_t, precision):
     """(log10 M*, log10 SFR, warm seconds) of every galaxy of ``draws`` with one setting."""
-    mdl = model.get_model("diffsky_sfh", {"n_t_table": n_t, "precision": precision})
+    mdl = registry.get_model("diffsky_sfh", {"n_t_table": n_t, "precision": precision})
     mdl.histories(draws)  # compile
     t0 = time.perf_counter()
     out = mdl.histories(draws)
@@ -46,10 +49,10 @@ def evaluate(draws, n_t, precision):
 def galaxies(mdl, n_hosts, redshift, seed):
     """Every draw of one box's galaxies (``DiffskySFH.draw``), and the snapshot."""
     source = sources.open_source("synthetic", n_hosts=n_hosts, seed=seed, redshift=redshift,
-                                 log10_mhost_min_msun=box.SYNTHETIC_MHOST_MIN)  # fmt: skip
-    snap = model.CosmicTimes.from_header(source.header)
+                                 log10_mhost_min_msun=limits.SYNTHETIC_MHOST_MIN)  # fmt: skip
+    snap = diffsky.CosmicTimes.from_header(source.header)
     hosts = next(iter(source.iter_blocks(n_hosts)))
-    return mdl.draw(hosts, snap, model.snapshot_key(seed, 0, box.snapshot_id(redshift))), snap
+    return mdl.draw(hosts, snap, diffsky.snapshot_key(seed, 0, spec.snapshot_id(redshift))), snap
 
 
 def main() -> None:
@@ -69,12 +72,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
-    mdl = model.get_model("diffsky_sfh", {})
+    mdl = registry.get_model("diffsky_sfh", {})
     q = args.quantile
     holds: dict[tuple, list[bool]] = {}
     print("## Star-formation-history accuracy: time steps and precision\n")
     print(
-        f"- {int(args.hosts):,} synthetic hosts (log10 M > {box.SYNTHETIC_MHOST_MIN}) per "
+        f"- {int(args.hosts):,} synthetic hosts (log10 M > {limits.SYNTHETIC_MHOST_MIN}) per "
         f"redshift, seed {args.seed}; reference: {REFERENCE[0]} steps, {REFERENCE[1]}; "
         f"tolerance {args.tolerance} dex for {q:.1%} of galaxies"
     )
@@ -90,7 +93,7 @@ def main() -> None:
         draws, snap = galaxies(mdl, int(args.hosts), z, args.seed)
         ref_m, ref_s, _ = evaluate(draws, *REFERENCE)
         above = ref_s - ref_m > args.ssfr_floor
-        ref_q = model.quenched_at_snapshot(ref_s, ref_m, snap.t_obs)
+        ref_q = diffsky.quenched_at_snapshot(ref_s, ref_m, snap.t_obs)
         print(
             f"### z = {z:g} (t_obs {snap.t_obs:.2f} Gyr): {len(ref_m):,} galaxies, "
             f"{(~above).mean():.1%} below the sSFR floor\n"
@@ -103,7 +106,7 @@ def main() -> None:
             for precision in ("float64", "float32"):
                 lgm, lgs, sec = evaluate(draws, n_t, precision)
                 dm, ds = np.abs(lgm - ref_m), np.abs(lgs - ref_s)
-                flips = int(np.sum(model.quenched_at_snapshot(lgs, lgm, snap.t_obs) != ref_q))
+                flips = int(np.sum(diffsky.quenched_at_snapshot(lgs, lgm, snap.t_obs) != ref_q))
                 dm_q, ds_above = np.quantile(dm, q), ds[above].max()
                 ok = bool(dm_q <= args.tolerance / args.margin and ds_above <= SFR_TOLERANCE)
                 holds.setdefault((n_t, precision), []).append(ok)

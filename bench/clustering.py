@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from covmocks import generator, model, power
-from covmocks.box import BoxSpec
-from covmocks.samples import Rule, SampleCollector
+from covmocks.box import populate
+from covmocks.box.spec import BoxSpec
+from covmocks.clustering import power
+from covmocks.clustering.samples import Rule, SampleCollector
+from covmocks.galaxies import registry
 
 RULES = (Rule("sfr_n1e-3", "sfr", density=1.5e-3), Rule("sfr_n5e-4", "sfr", density=7.5e-4))
 
@@ -43,7 +45,7 @@ def extraction(n_hosts: int, repeat: int) -> None:
     timer = {"add": 0.0, "write": 0.0}
     SampleCollector.add = _timed(timer, "add", SampleCollector.add)
     SampleCollector.write = _timed(timer, "write", SampleCollector.write)
-    galaxy_model = model.get_model("diffsky_sfh", {})
+    galaxy_model = registry.get_model("diffsky_sfh", {})
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeat + 1):
             times = {}
@@ -55,7 +57,7 @@ def extraction(n_hosts: int, repeat: int) -> None:
                 timer.update(add=0.0, write=0.0)
                 source = spec.open_source()
                 t0 = time.perf_counter()
-                summary = generator.generate_box(source, galaxy_model, spec.resolved(source.header))
+                summary = populate.generate_box(source, galaxy_model, spec.resolved(source.header))
                 times[bool(rules)] = time.perf_counter() - t0
             if i == 0:
                 continue  # the warm-up box compiles

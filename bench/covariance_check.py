@@ -27,7 +27,7 @@ import numpy as np
 # call then takes 0.13-0.26 s instead of 8-14 ms
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from covmocks import covariance_gaussian  # noqa: E402
+from covmocks.covariance import gaussian  # noqa: E402
 from tests import test_covariance_physics as t  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def field(n: int, nb: int, seed: int) -> None:
         z = (ratio[ell] - 1) / sigma[ell]
         print(f"  single-LOS variance / lattice sum, P{2 * ell}: mean {ratio[ell].mean():.4f}, "
               f"|z| max {np.abs(z).max():.2f}, rms {np.sqrt(np.mean(z**2)):.2f}")  # fmt: skip
-    reference = covariance_gaussian.covariance(mean[:, 2], 2 * t.half_lattice(1, nb)[2], 1)
+    reference = gaussian.covariance(mean[:, 2], 2 * t.half_lattice(1, nb)[2], 1)
     worst = np.abs(np.diag(reference) / np.diag(t.z_covariance(cov)) - 1).max()
     print(f"  covariance_gaussian of the expected binned multipoles / lattice sum: "
           f"largest |ratio - 1| {worst:.1e}")  # fmt: skip

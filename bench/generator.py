@@ -108,13 +108,18 @@ class Stages:
 
 def child(args) -> None:
     import covmocks
-    from covmocks import box, catalog, generator, model, sources, statistics
+    from covmocks.box import populate
+    from covmocks.box import spec as box
+    from covmocks.catalog import hdf5
+    from covmocks.catalog import summary as statistics
+    from covmocks.galaxies import registry
+    from covmocks.halos import sources
 
     tree = Path(args.tree).resolve()
     if not Path(covmocks.__file__).resolve().is_relative_to(tree):
         sys.exit(f"covmocks from {covmocks.__file__}, not from {tree}")
     st = Stages()
-    mdl = model.get_model("diffsky_sfh", json.loads(args.model_params))
+    mdl = registry.get_model("diffsky_sfh", json.loads(args.model_params))
     mdl._central = st.timed("central", mdl._central, block=True)
     mdl._satellite = st.timed("satellite", mdl._satellite, block=True)
     for name in ("_subhalo_cdf", "_satellite_uniform"):  # this tree: the satellites' draws
@@ -123,14 +128,14 @@ def child(args) -> None:
     if hasattr(mdl, "histories"):
         mdl.histories = st.timed("sfh", mdl.histories)
     with contextlib.suppress(ImportError):
-        from covmocks import phase_space
+        from covmocks.galaxies import phase_space
 
         phase_space.satellite_phase_space = st.timed("phase", phase_space.satellite_phase_space)
     mdl.populate = st.timed("populate", mdl.populate)
-    generator.catalog_columns = st.timed("columns", generator.catalog_columns)
+    populate.catalog_columns = st.timed("columns", populate.catalog_columns)
     statistics.BoxStatistics.add = st.timed("stats", statistics.BoxStatistics.add)
-    catalog.CatalogWriter.append = st.timed("write", catalog.CatalogWriter.append)
-    catalog.CatalogWriter.__exit__ = st.timed("write", catalog.CatalogWriter.__exit__)
+    hdf5.CatalogWriter.append = st.timed("write", hdf5.CatalogWriter.append)
+    hdf5.CatalogWriter.__exit__ = st.timed("write", hdf5.CatalogWriter.__exit__)
     source = sources.open_source("synthetic", n_hosts=args.size, seed=args.host_seed,
                                  log10_mhost_min_msun=box.SYNTHETIC_MHOST_MIN)  # fmt: skip
     source.iter_blocks = st.timed_iter("read", source.iter_blocks)
@@ -144,7 +149,7 @@ def child(args) -> None:
             st.s = dict.fromkeys(st.s, 0.0)
             st.on = label == "warm"
             t0 = time.perf_counter()
-            summary = generator.generate_box(source, mdl, spec)
+            summary = populate.generate_box(source, mdl, spec)
             out[label] = {"wall": time.perf_counter() - t0, "galaxies": summary["n_galaxies"]}
         stages = dict(st.s)
         kernels = stages["central"] + stages["satellite"] + stages["sfh"]

@@ -1,4 +1,4 @@
-"""Time of one box with 1, 2 and 4 MPI ranks (``python -m covmocks.mpibox``).
+"""Time of one box with 1, 2 and 4 MPI ranks (``python -m covmocks.cli.generate_mpi``).
 
 Two boxes: a synthetic one (``--n-hosts``, shared in blocks of ``--chunk-hosts`` hosts) and
 the Mini_N64_L32 AbacusSummit-format test catalog (3 slab files, so at most 3 busy ranks).
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from covmocks.box import BoxSpec
+from covmocks.box.spec import BoxSpec
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = Path(
@@ -80,7 +80,7 @@ def bench_case(name: str, spec: BoxSpec, ranks: list, repeat: int, env: dict, wo
     rows.append((name, "generate", min(walls), min(boxes), summary["n_galaxies"], True))
     for n in ranks:
         out = work / f"{name}-mpi{n}.hdf5"
-        cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "covmocks.mpibox"]
+        cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "covmocks.cli.generate_mpi"]
         walls, boxes = [], []
         for _ in range(repeat):
             wall, summary = run([*cmd, *box_argv(spec, out)], env)

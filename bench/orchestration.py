@@ -1,10 +1,10 @@
 """Benchmark: a 40,000-task campaign through the runner and local Parsl HTEX workers.
 
 The campaign is synthetic (2,000 realizations x 20 redshifts by default), uses the ``local``
-machine profile, and runs every task through ``covmocks.runner.Runner`` with ``stand_in_box``,
-a trivial box function defined here that writes a tiny file where the catalog goes and a QA
-record, so the campaign's on-disk state is real (``done`` = QA record + catalog) while the
-science is skipped. It is a benchmark stand-in, never a default: the runner uses it only
+machine profile, and runs every task through ``covmocks.workflow.driver.Runner`` with
+``stand_in_box``, a trivial box function defined here that writes a tiny file where the catalog
+goes and a QA record, so the campaign's on-disk state is real (``done`` = QA record + catalog)
+while the science is skipped. It is a benchmark stand-in, never a default: the runner uses it only
 because this script passes it as ``box_function``.
 
 Measured and printed as a Markdown table: campaign load and plan time (``write_plan`` on a
@@ -48,10 +48,10 @@ NAME = "bench_orchestration"
 
 
 def stand_in_box(job) -> dict:
-    """BENCHMARK STAND-IN for the box function (``covmocks.apps.box.generate_and_validate``):
+    """BENCHMARK STAND-IN for the box function (``covmocks.apps.box_task.generate_and_validate``):
     no halos, no galaxies, no validation. Never a default; only this benchmark passes it.
 
-    Takes the task's ``covmocks.apps.box.BoxJob`` and does what a box leaves on disk, in the
+    Takes the task's ``covmocks.apps.box_task.BoxJob`` and does what a box leaves on disk, in the
     same order: touches the task's ``.out``/``.err`` logs, writes a tiny file at
     ``job.box.output`` (temporary name, then rename), then the QA record at
     ``job.qa_record`` (likewise), which marks the task done. Returns the QA record (no
@@ -225,10 +225,11 @@ def mb(n: float) -> str:
 
 def run_benchmark(args: argparse.Namespace, base: Path) -> list[tuple[str, str, str]]:
     from covmocks.campaign import Campaign
-    from covmocks.metadata import write_plan
-    from covmocks.plan import make_plan
-    from covmocks.runner import Runner
-    from covmocks.state import Journal, campaign_status
+    from covmocks.workflow.driver import Runner
+    from covmocks.workflow.journal import Journal
+    from covmocks.workflow.metadata import write_plan
+    from covmocks.workflow.plan import make_plan
+    from covmocks.workflow.status import campaign_status
 
     total = args.realizations * args.redshifts
     path = base / f"{NAME}.yaml"
@@ -336,8 +337,8 @@ def run_benchmark(args: argparse.Namespace, base: Path) -> list[tuple[str, str, 
     else:
         note = f"FAILED rc {proc.returncode}: {proc.stderr.strip()[-200:]}"
     row("covmocks status --json", ms(t, c), note)
-    t, c, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import covmocks.cli"]), n)
-    row("  of which start-up + import covmocks.cli", ms(t, c))
+    t, c, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import covmocks.cli.main"]), n)
+    row("  of which start-up + import covmocks.cli.main", ms(t, c))
     row("load average (1 min)", f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at end",
         "other processes on this machine inflate wall times")  # fmt: skip
     return rows

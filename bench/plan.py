@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 
 from covmocks.campaign import Campaign
-from covmocks.metadata import write_plan
-from covmocks.plan import make_plan
+from covmocks.workflow.metadata import write_plan
+from covmocks.workflow.plan import make_plan
 
 ROMAN = Path(__file__).resolve().parents[1] / "campaigns" / "roman_grs_covariance.yaml"
 

@@ -2,7 +2,7 @@
 blocks with a REHEARSAL stand-in box, faults injected, the driver killed once; then a
 100,000-task plan planned and its status read.
 
-The stand-in (``rehearsal_box``) fires the task's planned fault (``covmocks.faults``), sleeps
+The stand-in (``rehearsal_box``) fires the task's planned fault (``covmocks.apps.faults``), sleeps
 ``--sleep`` s and writes what ``bench/orchestration.py``'s stand-in writes (a tiny file where
 the catalog goes, the QA record): never a catalog, never a default; only this script passes
 it to the runner. Faults: ``--fail`` of the tasks (seeded) raise once (a retry, charged);
@@ -54,7 +54,7 @@ def rehearsal_box(job) -> dict:
 
     from orchestration import stand_in_box
 
-    from covmocks import faults
+    from covmocks.apps import faults
 
     faults.inject(job.faults, job.task_id, job.log_stem)
     time.sleep(float(os.environ.get("COVMOCKS_REHEARSAL_SLEEP_S", "0.05")))
@@ -94,7 +94,7 @@ outputs: {{base: "{base}"}}
 def drive(path: Path) -> int:
     """The driver process: the campaign through ``Runner`` with the stand-in."""
     from covmocks.campaign import Campaign
-    from covmocks.runner import Runner
+    from covmocks.workflow.driver import Runner
 
     outcome = Runner(Campaign.load(path), progress=False, box_function=rehearsal_box).run()
     print(json.dumps(outcome), flush=True)
@@ -139,8 +139,8 @@ def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
 
 def rehearse(args, base: Path) -> dict:
     from covmocks.campaign import Campaign
-    from covmocks.metadata import write_plan
-    from covmocks.state import Journal
+    from covmocks.workflow.journal import Journal
+    from covmocks.workflow.metadata import write_plan
 
     total = args.realizations * args.redshifts
     path = base / f"{NAME}.yaml"

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from covmocks import report
 from covmocks.campaign import Campaign
-from covmocks.metadata import write_plan
-from covmocks.plan import make_plan
-from covmocks.statistics import BoxStatistics
+from covmocks.catalog.summary import BoxStatistics
+from covmocks.report import page
+from covmocks.workflow.metadata import write_plan
+from covmocks.workflow.plan import make_plan
 
 
 def box_statistics(n: int) -> BoxStatistics:
@@ -108,12 +108,12 @@ def main() -> None:
         plan = make_plan(campaign)
         for workers in args.workers:
             t0, c0 = time.perf_counter(), cpu_s()
-            records, skipped = report.load_records(campaign, plan, workers=workers)
+            records, skipped = page.load_records(campaign, plan, workers=workers)
             print(f"load_records, workers={workers}: {len(records)} records "
                   f"({len(skipped)} skipped) in {time.perf_counter() - t0:.1f} s "
                   f"(CPU {cpu_s() - c0:.1f} s)")  # fmt: skip
         t0, c0 = time.perf_counter(), cpu_s()
-        path = report.build_report(campaign)
+        path = page.build_report(campaign)
         print(f"build_report (default workers): {time.perf_counter() - t0:.1f} s "
               f"(CPU {cpu_s() - c0:.1f} s), {path.stat().st_size / 1e6:.2f} MB page")  # fmt: skip
 

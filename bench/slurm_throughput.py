@@ -107,7 +107,7 @@ def run_pilot(n: int, seconds: float, partition: str, workers: int, workdir: Pat
     from parsl.launchers import SrunLauncher
 
     from covmocks.campaign import ProviderValues
-    from covmocks.configs.parsl_config import _interchange_cmd, build_provider
+    from covmocks.workflow.pilots import _interchange_cmd, build_provider
 
     @python_app
     def nap(s):

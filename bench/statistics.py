@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from covmocks import generator, model
-from covmocks.box import BoxSpec
-from covmocks.statistics import BoxStatistics
+from covmocks.box import populate
+from covmocks.box.spec import BoxSpec
+from covmocks.catalog.summary import BoxStatistics
+from covmocks.galaxies import registry
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
         return wrapper
 
     BoxStatistics.add, BoxStatistics.write = timed("add", add), timed("write", write)
-    galaxy_model = model.get_model("diffsky_sfh", {})
+    galaxy_model = registry.get_model("diffsky_sfh", {})
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat + 1):
             spec = BoxSpec(source="synthetic", n_hosts=args.n_hosts, redshift=0.5, seed=i,
@@ -49,7 +50,7 @@ def main() -> None:
             timer.update(add=0.0, write=0.0)
             source = spec.open_source()
             t0 = time.perf_counter()
-            summary = generator.generate_box(source, galaxy_model, spec.resolved(source.header))
+            summary = populate.generate_box(source, galaxy_model, spec.resolved(source.header))
             box_s = time.perf_counter() - t0
             stats_s = timer["add"] + timer["write"]
             label = "warm-up (compiles)" if i == 0 else f"box {i}"

@@ -1,10 +1,10 @@
 """covmocks: mock galaxy catalogs for covariance campaigns.
 
 Importing covmocks configures JAX for safe use on small CPUs before jax is imported
-anywhere in the process (see ``covmocks.jaxenv``).
+anywhere in the process (see ``covmocks.galaxies.jaxenv``).
 """
 
-from covmocks import jaxenv as _jaxenv
+from covmocks.galaxies import jaxenv as _jaxenv
 
 _jaxenv.configure()
 

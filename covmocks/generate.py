@@ -2,7 +2,7 @@
 
 import sys
 
-from covmocks.cli import generate_parser, run, run_generate
+from covmocks.cli.main import generate_parser, run, run_generate
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 
 import sys
 
-from covmocks.cli import main as cli_main
+from covmocks.cli.main import main as cli_main
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # parallel-h5py.sh: a second virtual environment whose h5py writes with driver='mpio'
-# (parallel HDF5), for `python -m covmocks.mpibox` and its tests, on Debian.
+# (parallel HDF5), for `python -m covmocks.cli.generate_mpi` and its tests, on Debian.
 #
 # Usage: scripts/parallel-h5py.sh [VENV]
 #

@@ -18,9 +18,9 @@ pytest_plugins = ["tests.slurm_cluster"]
 
 def pytest_configure(config):
     """One JAX compilation cache for the whole test run, shared by every test campaign's
-    workers and ranks through ``$JAX_COMPILATION_CACHE_DIR`` (``covmocks.jaxenv.cache_dir``):
-    the kernels compile once per run, not once per campaign (minutes of CI). A cache the
-    user already set is kept."""
+    workers and ranks through ``$JAX_COMPILATION_CACHE_DIR``
+    (``covmocks.galaxies.jaxenv.cache_dir``): the kernels compile once per run, not once per
+    campaign (minutes of CI). A cache the user already set is kept."""
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         path = tempfile.mkdtemp(prefix="covmocks-tests-jax-cache-")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = config._covmocks_jax_cache = path
@@ -51,7 +51,7 @@ def mini_catalog_dir():
 
 @pytest.fixture(scope="session")
 def model():
-    from covmocks.model import get_model
+    from covmocks.galaxies.registry import get_model
 
     return get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 4096})
 

@@ -80,8 +80,8 @@ def make_template(root: Path) -> None:
 def fake_populate(self, hosts, snap, root_key) -> dict:
     """Stands in for the galaxy model (``DiffskySFH.populate``) in command-line fuzzing:
     one central per host, consistent with the catalog schema, no JAX."""
-    from covmocks import units
-    from covmocks.model import quenched_log_ssfr_threshold
+    from covmocks.core import units
+    from covmocks.galaxies.diffsky import quenched_log_ssfr_threshold
 
     n = len(hosts)
     lgm = units.log_mass_h_to_msun(np.log10(hosts.mass), snap.header.cosmology.h)

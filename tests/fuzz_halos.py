@@ -17,7 +17,7 @@ import re
 import numpy as np
 from hypothesis import strategies as st
 
-from covmocks import units
+from covmocks.core import units
 
 DATASETS = ("id", "pos", "vel", "mass", "radius")
 REQUIRED_ATTRS = ("box_size", "h", "Om0", "omega_b", "redshift")

@@ -14,7 +14,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from covmocks.errors import ConfigError
+from covmocks.core.errors import ConfigError
 
 # Every surface gets this many generated cases in all (several tests may share them).
 CASES_PER_SURFACE = 1000

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from covmocks import cli
-from covmocks.box import BoxSpec, halo_seed, snapshot_id
-from covmocks.errors import CovmocksError
-from covmocks.plan import find_task, make_plan
+from covmocks.box.spec import BoxSpec, halo_seed, snapshot_id
+from covmocks.cli import main
+from covmocks.core.errors import CovmocksError
+from covmocks.workflow.plan import find_task, make_plan
 
 
 def _parse(argv) -> BoxSpec:
-    return cli.box_spec(cli.generate_parser("test").parse_args([str(a) for a in argv]))
+    return main.box_spec(main.generate_parser("test").parse_args([str(a) for a in argv]))
 
 
 FULL = BoxSpec(
@@ -103,7 +103,7 @@ def test_regenerated_box_is_bit_identical_to_the_campaigns(tmp_path, make_campai
     import h5py
     import numpy as np
 
-    from covmocks.runner import Runner
+    from covmocks.workflow.driver import Runner
 
     campaign = make_campaign(BOX_CAMPAIGN, science={"realizations": [3], "redshifts": [0.5]})
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 1, "failed": 0}
@@ -117,7 +117,7 @@ def test_regenerated_box_is_bit_identical_to_the_campaigns(tmp_path, make_campai
         "--output",
         str(again),
     ]
-    assert cli.main(argv) == 0
+    assert main.main(argv) == 0
     with h5py.File(campaign.layout.catalog(3, 0.5)) as want, h5py.File(again) as got:
         assert sorted(got) == sorted(want) and len(want["halo_id"]) > 50
         for name in want:

@@ -1,13 +1,13 @@
-"""A box on a Parsl worker (``covmocks.apps.box``), its MPI launch in particular, without
+"""A box on a Parsl worker (``covmocks.apps.box_task``), its MPI launch in particular, without
 Parsl: the ranks are stood in for by a shell command given as ``$PARSL_MPI_PREFIX`` (the app
-appends ``python -m covmocks.mpibox ...``, which the stand-in ignores).
+appends ``python -m covmocks.cli.generate_mpi ...``, which the stand-in ignores).
 
 - what a killed attempt left (the catalog's temporaries and shards, the temporaries of its
   statistics, samples, clustering and QA record) is removed, and no final file;
 - ranks that refuse to write because the catalog appeared meanwhile (another attempt of the
   task made it) do not fail the task; other exit-2 failures do (InputError);
 - SIGTERM of the worker, or its death by SIGKILL, ends the launcher and every rank
-  (``covmocks.lifeline``), and removes what they were writing.
+  (``covmocks.apps.lifeline``), and removes what they were writing.
 """
 
 import os
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from covmocks.apps import box as app
-from covmocks.box import BoxSpec
-from covmocks.errors import InputError, NoSpaceError
+from covmocks.apps import box_task as app
+from covmocks.box.spec import BoxSpec
+from covmocks.core.errors import InputError, NoSpaceError
 from tests.test_crashes import alive
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,8 +96,8 @@ WORKER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from covmocks.apps import box as app
-    from covmocks.box import BoxSpec
+    from covmocks.apps import box_task as app
+    from covmocks.box.spec import BoxSpec
     tmp = Path(sys.argv[1])
     out = tmp / "catalogs" / "mock.hdf5"
     spec = BoxSpec(source="synthetic", n_hosts=50, seed=1, redshift=0.0, output=out)
@@ -160,7 +160,7 @@ def test_a_catalog_that_appeared_before_the_generator_looked_is_kept(tmp_path):
 ORPHANING = textwrap.dedent(
     """
     import os, subprocess, sys, time
-    from covmocks import lifeline
+    from covmocks.apps import lifeline
     child = subprocess.Popen(lifeline.command("exec", "sleep", "300"))
     print(child.pid, flush=True)
     deadline = time.monotonic() + 30
@@ -174,7 +174,7 @@ ORPHANING = textwrap.dedent(
 
 def test_a_process_started_through_the_lifeline_dies_with_its_parent():
     """The driver's interchange (``parsl_config._interchange_cmd``) dies with the driver."""
-    from covmocks.configs.parsl_config import _interchange_cmd
+    from covmocks.workflow.pilots import _interchange_cmd
 
     assert Path(_interchange_cmd()[1]).name == "lifeline.py"
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -1,9 +1,6 @@
 """Campaign files: schema, error messages, the three-tier merge and its provenance."""
 
-import ast
 import contextlib
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,8 +19,8 @@ from covmocks.campaign import (
     Resources,
     profile_names,
 )
-from covmocks.errors import ConfigError
-from covmocks.layout import Layout
+from covmocks.core.errors import ConfigError
+from covmocks.core.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = REPO / "campaigns"
@@ -232,12 +229,8 @@ def test_parsl_config_builds_from_the_typed_sections(tmp_path):
     from parsl.launchers import SimpleLauncher, SingleNodeLauncher, SrunLauncher
     from parsl.providers import LocalProvider
 
-    from covmocks.configs.parsl_config import (
-        LOCAL_NODEFILE,
-        PilotSlurmProvider,
-        build_config,
-        build_executor,
-    )
+    from covmocks.workflow.pilots import LOCAL_NODEFILE, build_config, build_executor
+    from covmocks.workflow.slurm_provider import PilotSlurmProvider
 
     local = Campaign.load(write(tmp_path, MINIMAL)).execution
     htex = build_executor(local)
@@ -266,16 +259,6 @@ def test_parsl_config_builds_from_the_typed_sections(tmp_path):
     assert executor.mpi_launcher == "srun" and executor.provider.nodes_per_block == 4
     assert LOCAL_NODEFILE not in executor.provider.worker_init
     assert config.run_dir == str(perl_mpi.directory / "logs" / "parsl")
-
-
-def test_the_campaign_package_imports_neither_planner_nor_runner():
-    code = "import sys, covmocks.campaign; print(sorted(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = set(ast.literal_eval(out.stdout))
-    later = {"covmocks.plan", "covmocks.run", "covmocks.runner", "covmocks.cli", "covmocks.dryrun",
-             "covmocks.state", "covmocks.estimate", "covmocks.metadata", "parsl"}  # fmt: skip
-    assert not loaded & later
-    assert not [name for name in ("plan", "run", "status") if hasattr(Campaign, name)]
 
 
 def test_unknown_keys_are_named_with_file_and_line(tmp_path):

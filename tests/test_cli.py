@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from covmocks import catalog
-from covmocks.cli import main
+from covmocks.catalog import hdf5
+from covmocks.cli.main import main
 
 
 def _fails(capsys, argv, expected):
@@ -63,7 +63,7 @@ def test_python_dash_m_generate_on_the_real_catalog(tmp_path, mini_catalog_dir):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "chunk 2: 8 hosts" in proc.stderr  # progress is logged per chunk
-    cat = catalog.read_catalog(out)
+    cat = hdf5.read_catalog(out)
     assert cat.attrs["n_hosts"] == 40 and cat.attrs["seed"] == 3
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp file left
 
@@ -112,7 +112,7 @@ def _halos(path, **attrs):
     import h5py
     import numpy as np
 
-    from covmocks.units import r200m_h
+    from covmocks.core.units import r200m_h
 
     mass = np.full(4, 1e12)
     with h5py.File(path, "w") as f:
@@ -141,7 +141,7 @@ def _box_argv(halos, out, *extra):
 def test_catalog_that_fails_validation_is_removed(tmp_path, capsys, monkeypatch):
     """A model that gives NaN: the command fails naming the check and the input, and leaves
     neither catalog nor statistics."""
-    from covmocks.model import DiffskySFH
+    from covmocks.galaxies.diffsky import DiffskySFH
 
     monkeypatch.setattr(DiffskySFH, "populate", _nan_populate)
     out = tmp_path / "out"
@@ -155,7 +155,7 @@ def test_overwrite_keeps_the_previous_box_until_the_new_one_validates(
 ):
     """--overwrite with a new catalog that fails validation leaves the previous catalog and
     statistics as they were; one that passes replaces them. No file is left aside."""
-    from covmocks.model import DiffskySFH
+    from covmocks.galaxies.diffsky import DiffskySFH
     from tests.fuzz_cli import fake_populate
 
     halos, out = _halos(tmp_path / "halos.hdf5"), tmp_path / "out"
@@ -172,13 +172,13 @@ def test_overwrite_keeps_the_previous_box_until_the_new_one_validates(
     monkeypatch.setattr(DiffskySFH, "populate", fake_populate)
     assert main(_box_argv(halos, out, "--seed", "2", "--overwrite")) == 0
     assert sorted(p.name for p in out.iterdir()) == ["m.hdf5", "s.hdf5"]
-    assert catalog.read_catalog(out / "m.hdf5").attrs["seed"] == 2
+    assert hdf5.read_catalog(out / "m.hdf5").attrs["seed"] == 2
 
 
 def test_text_attributes_read_back_as_written(tmp_path, monkeypatch):
     """Text that looks like JSON (a file named ``[run1].hdf5``, a sim_name ``null``) is read
     back as written: only what the writer encoded is decoded."""
-    from covmocks.model import DiffskySFH
+    from covmocks.galaxies.diffsky import DiffskySFH
     from tests.fuzz_cli import fake_populate
 
     monkeypatch.setattr(DiffskySFH, "populate", fake_populate)
@@ -186,7 +186,7 @@ def test_text_attributes_read_back_as_written(tmp_path, monkeypatch):
     out = tmp_path / "m.hdf5"
     assert main(["generate", "--source", "hdf5", "--input", str(halos), "--output", str(out),
                  "--host-limit", "2"]) == 0  # fmt: skip
-    attrs = catalog.read_catalog(out).attrs
+    attrs = hdf5.read_catalog(out).attrs
     assert attrs["sim_name"] == "[run1]" and attrs["input_catalog"] == str(halos)
     assert attrs["mass_definition"] == "null" and attrs["radius_definition"] == "{x}"
     assert attrs["host_limit"] == 2 and isinstance(attrs["versions"], dict)

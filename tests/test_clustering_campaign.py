@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covmocks import covariance, power, samples
-from covmocks.state import Journal, campaign_status
+from covmocks.clustering import power, samples
+from covmocks.covariance import ensemble
+from covmocks.workflow.journal import Journal
+from covmocks.workflow.status import campaign_status
 from tests.conftest import LOCAL_RUN
 
 N_BOXES = 6
@@ -30,7 +32,7 @@ def _clustering(n_target: float) -> dict:
 
 def _target(campaign) -> float:
     """A third of a synthetic box's galaxies, in (h/Mpc)^3 (about 2.4 per host)."""
-    from covmocks.box import BoxSpec
+    from covmocks.box.spec import BoxSpec
 
     sci = campaign.science
     spec = BoxSpec(source="synthetic", output="x", n_hosts=sci.n_hosts, redshift=0.5,
@@ -41,7 +43,7 @@ def _target(campaign) -> float:
 
 @pytest.mark.slow
 def test_campaign_measures_every_box_at_one_ensemble_threshold(make_campaign):
-    from covmocks.runner import Runner
+    from covmocks.workflow.driver import Runner
 
     science = {"realizations": list(range(N_BOXES)), "redshifts": [0.5]}
     probe = make_campaign(LOCAL_RUN, science=science)
@@ -92,10 +94,11 @@ def test_campaign_measures_every_box_at_one_ensemble_threshold(make_campaign):
         Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).iterdir()
     )
 
-    from covmocks import cli, report
+    from covmocks.cli import main
+    from covmocks.report import page as report
 
-    assert cli.main(["covariance", "-q", str(campaign.path)]) == 0
-    tree = covariance.read(layout.covariance)
+    assert main.main(["covariance", "-q", str(campaign.path)]) == 0
+    tree = ensemble.read(layout.covariance)
     group = tree["z0.500"]["sfr_n"]["real"]
     assert group["attrs"]["n_realizations"] == N_BOXES
     assert group["covariance"].shape == (9, 9)  # nmesh 16: 3 bins of k_f below Nyquist/2

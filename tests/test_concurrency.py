@@ -10,8 +10,11 @@ import time
 import h5py
 import pytest
 
-from covmocks import report, state, validation
-from covmocks.plan import make_plan
+from covmocks.catalog import validation
+from covmocks.report import page
+from covmocks.workflow.driver_lock import driver_alive
+from covmocks.workflow.plan import make_plan
+from covmocks.workflow.status import campaign_status
 from tests.conftest import LOCAL_RUN
 from tests.reliability_out import merge_summary
 
@@ -55,16 +58,16 @@ def test_readers_and_a_second_driver_while_a_campaign_runs(make_campaign):
     bad, refused, counts_seen = [], None, set()
     try:
         deadline = time.monotonic() + 600
-        while driver.poll() is None and state.driver_alive(layout.lock) is None:
+        while driver.poll() is None and driver_alive(layout.lock) is None:
             assert time.monotonic() < deadline, "the driver never took its lock"
             time.sleep(0.1)
         second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         refused = (second.returncode, second.stderr.strip().splitlines()[-1:])
         while driver.poll() is None and time.monotonic() < deadline:
             bad += _read_everything(layout, seen)
-            counts_seen.add(state.campaign_status(campaign).counts.get("done", 0))
+            counts_seen.add(campaign_status(campaign).counts.get("done", 0))
             seen["status"] += 1
-            report.build_report(campaign, workers=1)
+            page.build_report(campaign, workers=1)
             seen["report"] += 1
     finally:
         if driver.poll() is None:

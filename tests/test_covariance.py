@@ -12,9 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from covmocks import covariance, covariance_stats, power, report_clustering
-from covmocks.errors import CovmocksError
-from covmocks.plan import make_plan
+from covmocks.clustering import power
+from covmocks.core.errors import CovmocksError
+from covmocks.covariance import ensemble, estimators
+from covmocks.report import clustering
+from covmocks.workflow.plan import make_plan
 
 NK = 4
 P = 3 * NK
@@ -69,9 +71,9 @@ def test_estimates_match_the_truth_within_sampling_error(make_campaign):
     campaign, plan = _campaign(make_campaign, 400)
     for task in plan.tasks:
         write_box(campaign, task, samples=("LRG",))
-    path = covariance.build(campaign, plan)
+    path = ensemble.build(campaign, plan)
     assert path == campaign.layout.covariance and not list(path.parent.glob(".covariance*"))
-    data = covariance.read(path)
+    data = ensemble.read(path)
     root = data["attrs"]
     assert root["campaign"] == campaign.name and root["campaign_version"] == campaign.version
     assert (root["model_name"], root["model_version"]) == ("diffsky_sfh", "0.3.11")
@@ -103,7 +105,7 @@ def test_estimates_match_the_truth_within_sampling_error(make_campaign):
         # converged: the first 200 realizations agree with all 400
         assert s["attrs"]["n_half"] == 200
         assert np.abs(s["diag_ratio_half"] - 1).max() < 0.35
-        assert len(s["eigenvalues"]) == covariance_stats.N_EIGEN
+        assert len(s["eigenvalues"]) == estimators.N_EIGEN
         assert s["attrs"]["convergence"] == "consistent with noise"
         assert np.all(np.diff(s["eigenvalues"]) <= 0)
         np.testing.assert_allclose(s["eigenvalues_half"], s["eigenvalues"], rtol=0.35)
@@ -112,13 +114,13 @@ def test_estimates_match_the_truth_within_sampling_error(make_campaign):
 def test_estimate_is_numpy_s_covariance_and_halves_by_realization():
     x = np.random.default_rng(3).normal(size=(20, 6))
     realizations = np.arange(20)[::-1]  # the first half: the last ten rows
-    e = covariance_stats.estimate(x, realizations)
+    e = estimators.estimate(x, realizations)
     np.testing.assert_allclose(e["covariance"], np.cov(x, rowvar=False, ddof=1))
     np.testing.assert_allclose(e["correlation"], np.corrcoef(x, rowvar=False))
     half = np.cov(x[10:], rowvar=False)
     np.testing.assert_allclose(e["diag_ratio_half"], np.diag(half) / np.diag(e["covariance"]))
     assert e["attrs"]["hartlap"] == pytest.approx((20 - 6 - 2) / 19)
-    few = covariance_stats.estimate(x[:8], np.arange(8))  # N = 8 <= p + 2
+    few = estimators.estimate(x[:8], np.arange(8))  # N = 8 <= p + 2
     assert (
         np.isnan(few["attrs"]["hartlap"]) and "N = 8 <= p + 2 = 8" in few["attrs"]["hartlap_note"]
     )
@@ -129,7 +131,7 @@ def test_incremental_builds_count_the_finished_boxes_and_skip_unreadable(make_ca
     first = [t for t in plan.tasks if t.realization < 5]
     for task in first:
         write_box(campaign, task)
-    data = covariance.read(covariance.build(campaign, plan))
+    data = ensemble.read(ensemble.build(campaign, plan))
     assert data["attrs"]["n_boxes_used"] == 10 and data["attrs"]["n_boxes_missing"] == 10
     for z in ("z0.500", "z1.000"):
         for sample in ("LRG", "ELG"):
@@ -147,8 +149,8 @@ def test_incremental_builds_count_the_finished_boxes_and_skip_unreadable(make_ca
 
     with h5py.File(campaign.layout.clustering(partial), "a") as f:
         del f["ELG/redshift_y"]  # as if a writer died midway
-    caplog.set_level(logging.WARNING, logger="covmocks.covariance")
-    data = covariance.read(covariance.build(campaign, plan))
+    caplog.set_level(logging.WARNING, logger="covmocks.covariance.ensemble")
+    data = ensemble.read(ensemble.build(campaign, plan))
     root = data["attrs"]
     assert root["n_boxes_used"] == 18 and root["n_boxes_missing"] == 0
     assert root["n_boxes_skipped"] == 2 and root["skipped"] == [truncated, partial]
@@ -160,11 +162,11 @@ def test_incremental_builds_count_the_finished_boxes_and_skip_unreadable(make_ca
                                        for s in ("LRG", "ELG")}  # fmt: skip
     # a cache kept between loads rereads only the records that changed
     cache: dict = {}
-    boxes, skipped, _ = covariance.load(campaign, plan, cache=cache)
+    boxes, skipped, _ = ensemble.load(campaign, plan, cache=cache)
     assert len(boxes) == 18 and skipped == [truncated, partial] and len(cache) == 18
     before = {p: entry[1] for p, entry in cache.items()}
     write_box(campaign, plan.tasks[0], samples=("LRG",))
-    boxes, _, _ = covariance.load(campaign, plan, cache=cache)
+    boxes, _, _ = ensemble.load(campaign, plan, cache=cache)
     assert (
         list(boxes[0][1]["samples"]) == ["LRG"]
         and boxes[1][1] is before[campaign.layout.clustering(plan.tasks[1].task_id)]
@@ -179,14 +181,14 @@ def test_a_box_with_another_binning_or_estimator_is_an_error(make_campaign):
     write_box(campaign, odd, k_mid=K_MID * 1.1)
     with pytest.raises(CovmocksError, match=f"box {odd.task_id}: k binning .* differs from box "
                        f"{plan.tasks[0].task_id}"):  # fmt: skip
-        covariance.build(campaign, plan)
+        ensemble.build(campaign, plan)
     assert not campaign.layout.covariance.exists()
     write_box(campaign, odd, settings={**SETTINGS, "nmesh": 128})
     with pytest.raises(CovmocksError, match=f"box {odd.task_id}: clustering estimator .*nmesh"):
-        covariance.build(campaign, plan)
+        ensemble.build(campaign, plan)
     # another abacusutils release with the same settings is not another estimator
     write_box(campaign, odd, settings={**SETTINGS, "abacusutils_version": "2.2.0"})
-    assert covariance.read(covariance.build(campaign, plan))["attrs"]["n_boxes_used"] == 6
+    assert ensemble.read(ensemble.build(campaign, plan))["attrs"]["n_boxes_used"] == 6
 
 
 def test_below_completeness_boxes_are_used_counted_and_flagged(make_campaign):
@@ -194,7 +196,7 @@ def test_below_completeness_boxes_are_used_counted_and_flagged(make_campaign):
     flagged = {1, 4, 6}
     for task in plan.tasks:
         write_box(campaign, task, below=("ELG",) if task.realization in flagged else ())
-    data = covariance.read(covariance.build(campaign, plan))
+    data = ensemble.read(ensemble.build(campaign, plan))
     elg, lrg = data["z0.500"]["ELG"], data["z0.500"]["LRG"]
     assert elg["attrs"]["n_realizations"] == 8 and elg["attrs"]["n_below_completeness"] == 3
     np.testing.assert_array_equal(elg["below_completeness"], [r in flagged for r in range(8)])
@@ -210,10 +212,10 @@ def test_report_section_renders_from_records_or_the_file(make_campaign, monkeypa
     import matplotlib.image
 
     campaign, plan = _campaign(make_campaign, 12, (0.5, 1.0))
-    assert report_clustering.section(campaign, plan) is None
+    assert clustering.section(campaign, plan) is None
     for task in plan.tasks:
         write_box(campaign, task, below=("LRG",) if task.task_id == "r0002_z1.000" else ())
-    text = report_clustering.section(campaign)
+    text = clustering.section(campaign)
     assert "assembled from the records" in text and "24 boxes with a clustering record" in text
     images = _images(text)
     assert len(images) == 2  # one figure per snapshot
@@ -227,17 +229,17 @@ def test_report_section_renders_from_records_or_the_file(make_campaign, monkeypa
     assert (
         row.startswith("<td class=l>log10_mstar &gt;= 10.5000") and "<td>12</td><td>1</td>" in row
     )
-    monkeypatch.setattr(report_clustering, "_figure", lambda *args: "")  # drawn above
-    path = covariance.build(campaign, plan)
+    monkeypatch.setattr(clustering, "_figure", lambda *args: "")  # drawn above
+    path = ensemble.build(campaign, plan)
     records = [campaign.layout.clustering(t.task_id) for t in plan.tasks]
     built = path.stat().st_mtime
     for record in records:
         os.utime(record, (built - 10, built - 10))
-    assert "read from covariance.hdf5" in report_clustering.section(campaign, plan)
+    assert "read from covariance.hdf5" in clustering.section(campaign, plan)
     os.utime(records[3], (built + 10, built + 10))  # a box finished since
-    assert "assembled from the records" in report_clustering.section(campaign, plan)
+    assert "assembled from the records" in clustering.section(campaign, plan)
     write_box(campaign, plan.tasks[5], k_mid=K_MID * 2)
-    text = report_clustering.section(campaign, plan)
+    text = clustering.section(campaign, plan)
     assert "No covariance" in text and plan.tasks[5].task_id in text
 
 
@@ -245,12 +247,12 @@ def test_verdict_names_what_makes_a_covariance_unusable(make_campaign):
     """A NaN bin (the old production binning's empty first bin), an asymmetric matrix and a
     sample the campaign measures but the file lacks: one line each, naming snapshot, sample
     and statistic."""
-    from covmocks.covariance_verdict import verdict
+    from covmocks.covariance.verdict import verdict
 
     campaign, plan = _campaign(make_campaign, 8)
     for task in plan.tasks:
         write_box(campaign, task)
-    tree = covariance.compute(campaign, plan)
+    tree = ensemble.compute(campaign, plan)
     lrg = tree["z0.500"]["LRG"]
     lrg["real"]["covariance"][0, :] = np.nan
     lrg["redshift"]["covariance"][0, 1] += 1.0

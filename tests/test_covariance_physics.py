@@ -1,5 +1,5 @@
 """The covariance's physics, checked against calculations made here, independently of
-``covmocks.covariance_gaussian`` (nothing below is fitted or tuned):
+``covmocks.covariance.gaussian`` (nothing below is fitted or tuned):
 
 1. Poisson boxes through the real estimator (``power.multipoles``, then
    ``covariance.statistics``): the ensemble-mean multipoles are the shot noise, the measured
@@ -44,8 +44,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from covmocks import covariance, covariance_gaussian, covariance_stats
-from covmocks.power import PowerSettings, multipoles
+from covmocks.clustering.power import PowerSettings, multipoles
+from covmocks.covariance import ensemble, estimators, gaussian
 
 BOX = 500.0  # Mpc/h
 NMESH = 32
@@ -277,8 +277,8 @@ def poisson_ensemble(boxes: int, seed: int) -> dict:
         "axes": axes,
         "dk2": np.array(dk2),
         "n_modes": (got[0]["n_modes"], two["n_modes"]),
-        "stats": covariance.statistics(samples, realizations, got[0]["n_modes"], 1),
-        "stats2": covariance_stats.estimate(np.array(dk2), realizations),
+        "stats": ensemble.statistics(samples, realizations, got[0]["n_modes"], 1),
+        "stats2": estimators.estimate(np.array(dk2), realizations),
     }
 
 
@@ -305,8 +305,8 @@ def gaussian_field(n: int, seed: int, nb: int = NB_FIELD) -> dict:
     return {
         "a": a,
         "vectors": vectors,
-        "single": covariance_stats.estimate(vectors, realizations, per_axis=True),
-        "mean3": covariance_stats.estimate(vectors.mean(axis=1), realizations),
+        "single": estimators.estimate(vectors, realizations, per_axis=True),
+        "mean3": estimators.estimate(vectors.mean(axis=1), realizations),
     }
 
 
@@ -333,7 +333,7 @@ CASES = [(1, 7), (2, 3), (1, 16), (3, 5)]  # (dk, bins): the Poisson boxes', the
 def test_bin_moments_are_the_lattice_averages(dk, nb):
     """covariance_gaussian.bin_moments counts each bin's modes (k and -k) and averages
     L_a L_b L_c L_d over them as the enumeration here does."""
-    counts, got = covariance_gaussian.bin_moments(dk, nb)
+    counts, got = gaussian.bin_moments(dk, nb)
     np.testing.assert_array_equal(counts, 2 * half_lattice(dk, nb)[2])
     np.testing.assert_allclose(got, moments(dk, nb), rtol=0, atol=1e-12)
 
@@ -346,12 +346,12 @@ def test_legendre_coefficients_undo_the_binning(dk, nb):
     mu2, bins, _ = half_lattice(dk, nb)
     for power, bias, growth in ((SHOT, 1.0, 0.0), (P_LIN, BIAS, GROWTH)):
         mean, _ = theory(loadings(dk, nb, power, bias, growth), dk, nb)
-        got = covariance_gaussian.legendre_coefficients(mean[:, 2], dk)
+        got = gaussian.legendre_coefficients(mean[:, 2], dk)
         p_mu = np.einsum("lm,lm->m", got[:, bins], legendre(mu2[2]))
         want = power * (bias + growth * mu2[2]) ** 2
         np.testing.assert_allclose(p_mu, want, rtol=1e-10)
     poles = np.random.default_rng(5).normal(size=(3, nb))
-    np.testing.assert_allclose(covariance_gaussian.legendre_coefficients(poles, dk),
+    np.testing.assert_allclose(gaussian.legendre_coefficients(poles, dk),
                                deconvolved(poles, dk), rtol=1e-9, atol=1e-9)  # fmt: skip
 
 
@@ -365,7 +365,7 @@ def test_gaussian_reference_is_the_lattice_sum(dk, nb):
     n_k = half_lattice(dk, nb)[2]
     for power, bias, growth in ((SHOT, 1.0, 0.0), (P_LIN, BIAS, GROWTH)):
         mean, cov = theory(loadings(dk, nb, power, bias, growth), dk, nb)
-        got = covariance_gaussian.covariance(mean[:, 2], 2 * n_k, dk)
+        got = gaussian.covariance(mean[:, 2], 2 * n_k, dk)
         want = z_covariance(cov)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * want.max())
         for axis in (0, 1):
@@ -454,7 +454,7 @@ def test_poisson_reference_from_the_measured_mean(poisson):
     gaussian_covariance; dk = 2: covariance_gaussian of the mean) has the analytic diagonal
     within the noise of the mean, along z."""
     stored = {1: poisson["stats"]["real"]["gaussian_covariance"]}
-    stored[2] = covariance_gaussian.covariance(poisson["stats2"]["mean"].reshape(3, NB2),
+    stored[2] = gaussian.covariance(poisson["stats2"]["mean"].reshape(3, NB2),
                                                poisson["n_modes"][1], 2)  # fmt: skip
     for dk, nb in ((1, NB1), (2, NB2)):
         mean, cov = theory(loadings(dk, nb, SHOT), dk, nb)
@@ -502,7 +502,7 @@ def test_single_los_covariance_is_the_gaussian_one(field):
     assert_ratio_one((measured / expect).reshape(3, nb), blocks, "single")
 
     n_k = half_lattice(1, nb)[2]
-    reference = np.diag(covariance_gaussian.covariance(single["mean"].reshape(3, nb), 2 * n_k, 1))
+    reference = np.diag(gaussian.covariance(single["mean"].reshape(3, nb), 2 * n_k, 1))
     bins = half_lattice(1, nb)[1]
     abar = a.mean(axis=1)  # the single line-of-sight mean: over the axes and realizations
     cov_mean = np.array([abar[:, bins == b] @ abar[:, bins == b].T for b in range(nb)])
@@ -530,10 +530,10 @@ def test_sparse_boxes_need_the_shot_noise_scatter(estimator):
         samples.append({"real": poles, "redshift": np.array([poles] * 3),
                         "attrs": {"shot_noise_mpc3_h3": BOX**3 / n}})  # fmt: skip
     n_k = half_lattice(1, NB1)[2]
-    got = covariance.statistics(samples, np.arange(boxes), 2 * n_k, 1)["real"]
+    got = ensemble.statistics(samples, np.arange(boxes), 2 * n_k, 1)["real"]
     measured = np.diag(got["covariance"])[:NB1]
     reference = np.diag(got["gaussian_covariance"])[:NB1]
-    gaussian_only = np.diag(covariance_gaussian.covariance(got["mean"].reshape(3, -1),
+    gaussian_only = np.diag(gaussian.covariance(got["mean"].reshape(3, -1),
                                                            2 * n_k, 1))[:NB1]  # fmt: skip
     shot_var = np.var(BOX**3 / counts, ddof=1)
     np.testing.assert_allclose(reference - gaussian_only, shot_var, rtol=1e-10)

@@ -5,17 +5,18 @@
 A round starts the driver and, once a share of the campaign is done, kills one of:
 
 - the driver, by its pid alone (a login node's OOM killer; not its process group), while it
-  starts up or with a box in flight. Parsl's interchange must die with it (``covmocks.lifeline``:
-  an orphaned interchange could answer a later driver that drew the same ports); its worker
-  pool and busy worker outlive it; the round records them and in turn kills them before the
-  restart (a user who looks first) or leaves them running through the next round (one who
-  just restarts), so that orphaned workers race the new driver's workers for the same boxes;
-- a worker in a box (the process with a ``covmocks.apps.box`` watchdog child), or one MPI rank
-  (``covmocks.mpibox``), at a moment drawn from ``AIMS``: any time, or while the catalog, its
-  statistics or the ranks' shards are written, or between the catalog's rename and its QA
+  starts up or with a box in flight. Parsl's interchange must die with it
+  (``covmocks.apps.lifeline``: an orphaned interchange could answer a later driver that drew the
+  same ports); its worker pool and busy worker outlive it; the round records them and in turn kills
+  them before the restart (a user who looks first) or leaves them running through the next round
+  (one who just restarts), so that orphaned workers race the new driver's workers for the same
+  boxes;
+- a worker in a box (the process with a ``covmocks.apps.box_task`` watchdog child), or one MPI rank
+  (``covmocks.cli.generate_mpi``), at a moment drawn from ``AIMS``: any time, or while the catalog,
+  its statistics or the ranks' shards are written, or between the catalog's rename and its QA
   record. The driver must see the loss; then it is stopped with SIGTERM, which must leave
   nothing running (nor may a killed worker leave its MPI launcher and ranks running: they
-  die with it, ``covmocks.lifeline``).
+  die with it, ``covmocks.apps.lifeline``).
 
 After every round: every file under a final name (``catalogs/r*/mock_z*.hdf5``,
 ``qa/<task>.json``, ``qa/<task>.stats.hdf5``, ``qa/<task>.samples.hdf5``, the metadata JSON)
@@ -60,8 +61,10 @@ from pathlib import Path
 import h5py
 import pytest
 
-from covmocks import state, validation
-from covmocks.plan import make_plan
+from covmocks.catalog import validation
+from covmocks.workflow.journal import Journal
+from covmocks.workflow.plan import make_plan
+from covmocks.workflow.status import campaign_status
 from tests.conftest import LOCAL_RUN, write_campaign
 from tests.reliability_out import merge_summary
 from tests.test_mpi import MPIEXEC
@@ -97,10 +100,10 @@ AIMS = {
 
 # What a process of a campaign is, by its command line (first match).
 ROLES = (
-    ("lifeline.py", "mpi supervisor"),  # covmocks.lifeline over mpiexec (names mpibox too)
-    ("covmocks.mpibox", "rank"),
+    ("lifeline.py watchdog", "watchdog"),  # covmocks.apps.lifeline's watchdog mode
+    ("lifeline.py", "mpi supervisor"),  # covmocks.apps.lifeline over mpiexec (names mpibox too)
+    ("covmocks.cli.generate_mpi", "rank"),
     ("hydra_pmi_proxy", "mpi launcher"),
-    ("walltime, marker", "watchdog"),
     ("process_worker_pool", "worker pool"),
     ("interchange", "interchange"),  # its title: "parsl: HTEX interchange"
     ("covmocks.run", "driver"),
@@ -222,7 +225,7 @@ class Crashes:
 
     def busy_workers(self, round_no: int) -> list[tuple[int, str, int]]:
         """(worker pid, task id, watchdog pid) of this round's workers in a box: each has a
-        watchdog child (``covmocks.apps.box.WATCHDOG``: argv pid, walltime, <stem>.timeout)."""
+        watchdog child (``lifeline.py watchdog PID WALLTIME_S <stem>.timeout``)."""
         busy = []
         for p in self.processes(round_no):
             if p.role == "watchdog" and len(p.cmdline) >= 6:
@@ -231,7 +234,7 @@ class Crashes:
         return busy
 
     def ranks(self, round_no: int) -> dict[str, list[int]]:
-        """Task id -> pids of this round's ``covmocks.mpibox`` ranks."""
+        """Task id -> pids of this round's ``covmocks.cli.generate_mpi`` ranks."""
         by_task: dict[str, list[int]] = {}
         for p in self.processes(round_no):
             if p.role == "rank" and "--output" in p.cmdline:
@@ -245,7 +248,7 @@ class Crashes:
         return {t.task_id for t in make_plan(self.campaign).select("done")}
 
     def events(self) -> list[dict]:
-        return state.Journal(self.layout.journal).read()
+        return Journal(self.layout.journal).read()
 
     def start(self, round_no: int) -> subprocess.Popen:
         """``python -m covmocks.run`` in the round's directory, its output in driver.log."""
@@ -351,7 +354,7 @@ class Crashes:
             bad.append(f"plan.jsonl unreadable: {type(exc).__name__}: {exc}")
         try:
             events = self.events()
-            state.campaign_status(self.campaign)
+            campaign_status(self.campaign)
         except Exception as exc:  # noqa: BLE001
             bad.append(f"journal or status unreadable: {type(exc).__name__}: {exc}")
             events = []
@@ -719,7 +722,7 @@ def jax_cache(tmp_path_factory):
 
 def _campaign(tmp_path, jax_cache, rng, *layers, sleep_s=(0.5, 2.0), **sections):
     """A tiny campaign sharing the module's JAX cache. Each box first sleeps a random
-    ``sleep_s`` (a ``sleep`` fault, ``covmocks.faults``: its first attempt only), so that a
+    ``sleep_s`` (a ``sleep`` fault, ``covmocks.apps.faults``: its first attempt only), so that a
     warm worker's boxes (0.1 s) last long enough to be found and killed."""
     campaign = write_campaign(tmp_path, LOCAL_RUN, TINY, *layers, **sections)
     layout = campaign.layout

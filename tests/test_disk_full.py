@@ -2,7 +2,7 @@
 
 The write that finds the disk full fails its task with "no space left" in its error, naming
 the file; nothing appears under a final name and no temporary file stays behind; the process
-lives on (HDF5 never sees a write fail: ``covmocks.catalog.SpaceGuard``); finished catalogs,
+lives on (HDF5 never sees a write fail: ``covmocks.catalog.hdf5.SpaceGuard``); finished catalogs,
 QA records and the journal are intact, the driver returns, and once space is freed
 ``covmocks retry`` finishes the campaign without redoing a finished box.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covmocks import catalog, statistics
-from covmocks.errors import NoSpaceError
-from covmocks.retry import classify
+from covmocks.catalog import hdf5, summary
+from covmocks.core.errors import NoSpaceError
+from covmocks.workflow.retry import classify
 from tests.conftest import LOCAL_RUN
 from tests.reliability_out import merge_summary
 
@@ -73,7 +73,7 @@ def _used(root: Path) -> int:
 
 def _columns(n: int, rng) -> dict:
     columns = {}
-    for name, (dtype, shape, *_) in catalog.SCHEMA.items():
+    for name, (dtype, shape, *_) in hdf5.SCHEMA.items():
         values = rng.random((n, *shape)) if dtype.startswith("f") else np.zeros((n, *shape))
         columns[name] = values.astype(dtype)
     return columns
@@ -94,7 +94,7 @@ def test_catalog_writer_stops_at_the_write_that_finds_the_disk_full(tmpfs, tmp_p
     rows = []
     with pytest.raises(NoSpaceError) as info:
         # uncompressed and in small chunks: the data reaches the disk block by block
-        with catalog.CatalogWriter(path, {"seed": 1}, compression="none", chunk_rows=256) as w:
+        with hdf5.CatalogWriter(path, {"seed": 1}, compression="none", chunk_rows=256) as w:
             for _ in range(100):
                 w.append(_columns(1000, rng))
                 rows.append(w.n)
@@ -105,14 +105,14 @@ def test_catalog_writer_stops_at_the_write_that_finds_the_disk_full(tmpfs, tmp_p
     assert _used(fs) < 64 * 1024  # the temporary's space is back
     # HDF5 lives on in this process: a catalog is written and read back elsewhere
     other = tmp_path / "other.hdf5"
-    with catalog.CatalogWriter(other, {"seed": 2}) as w:
+    with hdf5.CatalogWriter(other, {"seed": 2}) as w:
         w.append(_columns(10, rng))
-    assert len(catalog.read_catalog(other)) == 10
+    assert len(hdf5.read_catalog(other)) == 10
 
 
 def test_space_guard_holds_what_did_not_fit_and_reads_it_back(tmpfs):
     fs = tmpfs(PAGE * 4)
-    guard = catalog.SpaceGuard(fs / "x")
+    guard = hdf5.SpaceGuard(fs / "x")
     data = bytes(range(256)) * 128  # 32 KiB: twice the disk
     assert guard.write(data) == len(data) and guard.error is not None
     assert guard.seek(PAGE, os.SEEK_SET) == PAGE and guard.write(b"abc") == 3  # held too
@@ -130,8 +130,8 @@ def test_space_guard_holds_what_did_not_fit_and_reads_it_back(tmpfs):
 SCRIPT = """
 import sys
 import numpy as np
-from covmocks import catalog
-from covmocks.errors import NoSpaceError
+from covmocks.catalog import hdf5 as catalog
+from covmocks.core.errors import NoSpaceError
 rng = np.random.default_rng(0)
 columns = {name: np.zeros((1000, *shape), dtype) + rng.random((1000, *shape)).astype(dtype)
            for name, (dtype, shape, *_) in catalog.SCHEMA.items()}
@@ -169,7 +169,7 @@ def test_a_full_disk_does_not_crash_the_process(tmpfs):
 GENERATE = """
 import contextlib, io, json, os, sys
 from pathlib import Path
-from covmocks import cli
+from covmocks.cli import main as cli
 
 argv, roomy = json.loads(sys.argv[1]), Path(sys.argv[2])
 NAMES = {"statistics": "mock.stats.hdf5", "samples": "mock.samples.hdf5", "catalog": "mock.hdf5"}
@@ -235,8 +235,8 @@ def test_generate_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(tmpfs, t
         # space freed: the same box is written whole
         assert again[0] == 0, (case, again[1])
         assert again[3] == ["mock.hdf5", "mock.samples.hdf5", "mock.stats.hdf5"], (case, again)
-        stats = statistics.read(directory / "mock.stats.hdf5")
-        assert stats["attrs"]["n_galaxies"] == len(catalog.read_catalog(directory / "mock.hdf5"))
+        stats = summary.read(directory / "mock.stats.hdf5")
+        assert stats["attrs"]["n_galaxies"] == len(hdf5.read_catalog(directory / "mock.hdf5"))
     merge_summary({"test": "disk_full_generate", "kind": "disk_full",
                    "fault": "the disk fills up while `covmocks generate` writes",
                    "how": f"{len(CASES)} moments ({', '.join(CASES)}) on a 1 MiB tmpfs; one-line "
@@ -268,7 +268,7 @@ ROOM = 64 * 1024
 
 def _finished(layout, task_ids) -> dict:
     """The mtimes of the files of finished boxes: catalog, QA record, statistics."""
-    from covmocks.layout import parse_task_id
+    from covmocks.core.layout import parse_task_id
 
     stamps = {}
     for tid in task_ids:
@@ -282,7 +282,7 @@ def _finished(layout, task_ids) -> dict:
 def _assert_intact(layout) -> None:
     """Whatever is under a final name is whole: every catalog passes validation, every QA
     record and statistics file reads; no temporary stays in catalogs/ or qa/."""
-    from covmocks.validation import check_file
+    from covmocks.catalog.validation import check_file
 
     catalogs = sorted(layout.catalogs.rglob("*.hdf5"))
     assert catalogs
@@ -291,16 +291,17 @@ def _assert_intact(layout) -> None:
     for path in layout.qa.glob("r*.json"):
         assert json.loads(path.read_text())["task_id"] == path.stem
     for path in layout.qa.glob("*.stats.hdf5"):
-        assert statistics.read(path)["attrs"]["n_galaxies"] > 0
+        assert summary.read(path)["attrs"]["n_galaxies"] > 0
     left = [p for d in (layout.catalogs, layout.qa) for p in d.rglob(".*")]
     assert left == [], left
 
 
 @pytest.mark.slow
 def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, make_campaign):
-    from covmocks.metadata import write_plan
-    from covmocks.runner import Runner
-    from covmocks.state import Journal, campaign_status, last_events
+    from covmocks.workflow.driver import Runner
+    from covmocks.workflow.journal import Journal, last_events
+    from covmocks.workflow.metadata import write_plan
+    from covmocks.workflow.status import campaign_status
 
     fs = tmpfs(64 << 20)
     science = {"realizations": list(range(N_BOXES)), "redshifts": [0.5]}
@@ -354,7 +355,8 @@ import os, sys, types
 from pathlib import Path
 import numpy as np
 from mpi4py import MPI
-from covmocks import catalog, mpibox
+from covmocks.box import mpi as mpibox
+from covmocks.catalog import hdf5 as catalog
 
 comm = MPI.COMM_WORLD
 out, leave, compression, rows = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from covmocks import state
-from covmocks.configs.parsl_config import BIN
-from covmocks.dryrun import dry_run
+from covmocks.workflow.driver_lock import DriverLock
+from covmocks.workflow.dryrun import dry_run
+from covmocks.workflow.pilots import BIN
 
 # Layers over the factory's default campaign (tests/conftest.py): 4 tasks...
 DRY = {
@@ -150,7 +150,7 @@ def test_running_driver_keeps_its_plan_and_failed_tasks_wait_for_retry(
     journal = campaign.layout.journal
     journal.parent.mkdir(parents=True)
     journal.write_text(json.dumps({"t": 0, "task": "r0000_z0.000", "event": "failed"}) + "\n")
-    with state.DriverLock(campaign.layout.lock):
+    with DriverLock(campaign.layout.lock):
         out, _ = dry(campaign, capsys)
     assert "driver    running: pid " in out and "a run now would be refused" in out
     assert not campaign.layout.manifest.exists()
@@ -159,7 +159,7 @@ def test_running_driver_keeps_its_plan_and_failed_tasks_wait_for_retry(
     assert "tasks     4 to run" in out and "plan      written" in out
 
 
-@pytest.mark.parametrize("command", [["covmocks.run"], ["covmocks.cli", "run"]])
+@pytest.mark.parametrize("command", [["covmocks.run"], ["covmocks.cli.main", "run"]])
 def test_command_line(make_campaign, slurm_calls, command):
     campaign = make_campaign(DRY, SLURM)
     proc = subprocess.run([sys.executable, "-m", *command, str(campaign.path), "--dry-run"],

@@ -44,15 +44,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from covmocks import cli, report, units
 from covmocks.campaign import Campaign
 from covmocks.campaign.profiles import profile_path, profile_ref
 from covmocks.campaign.schema import Notify
-from covmocks.errors import ConfigError, CovmocksError, TransientInputError
-from covmocks.halos import HDF5Source
-from covmocks.layout import task_id
-from covmocks.model import DiffskySFH
-from covmocks.notify import Notifier
+from covmocks.cli import main
+from covmocks.core import units
+from covmocks.core.errors import ConfigError, CovmocksError, TransientInputError
+from covmocks.core.layout import task_id
+from covmocks.galaxies.diffsky import DiffskySFH
+from covmocks.halos.blocks import HDF5Source
+from covmocks.report import page
+from covmocks.workflow.notify import Notifier
 from tests.fuzz_campaigns import TRUE, damaged_campaigns, damaged_text, dump
 from tests.fuzz_cli import (
     command_lines,
@@ -166,7 +168,7 @@ def run_cli(argv: list[str]) -> CliResult:
     usage = False
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            status = cli.main(argv)
+            status = main.main(argv)
         except SystemExit as exc:
             status, usage = exc.code, True
     return CliResult(status, out.getvalue(), err.getvalue(), usage)
@@ -493,7 +495,7 @@ def generate(case: HaloFile, root: Path, name: str, overwrite: bool = False) -> 
     """``covmocks generate --source hdf5`` on ``case`` (5 hosts): a catalog that passes
     validation (with the right hosts, for a valid file), or one clean error line naming the
     file; never a partly written output."""
-    from covmocks.validation import check_file
+    from covmocks.catalog.validation import check_file
 
     path = root / f"{name}.hdf5"
     case.write(path)
@@ -533,7 +535,7 @@ def test_damaged_halo_files_through_generate(case, name, overwrite):
 def test_fixed_generate_bug_json_like(name, tmp_path):
     """A valid halo file named ``[run1].hdf5``: its catalog reads back with the name as it
     is (read_catalog once decoded any text that looked like JSON)."""
-    from covmocks.catalog import read_catalog
+    from covmocks.catalog.hdf5 import read_catalog
 
     case = single_damage("values:pos:zero")  # (a valid file)
     assert case.expect == OK
@@ -620,7 +622,7 @@ def _watch_once(campaign, every_s, *args, **kwargs):
     return REAL_WATCH(campaign, every_s, lambda: True)
 
 
-REAL_WATCH = report.watch
+REAL_WATCH = page.watch
 
 
 def run_command_line(argv: list[str], root: Path, watch=_watch_once) -> CliResult:
@@ -632,7 +634,7 @@ def run_command_line(argv: list[str], root: Path, watch=_watch_once) -> CliResul
     argv = [a.replace("@DIR@", str(directory)).replace("@OUT@", str(out)) for a in argv]
     with (
         mock.patch.object(DiffskySFH, "populate", fake_populate),
-        mock.patch.object(report, "watch", watch),
+        mock.patch.object(page, "watch", watch),
         contextlib.chdir(directory),
     ):
         return run_cli(argv)
@@ -739,7 +741,7 @@ def test_fixed_cli_bug_watch_without_pause(every, tmp_path):
     report rebuilt as fast as the CPU allows (once accepted: a busy loop; here stopped after
     3 builds)."""
     builds = []
-    real_build = report._build
+    real_build = page._build
 
     def build(*args, **kwargs):
         builds.append(1)
@@ -747,7 +749,7 @@ def test_fixed_cli_bug_watch_without_pause(every, tmp_path):
             raise KeyboardInterrupt  # report --watch ends quietly on Ctrl-C
         return real_build(*args, **kwargs)
 
-    with mock.patch.object(report, "_build", build):
+    with mock.patch.object(page, "_build", build):
         result = run_command_line(["report", "@DIR@/valid.yaml", "--watch", every], tmp_path,
                                   watch=REAL_WATCH)  # fmt: skip
     assert result.usage or result.status == 2, f"{len(builds)} builds, status {result.status}"

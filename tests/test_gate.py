@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from covmocks.metadata import write_plan
-from covmocks.plan import make_plan
-from covmocks.runner import Runner
-from covmocks.samples import SampleCollector, rules_for
-from covmocks.state import Journal
+from covmocks.clustering.samples import SampleCollector, rules_for
+from covmocks.workflow.driver import Runner
+from covmocks.workflow.journal import Journal
+from covmocks.workflow.metadata import write_plan
+from covmocks.workflow.plan import make_plan
 from tests.conftest import LOCAL_RUN
 
 SAMPLES = {"samples": [{"name": "n", "select": "sfr", "number_density": 3e-3}],

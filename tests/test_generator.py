@@ -4,10 +4,13 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import catalog, generator, model_params, sources
-from covmocks.box import BoxSpec
-from covmocks.model import MODELS, get_model
-from covmocks.statistics import BoxStatistics
+from covmocks.box import populate
+from covmocks.box.spec import BoxSpec
+from covmocks.catalog import hdf5
+from covmocks.catalog.summary import BoxStatistics
+from covmocks.galaxies import params
+from covmocks.galaxies.registry import MODELS, get_model
+from covmocks.halos import sources
 
 
 def mini_spec(mini_catalog_dir, output, **fields) -> BoxSpec:
@@ -19,8 +22,8 @@ def mini_spec(mini_catalog_dir, output, **fields) -> BoxSpec:
 
 def _generate(tmp_path, mini_catalog_dir, model, name, **fields):
     spec = mini_spec(mini_catalog_dir, tmp_path / f"{name}.hdf5", **fields)
-    generator.generate_box(spec.open_source(), model, spec)
-    return catalog.read_catalog(spec.output)
+    populate.generate_box(spec.open_source(), model, spec)
+    return hdf5.read_catalog(spec.output)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def mini_mock(tmp_path_factory, mini_catalog_dir, model):
 
 
 def test_schema_units_and_attributes(mini_mock):
-    for name, (_, _, unit, _) in catalog.SCHEMA.items():
+    for name, (_, _, unit, _) in hdf5.SCHEMA.items():
         assert mini_mock.units[name] == unit
         assert len(mini_mock.data[name]) == len(mini_mock)
     a = mini_mock.attrs
@@ -39,8 +42,8 @@ def test_schema_units_and_attributes(mini_mock):
     assert a["n_galaxies"] == a["n_centrals"] + a["n_satellites"]
     assert a["model_name"] == "diffsky_sfh" and a["model_version"] == MODELS["diffsky_sfh"].version
     # what changes the science is recorded: the histories' steps and precision too
-    assert a["model_params"]["n_t_table"] == model_params.N_T_TABLE
-    assert a["model_params"]["precision"] == model_params.PRECISION
+    assert a["model_params"]["n_t_table"] == params.N_T_TABLE
+    assert a["model_params"]["precision"] == params.PRECISION
     assert a["seed"] == 7 and a["realization"] == 0 and a["snapshot"] == 0
     assert set(a["versions"]) >= {"covmocks", "diffmah", "diffstar", "diffsky", "dsps", "jax"}
     assert a["jax_platform"].startswith("cpu")
@@ -52,7 +55,7 @@ def test_schema_units_and_attributes(mini_mock):
 
 def test_galaxies_are_physical(mini_mock):
     d = mini_mock.data
-    for name in catalog.SCHEMA:
+    for name in hdf5.SCHEMA:
         if d[name].dtype.kind == "f":
             assert np.all(np.isfinite(d[name])), name
     assert d["pos"].min() >= 0 and d["pos"].max() < 32.0
@@ -111,7 +114,7 @@ def test_same_seed_is_bit_identical_whatever_the_chunking(tmp_path, mini_catalog
         get_model("diffsky_sfh", {"batch_min": 512, "batch_max": 512} | settings), "batches",
     )  # fmt: skip
     assert ref.attrs["model_params"]["precision"] == small.get("precision", "float32")
-    for name in catalog.SCHEMA:
+    for name in hdf5.SCHEMA:
         for cat in (again, four, other_batches):
             np.testing.assert_array_equal(cat.data[name], ref.data[name], err_msg=name)
 
@@ -155,14 +158,14 @@ def test_unresolved_spec_is_refused(tmp_path, mini_catalog_dir, model):
     """generate_box takes a resolved spec: the snapshot id keys the random stream."""
     spec = BoxSpec(source="abacus", input=mini_catalog_dir, output=tmp_path / "m.hdf5")
     with pytest.raises(ValueError, match="resolved"):
-        generator.generate_box(spec.open_source(), model, spec)
+        populate.generate_box(spec.open_source(), model, spec)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_populate_counts_rows_from_the_writer_row(mini_catalog_dir, model):
     """The one populate-and-write loop: host indices start at the writer's row, the limit
     cuts in catalog order, empty blocks are skipped, and the counts add up."""
-    from covmocks.model import CosmicTimes, snapshot_key
+    from covmocks.galaxies.diffsky import CosmicTimes, snapshot_key
 
     class Rows:
         def __init__(self):
@@ -177,7 +180,7 @@ def test_populate_counts_rows_from_the_writer_row(mini_catalog_dir, model):
     writer = Rows()
     snap = CosmicTimes.from_header(source.header)
     stats = BoxStatistics()
-    counts = generator.populate(blocks, model, snap, snapshot_key(1, 0, 0), writer, stats,
+    counts = populate.populate(blocks, model, snap, snapshot_key(1, 0, 0), writer, stats,
                                 host_limit=40)  # fmt: skip
     assert counts["n_hosts"] == 40 and counts["n_rows"] == writer.n - 1000
     assert (stats.n_centrals, stats.n_satellites) == (40, counts["n_satellites"])
@@ -192,7 +195,7 @@ def test_populate_counts_rows_from_the_writer_row(mini_catalog_dir, model):
 def test_crash_mid_write_leaves_no_file(tmp_path, mini_catalog_dir, model, monkeypatch):
     out = tmp_path / "crash.hdf5"
     calls = {"n": 0}
-    real_append = catalog.CatalogWriter.append
+    real_append = hdf5.CatalogWriter.append
 
     def failing_append(self, columns):
         calls["n"] += 1
@@ -200,10 +203,10 @@ def test_crash_mid_write_leaves_no_file(tmp_path, mini_catalog_dir, model, monke
             raise RuntimeError("simulated crash")
         real_append(self, columns)
 
-    monkeypatch.setattr(catalog.CatalogWriter, "append", failing_append)
+    monkeypatch.setattr(hdf5.CatalogWriter, "append", failing_append)
     spec = mini_spec(mini_catalog_dir, out, seed=1, chunk_hosts=100)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        generator.generate_box(spec.open_source(), model, spec)
+        populate.generate_box(spec.open_source(), model, spec)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -216,7 +219,9 @@ def test_output_does_not_depend_on_import_order(tmp_path, mini_catalog_dir):
 
     code = """
 import sys, covmocks
-from covmocks import box, generator, model
+from covmocks.box import populate as generator
+from covmocks.box import spec as box
+from covmocks.galaxies import registry as model
 if sys.argv[2] == "diffsky_first":
     import diffsky  # noqa: F401
 m = model.get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 1024})
@@ -229,8 +234,8 @@ generator.generate_box(src, m, spec.resolved(src.header))
         out = tmp_path / f"{order}.hdf5"
         subprocess.run([sys.executable, "-c", code, str(out), order, str(mini_catalog_dir)],
                        check=True, capture_output=True, timeout=300)  # fmt: skip
-        outs.append(catalog.read_catalog(out))
-    for name in catalog.SCHEMA:
+        outs.append(hdf5.read_catalog(out))
+    for name in hdf5.SCHEMA:
         np.testing.assert_array_equal(outs[0].data[name], outs[1].data[name], err_msg=name)
 
 
@@ -238,8 +243,8 @@ def test_output_that_appeared_while_writing_is_kept(tmp_path):
     """The writers' shared atomic finish (catalog.publish): a catalog that another process
     finished meanwhile is not replaced, and the temporary file is removed."""
     out = tmp_path / "box.hdf5"
-    with pytest.raises(catalog.OutputExistsError, match="appeared while writing"):
-        with catalog.CatalogWriter(out, {"seed": 1}, compression="lzf"):
+    with pytest.raises(hdf5.OutputExistsError, match="appeared while writing"):
+        with hdf5.CatalogWriter(out, {"seed": 1}, compression="lzf"):
             out.write_bytes(b"the other writer's catalog")
     assert out.read_bytes() == b"the other writer's catalog"
     assert [p.name for p in tmp_path.iterdir()] == ["box.hdf5"]
@@ -249,7 +254,7 @@ def test_output_that_appeared_while_writing_is_kept(tmp_path):
 
 
 def test_prefetched_keeps_order_and_raises_where_next_would():
-    from covmocks.overlap import prefetched
+    from covmocks.box.overlap import prefetched
 
     assert list(prefetched(iter(range(5)))) == [0, 1, 2, 3, 4]
 
@@ -265,7 +270,7 @@ def test_prefetched_keeps_order_and_raises_where_next_would():
 
 
 def test_behind_writer_keeps_order_and_raises_the_first_failure():
-    from covmocks.overlap import BehindWriter
+    from covmocks.box.overlap import BehindWriter
 
     done = []
     with BehindWriter() as w:
@@ -301,5 +306,5 @@ def test_read_failure_mid_box_leaves_no_file(tmp_path, mini_catalog_dir, model):
 
     source.iter_blocks = failing_blocks
     with pytest.raises(OSError, match="simulated read failure"):
-        generator.generate_box(source, model, spec)
+        populate.generate_box(source, model, spec)
     assert list(tmp_path.iterdir()) == []

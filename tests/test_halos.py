@@ -6,8 +6,10 @@ import errno
 import numpy as np
 import pytest
 
-from covmocks import abacus, halos, sources, synthetic, units
-from covmocks.errors import InputError, TransientInputError
+from covmocks.core import units
+from covmocks.core.errors import InputError, TransientInputError
+from covmocks.halos import abacus, sources, synthetic
+from covmocks.halos import blocks as halos
 from tests.fuzz_halos import valid_halo_file
 
 FIELDS = ("ids", "pos", "vel", "mass", "radius")
@@ -105,7 +107,8 @@ def test_unknown_source_kind():
 
 
 def test_synthetic_needs_a_finite_mass_cut():
-    """The synthetic default cut is the box spec's (box.SYNTHETIC_MHOST_MIN), not the source's."""
+    """The synthetic default cut is the box spec's (limits.SYNTHETIC_MHOST_MIN), not the
+    source's."""
     with pytest.raises(InputError, match="finite host mass cut"):
         sources.open_source("synthetic", n_hosts=10)
 
@@ -237,7 +240,7 @@ def test_abacus_read_errors_transient_or_not(mini_catalog_dir, monkeypatch):
     assert not isinstance(exc.value, TransientInputError)
 
 
-# -- the generic HDF5 file's checks (covmocks.halo_checks) ---------------------------------
+# -- the generic HDF5 file's checks (covmocks.halos.checks) ---------------------------------
 
 
 @pytest.mark.parametrize(

@@ -10,18 +10,21 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import cli, generator, sources
-from covmocks.box import BoxSpec
-from covmocks.errors import CovmocksError, InputError
-from covmocks.model import CosmicTimes, get_model
-from covmocks.plan import make_plan
+from covmocks.box import populate
+from covmocks.box.spec import BoxSpec
+from covmocks.cli import main
+from covmocks.core.errors import CovmocksError, InputError
+from covmocks.galaxies.diffsky import CosmicTimes
+from covmocks.galaxies.registry import get_model
+from covmocks.halos import sources
+from covmocks.workflow.plan import make_plan
 from tests.abacus_files import write_cleaning, write_with_redshift
 from tests.test_mpi import MPIEXEC, assert_same_catalog, mpibox, reference
 
 
 def _generate(spec: BoxSpec, model) -> dict:
     source = spec.open_source()
-    generator.generate_box(source, model, spec.resolved(source.header))
+    populate.generate_box(source, model, spec.resolved(source.header))
     with h5py.File(spec.output) as f:
         return {"attrs": dict(f.attrs), **{k: f[k][...] for k in f}}
 
@@ -59,7 +62,7 @@ def test_catalog_of_another_snapshot_is_a_one_line_error(tmp_path, mini_catalog_
     assert type(err.value) is InputError  # deterministic: not retried
     argv = ["generate", "--source", "abacus", "--input", str(halos), "--redshift", "1.1",
             "--output", str(tmp_path / "out.hdf5")]  # fmt: skip
-    assert cli.main(argv) == 2
+    assert main.main(argv) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "header redshift 1.4" in line and "z=1.1" in line and str(halos) in line
     assert not (tmp_path / "out.hdf5").exists()
@@ -147,7 +150,7 @@ def test_cleaning_root_outside_the_simulations_tree_is_refused(tmp_path, mini_ca
 
 
 def test_cleaning_is_refused_for_other_sources(make_campaign):
-    from covmocks.errors import ConfigError
+    from covmocks.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="science.cleaning: cleaned catalogs are AbacusSummit"):
         make_campaign(science={"cleaning": "/x/cleaning"})
@@ -167,7 +170,7 @@ def test_cleaned_box_on_two_ranks_equals_one_process(tmp_path, tmp_path_factory,
     want = reference(tmp_path_factory, args, env)
     rc, _, err, _ = mpibox(2, [*args, "--output", tmp_path / "two.hdf5"], env)
     assert rc == 0, err
-    from covmocks.catalog import read_catalog
+    from covmocks.catalog.hdf5 import read_catalog
 
     got = read_catalog(tmp_path / "two.hdf5")
     assert_same_catalog(got, want)

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from covmocks import jaxenv
+from covmocks.galaxies import jaxenv
 
 
 def test_flag_added_and_user_flags_kept():

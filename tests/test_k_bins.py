@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covmocks import cli, covariance_gaussian
 from covmocks.campaign import Campaign
-from covmocks.errors import ConfigError
-from covmocks.metadata import write_plan
-from covmocks.power import PowerSettings, fundamental
+from covmocks.cli import main
+from covmocks.clustering.power import PowerSettings, fundamental
+from covmocks.core.errors import ConfigError
+from covmocks.covariance import gaussian
+from covmocks.workflow.metadata import write_plan
 from tests.conftest import MINI_Z0
 
 CAMPAIGNS = Path(__file__).resolve().parents[1] / "campaigns"
@@ -21,7 +22,7 @@ SAMPLES = {"samples": [{"name": "all", "select": "all"}]}
 def test_no_bin_is_empty_and_no_shell_lies_on_an_edge(dk):
     """Every bin of every width holds modes (the lattice enumeration, independent of
     calc_power), and no integer |n|^2 equals an edge's square."""
-    counts, _ = covariance_gaussian.bin_moments(dk, 40)
+    counts, _ = gaussian.bin_moments(dk, 40)
     assert np.all(counts > 0), counts
     edges2 = (0.5 + dk * np.arange(41)) ** 2
     assert np.all(np.abs(edges2 - np.round(edges2)) == 0.25)
@@ -41,7 +42,7 @@ def test_the_old_production_setting_gave_empty_bins_and_the_new_one_none():
     settings = PowerSettings(nmesh=c.nmesh, k_max=c.k_max, dk=c.dk)
     edges = settings.k_edges(500.0)
     assert len(edges) - 1 == 15 and edges[-1] <= c.k_max
-    counts, _ = covariance_gaussian.bin_moments(c.dk, len(edges) - 1)
+    counts, _ = gaussian.bin_moments(c.dk, len(edges) - 1)
     assert np.all(counts > 0)
     words = " ".join(roman.text.replace("#", " ").split())
     assert "15 bins" in words and "45 numbers per sample" in words  # the comment is true
@@ -69,12 +70,12 @@ def test_the_abacus_header_gives_the_box_size(make_campaign, mini_catalog_dir, c
     science = {"source": "abacus", "input": str(MINI_Z0.parent) + "/z{redshift:.3f}",
                "n_hosts": None, "realizations": [0], "redshifts": [0.0]}  # fmt: skip
     too_high = make_campaign(science=science, clustering={**SAMPLES, "nmesh": 16, "k_max": 2.0})
-    assert cli.main(["plan", "-q", str(too_high.path)]) == 2
+    assert main.main(["plan", "-q", str(too_high.path)]) == 2
     err = capsys.readouterr().err
     assert "clustering.k_max" in err and "1.5708" in err and "32 Mpc/h" in err
     fits = make_campaign(science=science, clustering={**SAMPLES, "nmesh": 16, "k_max": 1.5},
                          campaign={"name": "fits"})  # fmt: skip
-    assert cli.main(["plan", "-q", str(fits.path)]) == 0
+    assert main.main(["plan", "-q", str(fits.path)]) == 0
 
 
 def test_the_old_key_names_its_replacement(tmp_path):

@@ -1,21 +1,24 @@
 """Model pieces: registry, parameters, padding, ARGUS sampling, concentration, kernels."""
 
+import inspect
+
 import numpy as np
 import pytest
 
-from covmocks import batching, kernels, model, model_params, phase_space
-from covmocks.errors import InputError
+from covmocks.core.errors import InputError
+from covmocks.galaxies import batching, diffsky, kernels, phase_space, registry
+from covmocks.galaxies import params as model_params
 
 
 def test_registry_names_and_unknown_model():
-    assert "diffsky_sfh" in model.MODELS
+    assert "diffsky_sfh" in registry.MODELS
     with pytest.raises(InputError, match="unknown galaxy model"):
-        model.get_model("nope")
+        registry.get_model("nope")
 
 
 def test_unknown_population_parameter():
     with pytest.raises(InputError, match="diffstarpop parameter"):
-        model.get_model("diffsky_sfh", {"diffstarpop": {"not_a_param": 1.0}})
+        registry.get_model("diffsky_sfh", {"diffstarpop": {"not_a_param": 1.0}})
 
 
 @pytest.mark.parametrize(
@@ -39,19 +42,19 @@ def test_unknown_population_parameter():
 )
 def test_bad_model_parameters_are_one_line_naming_the_key(params, key):
     with pytest.raises(InputError) as info:
-        model.get_model("diffsky_sfh", params)
+        registry.get_model("diffsky_sfh", params)
     message = str(info.value)
     assert key in message and "\n" not in message, message
 
 
 def test_model_parameters_not_a_mapping():
     with pytest.raises(InputError, match="mapping"):
-        model.get_model("diffsky_sfh", [1])
+        registry.get_model("diffsky_sfh", [1])
 
 
 def test_resolved_parameters_are_recorded():
     """Every parameter that changes the catalog is recorded; the batch sizes are not."""
-    mdl = model.get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 4096})
+    mdl = registry.get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 4096})
     assert set(mdl.params) == set(model_params.RECORDED)
     assert mdl.params["n_t_table"] == model_params.N_T_TABLE
     assert mdl.params["precision"] == model_params.PRECISION
@@ -110,19 +113,21 @@ def test_concentration_decreases_with_mass():
 
 def test_quenched_threshold_is_one_fifth_of_the_inverse_cosmic_age():
     """sSFR < 1/(5 t_obs) (Franx et al. 2008; Pacifici et al. 2016), t_obs in yr."""
-    assert model.quenched_log_ssfr_threshold(10.0) == pytest.approx(np.log10(0.2 / 1e10), abs=1e-12)
-    assert model.quenched_log_ssfr_threshold(13.8) == pytest.approx(-10.8388, abs=1e-4)
+    assert diffsky.quenched_log_ssfr_threshold(10.0) == pytest.approx(
+        np.log10(0.2 / 1e10), abs=1e-12
+    )
+    assert diffsky.quenched_log_ssfr_threshold(13.8) == pytest.approx(-10.8388, abs=1e-4)
     # earlier snapshots (younger universe) quench at a higher sSFR
-    assert model.quenched_log_ssfr_threshold(3.0) > model.quenched_log_ssfr_threshold(8.6)
+    assert diffsky.quenched_log_ssfr_threshold(3.0) > diffsky.quenched_log_ssfr_threshold(8.6)
 
 
 def test_quenched_at_snapshot_uses_the_stored_float32_ssfr():
     t_obs = 8.59
-    threshold = np.float32(model.quenched_log_ssfr_threshold(t_obs))
+    threshold = np.float32(diffsky.quenched_log_ssfr_threshold(t_obs))
     below = float(np.nextafter(threshold, np.float32(-np.inf)))
     log10_mstar = np.array([10.0, 10.0, 10.0, 10.0])
     log10_ssfr = np.array([-12.0, below, float(threshold), -9.5])
-    is_q = model.quenched_at_snapshot(log10_ssfr + log10_mstar, log10_mstar, t_obs)
+    is_q = diffsky.quenched_at_snapshot(log10_ssfr + log10_mstar, log10_mstar, t_obs)
     stored = (log10_ssfr + log10_mstar - log10_mstar).astype(np.float32)  # as the catalog keeps it
     np.testing.assert_array_equal(is_q, stored < threshold)
     assert is_q[0] and not is_q[-1]
@@ -131,8 +136,8 @@ def test_quenched_at_snapshot_uses_the_stored_float32_ssfr():
 def test_model_version_and_columns_name_the_state_and_the_branch():
     """1.1: is_quenched is the state at the snapshot; diffstarpop's branch has its own name.
     1.2: the histories' steps and precision are parameters (36, float32 by default)."""
-    assert model.MODELS["diffsky_sfh"].version == "1.2"
-    assert {"is_quenched", "diffstar_quenched_branch"} <= set(model.GALAXY_COLUMNS)
+    assert registry.MODELS["diffsky_sfh"].version == "1.2"
+    assert {"is_quenched", "diffstar_quenched_branch"} <= set(diffsky.GALAXY_COLUMNS)
 
 
 # --- kernels -------------------------------------------------------------------------------
@@ -206,7 +211,7 @@ def test_subhalo_table_per_host_matches_diffskys_per_satellite_draw():
     import jax.numpy as jnp
     from diffsky.mass_functions.mc_subs import generate_subhalopop_kern
 
-    model.get_model("diffsky_sfh", {})  # 64-bit mode on, as in a box
+    registry.get_model("diffsky_sfh", {})  # 64-bit mode on, as in a box
     _, table, _, _ = kernels.build_draw_kernels()
     rng = np.random.default_rng(4)
     lgm = rng.uniform(10.5, 15.0, 256).astype(np.float32)
@@ -218,3 +223,13 @@ def test_subhalo_table_per_host_matches_diffskys_per_satellite_draw():
     t = table(lgm, {"lgmsub_min": jnp.float32(10.5)})
     ours = kernels.subhalo_lgmu(u, row, np.asarray(t["cdf"]), np.asarray(t["lgmu_cutoff"]))
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-11)  # log10 mu near 0: cancellation
+
+
+def test_registry_states_the_parameters_of_the_class_it_names():
+    """The campaign loader checks model parameters against the registry, without importing the
+    model: the table must list exactly the constructor's parameters."""
+    for entry in registry.MODELS.values():
+        cls = entry.load()
+        names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        assert tuple(names) == entry.parameters, entry.name
+        assert (cls.name, cls.version) == (entry.name, entry.version)

@@ -1,4 +1,4 @@
-"""Multi-rank boxes: ``mpiexec -n N python -m covmocks.mpibox`` against the single-process
+"""Multi-rank boxes: ``mpiexec -n N python -m covmocks.cli.generate_mpi`` against the single-process
 generator. Every dataset must be bit-identical for 1, 2 and 4 ranks (seeds never depend on
 the rank), host indices must point into the whole file, and a failure on one rank must
 fail the task promptly with nothing under the output name and no shards left behind.
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covmocks import catalog, halos, sources
-from covmocks.errors import InputError, OutputError, TransientInputError
+from covmocks.catalog import hdf5
+from covmocks.core.errors import InputError, OutputError, TransientInputError
+from covmocks.halos import blocks, sources
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -94,7 +95,7 @@ class Stack:
     def box(self, n_ranks: int, args: list) -> tuple:
         return mpibox(n_ranks, args, self.env, python=self.python, mpiexec=self.mpiexec)
 
-    def reference(self, tmp_path_factory, args: list) -> catalog.Catalog:
+    def reference(self, tmp_path_factory, args: list) -> hdf5.Catalog:
         return reference(tmp_path_factory, args, self.env, python=self.python)
 
 
@@ -145,11 +146,11 @@ def _run(cmd, env, timeout=TIMEOUT_S):
 
 
 def mpibox(n_ranks: int, args: list, env, python=sys.executable, mpiexec=MPIEXEC) -> tuple:
-    cmd = [mpiexec, "-n", str(n_ranks), python, "-m", "covmocks.mpibox", *map(str, args)]
+    cmd = [mpiexec, "-n", str(n_ranks), python, "-m", "covmocks.cli.generate_mpi", *map(str, args)]
     return _run(cmd, env)
 
 
-def reference(tmp_path_factory, args: list, env, python=sys.executable) -> catalog.Catalog:
+def reference(tmp_path_factory, args: list, env, python=sys.executable) -> hdf5.Catalog:
     """The single-process output (``generator.generate_box`` through ``python -m
     covmocks.generate``) for the same arguments, made in a fresh process of ``python``: the
     JAX kernels' results depend on the process's import history (diffsky switches on 64-bit
@@ -159,10 +160,10 @@ def reference(tmp_path_factory, args: list, env, python=sys.executable) -> catal
     cmd = [python, "-m", "covmocks.generate", *map(str, args), "--output", str(out)]
     rc, _, stderr, _ = _run(cmd, env)
     assert rc == 0, stderr
-    return catalog.read_catalog(out)
+    return hdf5.read_catalog(out)
 
 
-def assert_same_catalog(got: catalog.Catalog, want: catalog.Catalog) -> None:
+def assert_same_catalog(got: hdf5.Catalog, want: hdf5.Catalog) -> None:
     """Every dataset bit-identical; attributes equal except the creation time."""
     import h5py
 
@@ -179,7 +180,7 @@ def assert_same_catalog(got: catalog.Catalog, want: catalog.Catalog) -> None:
     }
 
 
-def assert_global_host_index(cat: catalog.Catalog) -> None:
+def assert_global_host_index(cat: hdf5.Catalog) -> None:
     d = cat.data
     rows = np.arange(len(cat))
     host = d["host_index"]
@@ -218,7 +219,7 @@ def test_mini_catalog_identical_for_any_rank_count(
     rc, stdout, stderr, wall = stack.box(n_ranks, args)
     assert rc == 0, stderr
     assert stack.write in stderr
-    got = catalog.read_catalog(out)
+    got = hdf5.read_catalog(out)
     assert_same_catalog(got, mini_reference)
     assert_global_host_index(got)
     # Rows of the second and third slabs point past the first slab's rows.
@@ -248,7 +249,7 @@ def test_synthetic_box_identical_for_any_rank_count(n_ranks, tmp_path, synthetic
     rc, _, stderr, wall = stack.box(n_ranks, [*SYNTHETIC, "--output", out])
     assert rc == 0, stderr
     assert stack.write in stderr
-    got = catalog.read_catalog(out)
+    got = hdf5.read_catalog(out)
     assert_same_catalog(got, synthetic_reference)
     assert_global_host_index(got)
     assert_clean_directory(tmp_path, {"mock.hdf5"})
@@ -263,7 +264,7 @@ def test_host_limit_counts_hosts_in_catalog_order(tmp_path, tmp_path_factory, mp
     out = tmp_path / "mock.hdf5"
     rc, _, stderr, _ = mpibox(3, [*args, "--output", out], mpi_env)
     assert rc == 0, stderr
-    got = catalog.read_catalog(out)
+    got = hdf5.read_catalog(out)
     assert got.attrs["n_hosts"] == 1000
     assert_same_catalog(got, want)
 
@@ -272,14 +273,14 @@ def test_hdf5_source_with_mass_cut(tmp_path, tmp_path_factory, mpi_env):
     """The generic HDF5 reader, cut by mass at the source, shared among 2 ranks."""
     path = tmp_path_factory.mktemp("halos") / "halos.hdf5"
     synthetic = sources.open_source("synthetic", n_hosts=3000, seed=3, log10_mhost_min_msun=11.0)
-    halos.write_hdf5_halos(path, next(synthetic.iter_blocks(3000)), synthetic.header)
+    blocks.write_hdf5_halos(path, next(synthetic.iter_blocks(3000)), synthetic.header)
     args = ["--source", "hdf5", "--input", path, "--log10-mhost-min-msun", 11.3, "--seed", 1,
             "--chunk-hosts", 500]  # fmt: skip
     want = reference(tmp_path_factory, args, mpi_env)
     out = tmp_path / "mock.hdf5"
     rc, _, stderr, _ = mpibox(2, [*args, "--output", out], mpi_env)
     assert rc == 0, stderr
-    assert_same_catalog(catalog.read_catalog(out), want)
+    assert_same_catalog(hdf5.read_catalog(out), want)
 
 
 # -- each rank reads only its share ---------------------------------------------------------
@@ -292,10 +293,11 @@ _SHARE_SCRIPT = textwrap.dedent(
 
     from mpi4py import MPI
 
-    from covmocks import halos, mpibox
-    from covmocks.box import BoxSpec
-    from covmocks.model import get_model
-    from covmocks.synthetic import SyntheticSource
+    from covmocks.box import mpi as mpibox
+    from covmocks.halos import blocks as halos
+    from covmocks.box.spec import BoxSpec
+    from covmocks.galaxies.registry import get_model
+    from covmocks.halos.synthetic import SyntheticSource
 
     comm = MPI.COMM_WORLD
     SyntheticSource.BLOCK = 500  # several random-number blocks in a small box
@@ -337,7 +339,7 @@ _SHARE_SCRIPT = textwrap.dedent(
 def _expected_share(n_ranks: int, rank: int) -> tuple[list, list]:
     """RNG blocks (of 500 hosts) and HDF5 row runs that ``rank`` of ``n_ranks`` must read, and
     no others: 2,000 rows in 7 units of 300."""
-    from covmocks.mpibox import rank_share
+    from covmocks.cli.generate_mpi import rank_share
 
     share = rank_share(7, n_ranks, rank)
     start, stop = share.start * 300, min(share.stop * 300, 2000)
@@ -354,7 +356,7 @@ def test_each_rank_reads_only_its_share(tmp_path, mpi_env):
     whatever the number of ranks."""
     halo_file = tmp_path / "halos.hdf5"
     synthetic = sources.open_source("synthetic", n_hosts=2000, seed=8, log10_mhost_min_msun=11.0)
-    halos.write_hdf5_halos(halo_file, next(synthetic.iter_blocks(2000)), synthetic.header)
+    blocks.write_hdf5_halos(halo_file, next(synthetic.iter_blocks(2000)), synthetic.header)
     script = tmp_path / "share.py"
     script.write_text(_SHARE_SCRIPT)
     catalogs = {}
@@ -370,7 +372,7 @@ def test_each_rank_reads_only_its_share(tmp_path, mpi_env):
             rng, rows = _expected_share(n_ranks, rank)
             assert got["synthetic"]["rng_blocks"] == rng, (n_ranks, rank)
             assert got["hdf5"]["rows"] == rows, (n_ranks, rank)
-        catalogs[n_ranks] = {name: catalog.read_catalog(out / f"{name}.hdf5")
+        catalogs[n_ranks] = {name: hdf5.read_catalog(out / f"{name}.hdf5")
                              for name in ("synthetic", "hdf5")}  # fmt: skip
     assert catalogs[1]["synthetic"].attrs["n_hosts"] == 2000
     assert 0 < catalogs[1]["hdf5"].attrs["n_hosts"] < 2000
@@ -440,9 +442,10 @@ _FAILING_RANK_SCRIPT = textwrap.dedent(
 
     from mpi4py import MPI
 
-    from covmocks import catalog_mpio, mpibox
-    from covmocks.box import BoxSpec
-    from covmocks.model import get_model
+    from covmocks.box import mpi as mpibox
+    from covmocks.catalog import mpio as catalog_mpio
+    from covmocks.box.spec import BoxSpec
+    from covmocks.galaxies.registry import get_model
 
     comm = MPI.COMM_WORLD
     model = get_model("diffsky_sfh")
@@ -519,7 +522,7 @@ class _OneRank:
 def test_exit_status_retries_transient_read_errors(error, code):
     """Exit status 2 (bad input or output: the campaign fails the task at once) only for
     deterministic errors; a transient read error exits 1, so that the task is retried."""
-    from covmocks import mpibox
+    from covmocks.box import mpi as mpibox
 
     guard = mpibox.Guard(_OneRank())
     with guard:

@@ -1,5 +1,5 @@
-"""Multi-rank boxes inside a campaign: Parsl's MPIExecutor launches ``covmocks.mpibox`` with
-the ``$PARSL_MPI_PREFIX`` of each task (mpiexec under the local profile, srun inside a Slurm
+"""Multi-rank boxes inside a campaign: Parsl's MPIExecutor launches ``covmocks.cli.generate_mpi``
+with the ``$PARSL_MPI_PREFIX`` of each task (mpiexec under the local profile, srun inside a Slurm
 pilot block). The catalogs must equal the single-process runner's, a box that overruns its
 walltime must have its ranks stopped, and bad input must fail at once without a retry.
 """
@@ -12,10 +12,10 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import halos, sources
 from covmocks.campaign import Campaign
-from covmocks.plan import make_plan
-from covmocks.runner import Runner, uses_mpi
+from covmocks.halos import blocks, sources
+from covmocks.workflow.driver import Runner, uses_mpi
+from covmocks.workflow.plan import make_plan
 from tests.conftest import LOCAL_RUN, write_campaign
 from tests.test_mpi import MPIEXEC
 from tests.test_run import assert_qa_passed, events_of
@@ -62,7 +62,7 @@ def test_two_rank_boxes_through_mpiexecutor_equal_single_process_boxes(make_camp
 
 def _mpibox_processes(directory) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [p for p in ps.splitlines() if "covmocks.mpibox" in p and str(directory) in p]
+    return [p for p in ps.splitlines() if "covmocks.cli.generate_mpi" in p and str(directory) in p]
 
 
 def test_mpi_box_past_its_walltime_has_its_ranks_stopped(make_campaign):
@@ -90,7 +90,7 @@ def test_mpi_box_past_its_walltime_has_its_ranks_stopped(make_campaign):
 def test_bad_input_on_mpi_ranks_fails_at_once(tmp_path, make_campaign):
     src = sources.open_source("synthetic", n_hosts=300, log10_mhost_min_msun=11.0)
     block = next(src.iter_blocks(1000))
-    halos.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
+    blocks.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
     (tmp_path / "halos_1.hdf5").write_bytes(b"\x89HDF this is not a catalog")
     campaign = make_campaign(LOCAL_RUN, TWO_RANKS, science={
         "source": "hdf5", "n_hosts": None, "input": f"{tmp_path}/halos_{{realization}}.hdf5"

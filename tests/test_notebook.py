@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from covmocks.plan import make_plan
+from covmocks.workflow.plan import make_plan
 from tests.conftest import LOCAL_RUN
 
 pytestmark = pytest.mark.slow

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from covmocks.errors import ConfigError
-from covmocks.notify import Notifier
+from covmocks.core.errors import ConfigError
+from covmocks.workflow.notify import Notifier
 
 HOSTILE = "x'; touch PWNED; echo $(touch PWNED2) `touch PWNED3` && rm -rf nothing | cat"
 

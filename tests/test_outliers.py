@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from covmocks import outliers
-from covmocks.statistics import MSTAR_EDGES
+from covmocks.catalog.summary import MSTAR_EDGES
+from covmocks.report import outliers
 
 VOLUME = 100.0**3  # (Mpc/h)^3
 BINS = len(MSTAR_EDGES) - 1

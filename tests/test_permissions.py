@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from covmocks.errors import ConfigError
+from covmocks.core.errors import ConfigError
 from tests.conftest import LOCAL_RUN
 
 SECRET = "tok-3f9a1c77e2"
@@ -22,7 +22,7 @@ def test_a_umask_that_lets_others_write_is_refused(make_campaign):
 
 
 def test_plan_writes_with_the_campaign_umask(make_campaign):
-    from covmocks.metadata import write_plan
+    from covmocks.workflow.metadata import write_plan
 
     campaign = make_campaign(execution={"umask": "0027"})
     old = os.umask(0)
@@ -38,7 +38,7 @@ def test_plan_writes_with_the_campaign_umask(make_campaign):
 
 @pytest.mark.slow
 def test_campaign_files_obey_the_umask_and_logs_hold_no_secret(make_campaign, monkeypatch):
-    from covmocks.runner import Runner
+    from covmocks.workflow.driver import Runner
 
     monkeypatch.setenv("COVMOCKS_TEST_API_TOKEN", SECRET)
     notify = {"command": [sys.executable, "-c", "pass", f"--token={SECRET}"],

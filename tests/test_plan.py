@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from covmocks import cli
 from covmocks.campaign import CONFIGS, Campaign
-from covmocks.errors import CovmocksError
-from covmocks.estimate import estimate
-from covmocks.layout import Layout, task_id
-from covmocks.metadata import read_manifest, write_plan
-from covmocks.model import MODELS
-from covmocks.plan import make_plan
+from covmocks.cli import main
+from covmocks.core.errors import CovmocksError
+from covmocks.core.layout import Layout, task_id
+from covmocks.galaxies.registry import MODELS
+from covmocks.workflow.estimate import estimate
+from covmocks.workflow.metadata import read_manifest, write_plan
+from covmocks.workflow.plan import make_plan
 from tests.conftest import campaign_file, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_write_plan_makes_the_directory_and_metadata(make_campaign):
 
 def test_missing_inputs_are_blocked_until_they_appear(tmp_path, make_campaign, caplog):
     c = make_campaign(ABACUS)
-    with caplog.at_level(logging.WARNING, logger="covmocks.plan"):
+    with caplog.at_level(logging.WARNING, logger="covmocks.workflow.plan"):
         plan = make_plan(c)
     assert plan.counts == {"done": 0, "todo": 0, "blocked": 4}
     assert "4 of 4 tasks blocked: 4 inputs missing (halo or cleaned catalogs), e.g. " in caplog.text
@@ -256,14 +256,14 @@ def shipped(tmp_path, monkeypatch):
 
 
 def test_cli_plan(shipped, capsys):
-    assert cli.main(["plan", str(shipped / "demo.yaml")]) == 0
+    assert main.main(["plan", str(shipped / "demo.yaml")]) == 0
     out = capsys.readouterr().out
     assert "campaign demo version 1: 12 tasks (4 realizations x 3 snapshots)" in out
     assert "done 0 todo 12 blocked 0" in out
     runs = shipped.parent / "campaign-runs" / "demo_1"
     assert len(read_manifest(Layout(runs))) == 12 and (runs / "qa").is_dir()
 
-    assert cli.main(["plan", "-q", str(shipped / "roman_grs_covariance.yaml")]) == 0
+    assert main.main(["plan", "-q", str(shipped / "roman_grs_covariance.yaml")]) == 0
     out = capsys.readouterr().out
     assert "40000 tasks (2000 realizations x 20 snapshots)" in out
     blocked = "blocked until 40000 inputs appear (halo or cleaned catalogs), e.g.:\n  /global/cfs/"
@@ -274,12 +274,12 @@ def test_cli_plan(shipped, capsys):
 
 @pytest.mark.skipif(not (SHARED_DATA / "Mini_N64_L32").is_dir(), reason="no Mini_N64_L32 data")
 def test_cli_plan_mini_abacus_is_runnable(shipped, capsys):
-    assert cli.main(["plan", str(shipped / "mini_abacus.yaml")]) == 0
+    assert main.main(["plan", str(shipped / "mini_abacus.yaml")]) == 0
     assert "done 0 todo 1 blocked 0" in capsys.readouterr().out
 
 
 def test_cli_config_show(shipped, capsys):
-    assert cli.main(["config", "show", str(shipped / "roman_grs_covariance.yaml")]) == 0
+    assert main.main(["config", "show", str(shipped / "roman_grs_covariance.yaml")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("# ") and "profile file -> campaign file -> override" in lines[0]
     shown = {line.split(":")[0]: line for line in lines[1:]}
@@ -298,7 +298,7 @@ def test_cli_config_show(shipped, capsys):
 
 def test_cli_estimate(shipped, capsys):
     assert (
-        cli.main(["estimate", "-q", str(shipped / "roman_grs_covariance.yaml"), "--nodes", "8"])
+        main.main(["estimate", "-q", str(shipped / "roman_grs_covariance.yaml"), "--nodes", "8"])
         == 0
     )
     out = capsys.readouterr().out
@@ -311,11 +311,11 @@ def test_cli_reports_bad_files_in_one_line_each(tmp_path, capsys):
     bad = campaign_file(tmp_path, SYNTHETIC, file="bad.yaml", science={"n_hosts": "many"})
     line = line_of(bad, "n_hosts: many")
     for verb in (["plan"], ["estimate"], ["config", "show"]):
-        assert cli.main([*verb, str(bad)]) == 2
+        assert main.main([*verb, str(bad)]) == 2
         err = capsys.readouterr().err
         assert err == (f"covmocks: error: {bad}:{line} science.n_hosts: expected an integer, "
                        "got 'many'\n")  # fmt: skip
-    assert cli.main(["plan", str(tmp_path / "missing.yaml")]) == 2
+    assert main.main(["plan", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: no such file" in capsys.readouterr().err
 
 
@@ -328,7 +328,7 @@ def test_make_plan_never_writes(tmp_path, make_campaign):
 def test_unwritable_campaign_directory_is_a_clean_error(tmp_path, capsys):
     (tmp_path / "a-file").touch()
     path = campaign_file(tmp_path, SYNTHETIC, outputs={"base": "a-file"})
-    assert cli.main(["plan", str(path)]) == 2
+    assert main.main(["plan", str(path)]) == 2
     assert "cannot write campaign directory" in capsys.readouterr().err
 
 

@@ -1,4 +1,4 @@
-"""covmocks.power: the estimator's conventions and the physics it must reproduce.
+"""covmocks.clustering.power: the estimator's conventions and the physics it must reproduce.
 
 Poisson points test the shot noise 1/n, the mode counts and the Gaussian variance; a constant
 velocity tests the redshift-space displacement; clumps smeared along one axis (fingers of
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from covmocks import power
-from covmocks.power import (
+from covmocks.clustering import power
+from covmocks.clustering.power import (
     PowerSettings,
     measure,
     multipoles,
@@ -126,7 +126,7 @@ def test_synthetic_source_hosts_are_unclustered():
     """The synthetic source places its hosts uniformly and independently: their P0 is 1/n
     and P2 = P4 = 0 within Gaussian errors (positions rescaled to BOX, which keeps a uniform
     set uniform)."""
-    from covmocks.synthetic import SyntheticSource
+    from covmocks.halos.synthetic import SyntheticSource
 
     source = SyntheticSource(n_hosts=60000, log10_mhost_min_msun=11.0, redshift=0.5, seed=7)
     pos = np.concatenate([b.pos for b in source.iter_blocks(20000)])

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from covmocks import catalog
+from covmocks.catalog import hdf5
 
 
 def _tmp(path, text):
@@ -19,12 +19,12 @@ def _tmp(path, text):
 def test_the_first_writer_publishes_and_the_second_is_refused(tmp_path):
     out = tmp_path / "mock.hdf5"
     first, second = _tmp(out, "first"), _tmp(out, "second")
-    catalog.publish(first, out, overwrite=False)
+    hdf5.publish(first, out, overwrite=False)
     assert out.read_text() == "first" and not first.exists()
-    with pytest.raises(catalog.OutputExistsError, match="appeared while writing"):
-        catalog.publish(second, out, overwrite=False)
+    with pytest.raises(hdf5.OutputExistsError, match="appeared while writing"):
+        hdf5.publish(second, out, overwrite=False)
     assert out.read_text() == "first" and second.read_text() == "second"
-    catalog.publish(second, out, overwrite=True)
+    hdf5.publish(second, out, overwrite=True)
     assert out.read_text() == "second" and not second.exists()
 
 
@@ -34,8 +34,8 @@ def test_a_filesystem_without_hard_links_still_publishes_and_refuses(tmp_path, m
 
     monkeypatch.setattr(os, "link", no_link)
     out = tmp_path / "mock.hdf5"
-    catalog.publish(_tmp(out, "first"), out, overwrite=False)
+    hdf5.publish(_tmp(out, "first"), out, overwrite=False)
     assert out.read_text() == "first"
-    with pytest.raises(catalog.OutputExistsError):
-        catalog.publish(_tmp(out, "second"), out, overwrite=False)
+    with pytest.raises(hdf5.OutputExistsError):
+        hdf5.publish(_tmp(out, "second"), out, overwrite=False)
     assert out.read_text() == "first"

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from covmocks.campaign import Campaign
-from covmocks.plan import make_plan
+from covmocks.workflow.plan import make_plan
 from tests.test_docs import reference_module
 from tests.test_run import assert_qa_passed
 

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from covmocks import cli, halos, rehearse
-from covmocks.abacus import SIM_NAME
 from covmocks.campaign import Campaign
-from covmocks.plan import make_plan
+from covmocks.cli import main, rehearse
+from covmocks.halos import blocks
+from covmocks.halos.abacus_layout import SIM_NAME
+from covmocks.workflow.plan import make_plan
 from tests.conftest import DATA, LOCAL_RUN, campaign_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def _skip_without_input(production) -> None:
 
 
 def _rehearse(argv, env, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "covmocks.cli", "rehearse", *map(str, argv)],
+    return subprocess.run([sys.executable, "-m", "covmocks.cli.main", "rehearse", *map(str, argv)],
                           env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=1500)  # fmt: skip
 
@@ -115,7 +116,7 @@ def test_rerun_resumes_and_redoes_nothing(tmp_path, rehearsal_env):
 
 
 def _error(argv, capsys) -> str:
-    assert cli.main(["rehearse", *map(str, argv)]) == 2
+    assert main.main(["rehearse", *map(str, argv)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     return err
@@ -152,11 +153,11 @@ def test_refuses_a_covariance_of_one_realization(tmp_path, capsys):
 
 def _hdf5_campaign(tmp_path, h: float) -> Path:
     """An hdf5-source campaign of one 100 Mpc/h box in cosmology h, c000's Omega_M."""
-    cosmology = halos.Cosmology(h=h, Om0=halos.SYNTHETIC_COSMOLOGY.Om0, omega_b=0.0224)
-    header = halos.SimulationHeader(100.0, 0.0, cosmology, "test", "m", "p", "r")
-    block = halos.HaloBlock(np.array([1], np.uint64), np.ones((1, 3)), np.zeros((1, 3)),
+    cosmology = blocks.Cosmology(h=h, Om0=blocks.SYNTHETIC_COSMOLOGY.Om0, omega_b=0.0224)
+    header = blocks.SimulationHeader(100.0, 0.0, cosmology, "test", "m", "p", "r")
+    block = blocks.HaloBlock(np.array([1], np.uint64), np.ones((1, 3)), np.zeros((1, 3)),
                             np.array([1e12]), np.array([0.2]))  # fmt: skip
-    halos.write_hdf5_halos(tmp_path / "halos.hdf5", block, header)
+    blocks.write_hdf5_halos(tmp_path / "halos.hdf5", block, header)
     science = {"source": "hdf5", "n_hosts": None, "input": str(tmp_path / "halos.hdf5")}
     return campaign_file(tmp_path, campaign={"name": "h5"}, science=science)
 

@@ -12,10 +12,11 @@ import threading
 import numpy as np
 import pytest
 
-from covmocks import outliers, report
-from covmocks.metadata import write_plan
-from covmocks.state import Journal
-from covmocks.statistics import BoxStatistics
+from covmocks.catalog.summary import BoxStatistics
+from covmocks.report import outliers
+from covmocks.report import page as report
+from covmocks.workflow.journal import Journal
+from covmocks.workflow.metadata import write_plan
 from tests.test_statistics import _columns
 
 CHROMIUM = "/usr/bin/chromium"
@@ -86,7 +87,7 @@ def campaign_with_records(make_campaign):
 
 
 def _tasks(campaign):
-    from covmocks.plan import make_plan
+    from covmocks.workflow.plan import make_plan
 
     return [(t.task_id, t.realization, t.redshift) for t in make_plan(campaign).tasks]
 
@@ -275,18 +276,18 @@ def test_report_renders_in_chromium_without_errors_or_requests(campaign_with_rec
 
 
 def test_report_command(campaign_with_records, capsys):
-    from covmocks import cli
+    from covmocks.cli import main
 
-    assert cli.main(["report", "-q", str(campaign_with_records.path)]) == 0
+    assert main.main(["report", "-q", str(campaign_with_records.path)]) == 0
     out = capsys.readouterr().out.strip()
     assert out == str(campaign_with_records.layout.report)
     assert OUTLIER in campaign_with_records.layout.report.read_text()
 
 
 def test_status_names_the_outlier(campaign_with_records, capsys):
-    from covmocks import cli
+    from covmocks.cli import main
 
-    assert cli.main(["status", "-q", "--outliers", str(campaign_with_records.path)]) == 0
+    assert main.main(["status", "-q", "--outliers", str(campaign_with_records.path)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("outlier ")]
     assert len(lines) == 2 and all(x.startswith(f"outlier {OUTLIER} z=0: ") for x in lines)
     assert ": number density " in lines[0] and ": SMF log10 M* " in lines[1]

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
 
-from covmocks import retry
-from covmocks.errors import (
+from covmocks.catalog.validation import ValidationError
+from covmocks.core.errors import (
     ConfigError,
     CovmocksError,
     InputError,
@@ -14,8 +14,8 @@ from covmocks.errors import (
     TransientInputError,
     WalltimeExceeded,
 )
-from covmocks.retry import Decision, RetryPolicy, classify
-from covmocks.validation import ValidationError
+from covmocks.workflow import retry
+from covmocks.workflow.retry import Decision, RetryPolicy, classify
 
 LOST = [ManagerLost(b"m1", "node1"), WorkerLost(7, "node1")]
 

@@ -12,24 +12,27 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import halos, sources, state
-from covmocks.errors import CovmocksError
-from covmocks.plan import make_plan
-from covmocks.runner import Runner
+from covmocks.core.errors import CovmocksError
+from covmocks.halos import blocks, sources
+from covmocks.workflow.driver import Runner
+from covmocks.workflow.driver_lock import DriverLock, driver_alive
+from covmocks.workflow.journal import Journal
+from covmocks.workflow.plan import make_plan
+from covmocks.workflow.status import campaign_status
 from tests.conftest import LOCAL_RUN
 
 pytestmark = pytest.mark.slow
 
 
 def write_faults(campaign, faults: dict):
-    """Plan faults for the campaign's tasks (``covmocks.faults``); returns the campaign."""
+    """Plan faults for the campaign's tasks (``covmocks.apps.faults``); returns the campaign."""
     campaign.layout.faults.parent.mkdir(parents=True, exist_ok=True)
     campaign.layout.faults.write_text(json.dumps(faults))
     return campaign
 
 
 def events_of(campaign, task):
-    return [e for e in state.Journal(campaign.layout.journal).read() if e["task"] == task]
+    return [e for e in Journal(campaign.layout.journal).read() if e["task"] == task]
 
 
 def assert_qa_passed(task):
@@ -59,7 +62,7 @@ def test_campaign_end_to_end_and_rerun_skips_finished_work(make_campaign):
     with sqlite3.connect(campaign.layout.monitoring_db) as con:
         (n,) = con.execute("select count(*) from task").fetchone()
     assert n == 4
-    status = state.campaign_status(campaign)
+    status = campaign_status(campaign)
     assert status.counts["done"] == 4 and status.done_last_hour == 4 and status.driver is None
     # a rerun finds everything done: nothing recomputed, files untouched
     stamps = {t.task_id: t.output.stat().st_mtime_ns for t in plan.tasks}
@@ -98,7 +101,7 @@ def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(make_cam
 def test_corrupt_input_fails_without_retry_then_retry_verb_runs_it(tmp_path, make_campaign):
     src = sources.open_source("synthetic", n_hosts=300, log10_mhost_min_msun=11.0)
     block = next(src.iter_blocks(1000))
-    halos.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
+    blocks.write_hdf5_halos(tmp_path / "halos_0.hdf5", block, src.header)
     (tmp_path / "halos_1.hdf5").write_bytes(b"\x89HDF this is not a catalog")
     alerts = tmp_path / "alerts.txt"
     record = ["-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')", str(alerts)]
@@ -113,34 +116,34 @@ def test_corrupt_input_fails_without_retry_then_retry_verb_runs_it(tmp_path, mak
     ev = events_of(campaign, "r0001_z0.000")
     assert [e["event"] for e in ev] == ["submitted", "failed"]
     assert ev[-1]["kind"] == "deterministic" and "halos_1.hdf5" in ev[-1]["error"]
-    status = state.campaign_status(campaign)
+    status = campaign_status(campaign)
     assert status.counts["failed"] == 1 and status.counts["done"] == 1
     (failure,) = status.failed
     assert failure["task"] == "r0001_z0.000" and failure["log"].endswith("r0001_z0.000.err")
     # a plain rerun leaves the failed task alone; `retry` runs it again
     assert Runner(campaign, progress=False).run() == {"done": 0, "failed": 0}
-    halos.write_hdf5_halos(tmp_path / "halos_1.hdf5", block, src.header)
+    blocks.write_hdf5_halos(tmp_path / "halos_1.hdf5", block, src.header)
     rerun = Runner(campaign, progress=False, retry=["r0001_z0.000"]).run()
     assert rerun == {"done": 1, "failed": 0}
-    assert state.campaign_status(campaign).counts["done"] == 2
+    assert campaign_status(campaign).counts["done"] == 2
 
 
 def test_second_driver_is_refused_and_a_dead_driver_holds_no_lock(make_campaign):
     campaign = make_campaign(LOCAL_RUN)
     lock = campaign.layout.lock
-    with state.DriverLock(lock):
+    with DriverLock(lock):
         with pytest.raises(CovmocksError, match="already being run by pid"):
             Runner(campaign, progress=False).run()
-    code = ("import sys, time; from covmocks.state import DriverLock; "
+    code = ("import sys, time; from covmocks.workflow.driver_lock import DriverLock; "
             f"DriverLock({str(lock)!r}).acquire(); print('locked', flush=True); "
             "time.sleep(600)")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
-    assert state.driver_alive(lock).startswith(f"pid {proc.pid}")
+    assert driver_alive(lock).startswith(f"pid {proc.pid}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert state.driver_alive(lock) is None
-    with state.DriverLock(lock):
+    assert driver_alive(lock) is None
+    with DriverLock(lock):
         pass
 
 

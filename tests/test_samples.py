@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from covmocks import generator, samples
-from covmocks.box import BoxSpec
-from covmocks.samples import Rule, SampleCollector
+from covmocks.box import populate
+from covmocks.box.spec import BoxSpec
+from covmocks.clustering import samples
+from covmocks.clustering.samples import Rule, SampleCollector
 from tests.test_mpi import MPIEXEC, mpibox
 
 BOX = 50.0  # Mpc/h
@@ -117,7 +118,7 @@ def _synthetic_box(tmp_path, name, model, chunk_hosts) -> dict:
                    chunk_hosts=chunk_hosts, output=tmp_path / f"{name}.hdf5",
                    samples=tmp_path / f"{name}.samples.hdf5", sample_rules=RULES[:2])  # fmt: skip
     source = spec.open_source()
-    generator.generate_box(source, model, spec.resolved(source.header))
+    populate.generate_box(source, model, spec.resolved(source.header))
     return samples.read(spec.samples)
 
 
@@ -129,14 +130,14 @@ def _assert_same_samples(a: dict, b: dict) -> None:
 
 def _record(path, floors: dict) -> dict:
     """The clustering record measured from a sample file: its samples cut at fixed values."""
-    from covmocks import clustering, power
-    from covmocks.thresholds import SampleCut
+    from covmocks.clustering import measure, power
+    from covmocks.clustering.thresholds import SampleCut
 
     cuts = (SampleCut("sfr_top", "sfr", floors["sfr_top"], "given"),
             SampleCut("massive", "mstar", 10.0, "given"))  # fmt: skip
     record = path.with_name(path.name.replace(".samples.", ".pk."))
-    job = clustering.ClusteringJob(path, record, cuts, power.PowerSettings(nmesh=16))
-    clustering.measure(job)
+    job = measure.ClusteringJob(path, record, cuts, power.PowerSettings(nmesh=16))
+    measure.measure(job)
     return power.read_record(record)
 
 

@@ -19,7 +19,8 @@ from parsl.executors.high_throughput.errors import ManagerLost
 from parsl.jobs.states import JobState
 from parsl.launchers import SrunLauncher
 
-from covmocks.configs.parsl_config import PilotSlurmProvider, _interchange_cmd, build_provider
+from covmocks.workflow.pilots import _interchange_cmd, build_provider
+from covmocks.workflow.slurm_provider import PilotSlurmProvider
 from tests.conftest import write_campaign
 from tests.slurm_cluster import SlurmCluster, slurm_cluster, wait_for  # noqa: F401
 

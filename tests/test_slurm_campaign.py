@@ -2,8 +2,8 @@
 the driver does when a block is killed by its walltime or by scancel, or when slurmctld goes
 away for a minute.
 
-Faults come from ``metadata/faults.json`` (covmocks.faults): ``hang`` keeps a box busy until its
-block dies, ``sleep`` makes a box slow; each fires once per task. Each box logs the Slurm job
+Faults come from ``metadata/faults.json`` (covmocks.apps.faults): ``hang`` keeps a box busy until
+its block dies, ``sleep`` makes a box slow; each fires once per task. Each box logs the Slurm job
 it ran in (``logs/<task>.err``), which tells which block ran which attempt.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from covmocks.plan import make_plan
-from covmocks.runner import Runner
+from covmocks.workflow.driver import Runner
+from covmocks.workflow.plan import make_plan
 from tests.conftest import LOCAL_RUN, write_campaign
 from tests.slurm_cluster import wait_for
 from tests.test_run import assert_qa_passed, write_faults

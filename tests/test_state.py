@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from covmocks import state
-from covmocks.errors import CovmocksError
-from covmocks.plan import make_plan
+from covmocks.core.errors import CovmocksError
+from covmocks.workflow.driver_lock import DriverLock, driver_alive
+from covmocks.workflow.journal import Journal
+from covmocks.workflow.plan import make_plan
+from covmocks.workflow.status import campaign_status, task_states
 from tests.test_plan import finish
 
 SIX_TASKS = {
@@ -17,7 +19,7 @@ SIX_TASKS = {
 
 
 def _journal(c, events: dict[str, str]) -> None:
-    journal = state.Journal(c.layout.journal)
+    journal = Journal(c.layout.journal)
     for tid, event in events.items():
         journal.write(tid, event, **({"error": "boom", "attempt": 3} if event == "failed" else {}))
     journal.close()
@@ -37,13 +39,13 @@ def test_states_with_and_without_a_running_driver(make_campaign):
     time.sleep(0.01)
     err.touch()
 
-    with state.DriverLock(c.layout.lock):
-        st = state.campaign_status(c)
+    with DriverLock(c.layout.lock):
+        st = campaign_status(c)
         assert st.driver.startswith("pid ")
-        driver = state.driver_alive(c.layout.lock)
+        driver = driver_alive(c.layout.lock)
         assert driver == st.driver
-        events = state.Journal(c.layout.journal).read()
-        assert state.task_states(make_plan(c), events, driver) == {
+        events = Journal(c.layout.journal).read()
+        assert task_states(make_plan(c), events, driver) == {
             "r0000_z0.000": "done", "r0000_z1.000": "running", "r0001_z0.000": "queued",
             "r0001_z1.000": "retry_wait", "r0002_z0.000": "failed", "r0002_z1.000": "todo",
         }  # fmt: skip
@@ -57,11 +59,11 @@ def test_states_with_and_without_a_running_driver(make_campaign):
                       "log": str(tasks["r0002_z0.000"].log_stem) + ".err"}  # fmt: skip
 
     # no driver: nothing is in flight, whatever the journal's last word
-    assert state.driver_alive(c.layout.lock) is None
-    states = state.task_states(make_plan(c), state.Journal(c.layout.journal).read(), None)
+    assert driver_alive(c.layout.lock) is None
+    states = task_states(make_plan(c), Journal(c.layout.journal).read(), None)
     assert states["r0000_z1.000"] == states["r0001_z0.000"] == states["r0001_z1.000"] == "todo"
     assert states["r0002_z0.000"] == "failed"
-    st = state.campaign_status(c)
+    st = campaign_status(c)
     assert st.driver is None
     assert st.counts == {"done": 1, "running": 0, "queued": 0, "retry_wait": 0, "failed": 1,
                          "blocked": 0, "todo": 4}  # fmt: skip
@@ -74,9 +76,9 @@ def _events(journal):
     return [(e["task"], e["event"]) for e in journal.read()]
 
 
-def _journal_in(tmp_path) -> state.Journal:
+def _journal_in(tmp_path) -> Journal:
     """A journal where a campaign keeps it, under a ``metadata/`` not made yet."""
-    return state.Journal(tmp_path / "metadata" / "events.jsonl")
+    return Journal(tmp_path / "metadata" / "events.jsonl")
 
 
 def _write(tmp_path, *events):
@@ -101,7 +103,7 @@ def test_torn_last_line_is_ignored_and_cut_off_by_the_next_writer(tmp_path, capl
         f.write(b'{"t": 1.0, "task": "a", "ev')
     assert _events(journal) == [("a", "submitted"), ("a", "retry")]
 
-    with caplog.at_level("WARNING", logger="covmocks.state"):
+    with caplog.at_level("WARNING", logger="covmocks.workflow.journal"):
         _write(tmp_path, ("a", "submitted"), ("a", "done"))
     assert "torn last line" in caplog.text and '"ev' in caplog.text
     assert _events(journal) == [("a", "submitted"), ("a", "retry"), ("a", "submitted"),
@@ -174,7 +176,7 @@ def test_corrupt_journal_stops_status_with_one_line(make_campaign):
     with open(c.layout.journal, "ab") as f:
         f.write(b"not json\n")
     with pytest.raises(CovmocksError, match="events.jsonl: line 2 "):
-        state.campaign_status(c)
+        campaign_status(c)
 
 
 def test_blank_lines_are_skipped(tmp_path):

@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
-from covmocks import generator, statistics
-from covmocks.box import BoxSpec
-from covmocks.statistics import BoxStatistics
+from covmocks.box import populate
+from covmocks.box.spec import BoxSpec
+from covmocks.catalog import summary as statistics
+from covmocks.catalog.summary import BoxStatistics
 from tests.test_mpi import MPIEXEC, mpibox
 
 
@@ -109,7 +110,7 @@ def _synthetic(tmp_path, name, model, chunk_hosts):
                    chunk_hosts=chunk_hosts, output=tmp_path / f"{name}.hdf5",
                    statistics=tmp_path / f"{name}.stats.hdf5")  # fmt: skip
     source = spec.open_source()
-    generator.generate_box(source, model, spec.resolved(source.header))
+    populate.generate_box(source, model, spec.resolved(source.header))
     return statistics.read(spec.statistics)
 
 

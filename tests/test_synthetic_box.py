@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covmocks import cli, sources, synthetic
-from covmocks.box import BoxSpec
+from covmocks.box.spec import BoxSpec
 from covmocks.campaign import Campaign
-from covmocks.errors import ConfigError, CovmocksError, InputError
-from covmocks.plan import make_plan
+from covmocks.cli import main
+from covmocks.core.errors import ConfigError, CovmocksError, InputError
+from covmocks.halos import sources, synthetic
+from covmocks.workflow.plan import make_plan
 from tests.conftest import campaign_file
 
 H = synthetic.SYNTHETIC_COSMOLOGY.h
@@ -71,7 +72,7 @@ def test_synthetic_source_refuses(kwargs, expected):
 
 
 def _parse(argv) -> BoxSpec:
-    return cli.box_spec(cli.generate_parser("test").parse_args([str(a) for a in argv]))
+    return main.box_spec(main.generate_parser("test").parse_args([str(a) for a in argv]))
 
 
 def test_box_spec_carries_box_size_through_generate_arguments():

@@ -16,10 +16,13 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks import catalog, generator, synthetic, validation
-from covmocks.apps import box
-from covmocks.box import BoxSpec
-from covmocks.model import MODELS, quenched_log_ssfr_threshold
+from covmocks.apps import box_task
+from covmocks.box import populate
+from covmocks.box.spec import BoxSpec
+from covmocks.catalog import hdf5, validation
+from covmocks.galaxies.diffsky import quenched_log_ssfr_threshold
+from covmocks.galaxies.registry import MODELS
+from covmocks.halos import synthetic
 
 BOX = 10.0
 IS_CENTRAL = [True, False, False, True, False, True]
@@ -54,7 +57,7 @@ def good_columns() -> dict:
         "is_quenched": [False, True, False, False, True, False],
         "diffstar_quenched_branch": [True, True, False, False, True, True],
     }
-    return {k: np.asarray(v, dtype=catalog.SCHEMA[k][0]) for k, v in columns.items()}
+    return {k: np.asarray(v, dtype=hdf5.SCHEMA[k][0]) for k, v in columns.items()}
 
 
 def good_attrs() -> dict:
@@ -78,7 +81,7 @@ def good_attrs() -> dict:
 
 
 def write(path, columns=None, attrs=None):
-    with catalog.CatalogWriter(path, good_attrs() if attrs is None else attrs) as writer:
+    with hdf5.CatalogWriter(path, good_attrs() if attrs is None else attrs) as writer:
         writer.append(good_columns() if columns is None else columns)
     return path
 
@@ -103,7 +106,7 @@ def test_valid_catalog_passes_and_writes_record_atomically(tmp_path):
     assert json.loads(qa.read_text()) == record
     assert "passed" not in record  # a record exists only for a catalog that passed
     assert record["checks"] and all(record["checks"].values())
-    assert set(record["checks"]) == set(validation.check_catalog(catalog.read_catalog(path)))
+    assert set(record["checks"]) == set(validation.check_catalog(hdf5.read_catalog(path)))
     assert record["summary"]["n_galaxies"] == 6
     assert record["summary"]["n_centrals"] == 3
     assert record["summary"]["satellite_fraction"] == pytest.approx(0.5)
@@ -319,7 +322,7 @@ def test_broken_catalog_is_caught(tmp_path, case):
     qa = tmp_path / "qa" / "mock.json"
 
     if case not in UNREADABLE:
-        checks = validation.check_catalog(catalog.read_catalog(path))
+        checks = validation.check_catalog(hdf5.read_catalog(path))
         assert failed_checks(checks) == expected
     with pytest.raises(validation.ValidationError) as err:
         validation.validate(path, qa, task_id="t0")
@@ -347,7 +350,7 @@ def test_missing_dataset_message_names_it(tmp_path):
 
 def test_incomplete_catalog_in_memory_reports_schema_only(tmp_path):
     """check_catalog on a Catalog lacking a column fails schema_complete, not a KeyError."""
-    cat = catalog.read_catalog(write(tmp_path / "mock.hdf5"))
+    cat = hdf5.read_catalog(write(tmp_path / "mock.hdf5"))
     del cat.data["vel"]
     assert validation.check_catalog(cat) == {"schema_complete": False}
 
@@ -381,9 +384,7 @@ def test_satellites_just_inside_the_limits_pass(tmp_path):
     col("pos", 2, 5.0 + 2.9 * 0.4513, axis=1)(columns, attrs)  # R200m(1e13 Msun) 0.4513
     sat_speed(4, 9.9)(columns, attrs)
     col("log10_mstar", 4, 11.2 + np.log10(FB) - 1e-4)(columns, attrs)
-    checks = validation.check_catalog(
-        catalog.read_catalog(write(tmp_path / "m.hdf5", columns, attrs))
-    )
+    checks = validation.check_catalog(hdf5.read_catalog(write(tmp_path / "m.hdf5", columns, attrs)))
     assert failed_checks(checks) == set()
 
 
@@ -441,7 +442,7 @@ def real_catalogs(tmp_path_factory, mini_catalog_dir, model):
                 redshift=0.5, log10_mhost_min_msun=11.0, chunk_hosts=2000),
     ]  # fmt: skip
     for spec in specs:
-        generator.generate_box(spec.open_source(), model, spec)
+        populate.generate_box(spec.open_source(), model, spec)
     return [spec.output for spec in specs]
 
 
@@ -451,7 +452,7 @@ def test_real_catalogs_pass_every_check(real_catalogs, tmp_path):
         assert validation.check_file(path) == [], path
         record = validation.validate(path, tmp_path / f"{path.stem}.json", task_id=path.stem)
         assert all(record["checks"].values())
-        cat = catalog.read_catalog(path)
+        cat = hdf5.read_catalog(path)
         assert (~cat.data["is_central"]).sum() > 100  # the satellite checks saw satellites
         assert cat.attrs["model_version"] == MODELS["diffsky_sfh"].version
 
@@ -459,7 +460,7 @@ def test_real_catalogs_pass_every_check(real_catalogs, tmp_path):
 def test_is_quenched_is_the_ssfr_state_in_real_catalogs(real_catalogs):
     """is_quenched is sSFR < 0.2 / t_obs on the stored sSFR, exactly; the branch differs."""
     for path in real_catalogs:
-        cat = catalog.read_catalog(path)
+        cat = hdf5.read_catalog(path)
         d, t_obs = cat.data, float(cat.attrs["t_obs_gyr"])
         threshold = np.float32(quenched_log_ssfr_threshold(t_obs))
         np.testing.assert_array_equal(d["is_quenched"], d["log10_ssfr"] < threshold)
@@ -474,10 +475,10 @@ def test_is_quenched_is_the_ssfr_state_in_real_catalogs(real_catalogs):
 # ---- the worker keeps a failing catalog aside ---------------------------------------------
 
 
-def box_job(tmp_path, output) -> box.BoxJob:
+def box_job(tmp_path, output) -> box_task.BoxJob:
     """A worker's job for an existing catalog at ``output`` (generation is then skipped)."""
     campaign = tmp_path / "campaign"
-    return box.BoxJob(
+    return box_task.BoxJob(
         task_id="r0000_z0.000",
         box=BoxSpec(source="synthetic", output=output, n_hosts=3),
         qa_record=campaign / "qa" / "r0000_z0.000.json",
@@ -497,7 +498,7 @@ def test_worker_moves_failing_catalog_aside(tmp_path):
     job = box_job(tmp_path, output)
 
     with pytest.raises(validation.ValidationError, match="host_index_points_at_centrals"):
-        box.generate_and_validate(job)  # the catalog exists: no generation runs
+        box_task.generate_and_validate(job)  # the catalog exists: no generation runs
 
     moved = output.with_name("mock.hdf5.invalid")
     assert list(output.parent.iterdir()) == [moved]  # moved, not deleted, nothing else left
@@ -509,20 +510,20 @@ def test_worker_keeps_passing_catalog(tmp_path):
     output = write(tmp_path / "out" / "mock.hdf5")
     job = box_job(tmp_path, output)
 
-    record = box.generate_and_validate(job)
+    record = box_task.generate_and_validate(job)
 
     assert list(output.parent.iterdir()) == [output]
     assert json.loads(job.qa_record.read_text()) == record
 
 
 def test_validate_command_one_line_per_failed_check(tmp_path, capsys):
-    from covmocks import cli
+    from covmocks.cli import main
 
     good = write(tmp_path / "good.hdf5")
     bad = broken_catalog(tmp_path / "bad.hdf5", CASES["nan_in_position"][0])
-    assert cli.main(["validate", str(good)]) == 0
+    assert main.main(["validate", str(good)]) == 0
     assert capsys.readouterr().out == f"{good}: passed\n"
-    assert cli.main(["validate", "-q", str(good), str(bad), str(tmp_path / "none.hdf5")]) == 1
+    assert main.main(["validate", "-q", str(good), str(bad), str(tmp_path / "none.hdf5")]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert {line.split(": ", 1)[1].split(" ")[0] for line in lines if line.startswith(f"{bad}:")} \
         == CASES["nan_in_position"][1]  # fmt: skip
@@ -538,13 +539,13 @@ def test_text_attributes_that_look_like_json_read_back_as_written(tmp_path):
     attrs = {**good_attrs(), "sim_name": "[run1]", "input_notes": "null", "note": "{x}",
              "model_params": {"a": [1, 2]}, "host_limit": None}  # fmt: skip
     path = write(tmp_path / "mock.hdf5", attrs=attrs)
-    got = catalog.read_catalog(path).attrs
+    got = hdf5.read_catalog(path).attrs
     assert (got["sim_name"], got["input_notes"], got["note"]) == ("[run1]", "null", "{x}")
     assert got["model_params"] == {"a": [1, 2]} and got["host_limit"] is None
     assert "json_attributes" not in got
     assert validation.check_file(path) == []
     with h5py.File(path, "r+") as f:  # as an older covmocks wrote it
         del f.attrs["json_attributes"]
-    old = catalog.read_catalog(path).attrs
+    old = hdf5.read_catalog(path).attrs
     assert old["model_params"] == {"a": [1, 2]} and old["host_limit"] is None
     assert (old["sim_name"], old["note"]) == ("[run1]", "{x}")

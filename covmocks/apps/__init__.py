@@ -1,1 +1,2 @@
-"""Parsl apps: the code that runs on workers. ``box`` generates and validates one box."""
+"""Parsl apps: the code that runs on workers. ``box_task`` generates, validates and measures one
+box; ``lifeline`` keeps their helper processes from outliving them."""

@@ -32,7 +32,7 @@ from covmocks.campaign.schema import (
 )
 from covmocks.campaign.templates import expand_env, resolve_path
 from covmocks.campaign.yamldoc import format_path, parse_yaml, read_yaml
-from covmocks.layout import redshift_label
+from covmocks.core.layout import redshift_label
 
 __all__ = [
     "CONFIGS",

@@ -1,6 +1,6 @@
 """The campaign file's ``clustering`` section: the tracer samples whose power-spectrum
-multipoles every box measures, and the estimator's settings (``covmocks.samples``,
-``covmocks.power``). Without the section, no clustering is measured.
+multipoles every box measures, and the estimator's settings (``covmocks.clustering.samples``,
+``covmocks.clustering.power``). Without the section, no clustering is measured.
 
 A sample selects galaxies with ``select`` (``sfr``: log10 SFR [Msun/yr]; ``mstar``: log10
 M* [Msun]; ``all``: every galaxy) at or above a threshold, given (``threshold``) or fixed
@@ -17,13 +17,14 @@ from pydantic import Field, ValidationInfo, model_validator
 from covmocks.campaign.schema import Name, PosInt, Redshift, _Section, record_problem
 
 PosFloat = Annotated[float, Field(gt=0)]
+Selection = Literal["all", "sfr", "mstar"]
 
 
 class SampleSection(_Section):
     """One tracer sample."""
 
     name: Name
-    select: Literal["all", "sfr", "mstar"]
+    select: Selection
     threshold: float | dict[Redshift, float] | None = None
     number_density: PosFloat | dict[Redshift, PosFloat] | None = None
     redshifts: list[Redshift] | None = None  # the snapshots that measure it; None: every one
@@ -48,6 +49,27 @@ class SampleSection(_Section):
         return self.redshifts is None or any(abs(z - redshift) < 5e-4 for z in self.redshifts)
 
 
+class SampleRule(_Section):
+    """One box's keep rule, as a sample reaches the box (``covmocks generate --sample-rules``,
+    ``covmocks.clustering.samples.Rule``): for ``sfr`` and ``mstar`` exactly one of ``floor``
+    (the threshold, in the selected quantity's log10) and ``density`` (keep the density x
+    volume galaxies highest in it, (h/Mpc)^3); ``all`` takes neither."""
+
+    name: Name
+    select: Selection
+    floor: float | None = None
+    density: PosFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_cut(self):
+        given = [k for k in ("floor", "density") if getattr(self, k) is not None]
+        if self.select == "all" and given:
+            raise ValueError(f"select 'all' takes every galaxy: no {given[0]}")
+        if self.select != "all" and len(given) != 1:
+            raise ValueError(f"select {self.select} needs exactly one of floor and density")
+        return self
+
+
 def _at(value, redshift: float):
     if not isinstance(value, dict):
         return value
@@ -58,7 +80,7 @@ def _at(value, redshift: float):
 
 
 class ClusteringSection(_Section):
-    """``clustering``: the samples and the estimator (``covmocks.power.PowerSettings``).
+    """``clustering``: the samples and the estimator (``covmocks.clustering.power.PowerSettings``).
     ``margin``: a number-density sample's box keeps its ``margin`` x n x volume galaxies
     highest in ``select``, so that the ensemble threshold (fixed from the first
     ``calibration_boxes`` realizations of the snapshot) lies within what every box kept."""

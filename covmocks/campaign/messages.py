@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from covmocks.campaign.realizations import TAGS
 from covmocks.campaign.schema import NAME_PATTERN, WALLTIME_PATTERN
 from covmocks.campaign.yamldoc import YamlDoc, format_path, one_line
-from covmocks.errors import ConfigError
+from covmocks.core.errors import ConfigError
 
 _EXPECTED = {
     "float_type": "a number",

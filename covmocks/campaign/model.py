@@ -20,8 +20,8 @@ from covmocks.campaign.profiles import load_profile, profile_ref
 from covmocks.campaign.schema import Execution, Notify, Profile, Resources, Science
 from covmocks.campaign.templates import resolve_path
 from covmocks.campaign.yamldoc import YamlDoc, format_path, parse_yaml, read_yaml
-from covmocks.layout import Layout, redshift_label
-from covmocks.model import MODELS
+from covmocks.core.layout import Layout, redshift_label
+from covmocks.galaxies.registry import MODELS
 
 
 @dataclasses.dataclass(frozen=True)

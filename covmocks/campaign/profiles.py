@@ -9,7 +9,7 @@ from covmocks.campaign.messages import validate
 from covmocks.campaign.schema import ProfileFile
 from covmocks.campaign.templates import resolve_path
 from covmocks.campaign.yamldoc import YamlDoc, read_yaml
-from covmocks.errors import ConfigError
+from covmocks.core.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_PROFILE = "local"

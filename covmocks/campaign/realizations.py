@@ -1,5 +1,5 @@
 """``science.realizations``: a list of distinct realization ids, or a range ``{first, last,
-exclude}``; each id a random-stream id in [0, 2**31) (``box.RANDOM_ID_LIMIT``), at least one."""
+exclude}``; each id a random-stream id in [0, 2**31) (``limits.RANDOM_ID_LIMIT``), at least one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from covmocks.box import RANDOM_ID_LIMIT
+from covmocks.core.limits import RANDOM_ID_LIMIT
 
 MAX_REALIZATIONS = 1_000_000
 RealizationId = Annotated[int, Field(ge=0, lt=RANDOM_ID_LIMIT)]

@@ -8,7 +8,6 @@ Field names are the YAML keys. Cross-field checks record their problems through
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,17 +20,22 @@ from pydantic import (
     model_validator,
 )
 
-from covmocks.box import CHUNK_HOSTS, MAX_REDSHIFT, RANDOM_ID_LIMIT
 from covmocks.campaign.realizations import Realizations, _Section
 from covmocks.campaign.templates import check_template
 from covmocks.campaign.yamldoc import format_path
-from covmocks.catalog import COMPRESSIONS
-from covmocks.halos import SOURCE_KINDS, SYNTHETIC_MHOST_RANGE
-from covmocks.model import MODELS
+from covmocks.core.limits import (
+    CHUNK_HOSTS,
+    COMPRESSIONS,
+    MAX_REDSHIFT,
+    PATH_SOURCES,
+    RANDOM_ID_LIMIT,
+    SOURCE_KINDS,
+    SYNTHETIC_MHOST_RANGE,
+)
+from covmocks.galaxies.registry import MODELS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 WALLTIME_PATTERN = r"^\d+:\d{2}:\d{2}$"
-PATH_SOURCES = ("abacus", "hdf5")
 
 
 def record_problem(info: ValidationInfo, path: tuple, message: str) -> None:
@@ -90,8 +94,7 @@ class CampaignSection(_Section):
 
 def model_parameters(model: str) -> list[str]:
     """Constructor parameter names of a registered galaxy model (no instantiation)."""
-    names = inspect.signature(MODELS[model].__init__).parameters
-    return [n for n in names if n != "self"]
+    return list(MODELS[model].parameters)
 
 
 class _ScienceValues(_Section):

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from covmocks.errors import ConfigError
+from covmocks.core.errors import ConfigError
 
 
 def format_path(path: tuple) -> str:

@@ -436,20 +436,21 @@ def layout_rows(path: Path, symbols: dict[int, str], rename: dict[str, str]):
 
 
 def _stand_in_catalog(tmp: Path) -> tuple[Path, dict]:
-    """An empty catalog laid out by ``covmocks.catalog`` with every attribute the generator
+    """An empty catalog laid out by ``covmocks.catalog.hdf5`` with every attribute the generator
     writes: ``generator.catalog_attrs`` (its keys, read from its source), ``totals``, the
     completeness attributes and ``halo_cleaning`` that ``generate_box`` adds, and the writer's
     ``n_galaxies``."""
     import h5py
 
-    from covmocks import catalog, generator
+    from covmocks.box import populate
+    from covmocks.catalog import hdf5 as catalog
 
-    tree = ast.parse(inspect.getsource(generator.catalog_attrs))
+    tree = ast.parse(inspect.getsource(populate.catalog_attrs))
     (ret,) = [n for n in ast.walk(tree) if isinstance(n, ast.Return)]
     keys = [k.value for k in ret.value.keys]
     attrs = dict.fromkeys(keys, 0)
-    attrs |= generator.totals([{"n_hosts": 0, "n_satellites": 0}])
-    attrs |= dict.fromkeys(generator.COMPLETENESS_ATTRS, 0)
+    attrs |= populate.totals([{"n_hosts": 0, "n_satellites": 0}])
+    attrs |= dict.fromkeys(populate.COMPLETENESS_ATTRS, 0)
     attrs |= {"halo_cleaning": {"applied": False}, "n_galaxies": 0}  # JSON, as written
     path = tmp / "catalog.hdf5"
     with h5py.File(path, "w") as f:
@@ -461,17 +462,17 @@ def _stand_in_catalog(tmp: Path) -> tuple[Path, dict]:
 def _stand_in_box_files(tmp: Path):
     """The statistics and samples files of an empty box, through ``generator.write_statistics``
     (the generator's own path) with a stand-in spec."""
-    from covmocks import generator
-    from covmocks.samples import SampleCollector
-    from covmocks.statistics import BoxStatistics
+    from covmocks.box import populate
+    from covmocks.catalog.summary import BoxStatistics
+    from covmocks.clustering.samples import SampleCollector
 
     stats = BoxStatistics()
     summary = stats.summary(box_size=100.0, h=0.7, log10_mhost_min_msun=11.0,
                             log10_msub_min_msun=10.5)  # fmt: skip
-    attrs = dict.fromkeys(generator.IDENTITY, 0)
+    attrs = dict.fromkeys(populate.IDENTITY, 0)
     spec = SimpleNamespace(statistics=tmp / "box.stats.hdf5", samples=tmp / "box.samples.hdf5",
                            output=tmp / "box.hdf5", task_id="r0000_z0.500")  # fmt: skip
-    generator.write_statistics(spec, stats, summary, attrs, SampleCollector((), 100.0))
+    populate.write_statistics(spec, stats, summary, attrs, SampleCollector((), 100.0))
     return spec.statistics, spec.samples
 
 
@@ -479,10 +480,11 @@ NK, N_BOXES = 7, 4  # stand-in sizes, shown as symbols
 
 
 def _stand_in_records(tmp: Path):
-    """Clustering records written by ``covmocks.power.write_record`` with the root attributes
-    ``covmocks.clustering`` gives them, then the covariance of four such boxes through
-    ``covmocks.covariance`` (``read_box``, ``assemble``, ``write``)."""
-    from covmocks import clustering, covariance, power
+    """Clustering records written by ``covmocks.clustering.power.write_record`` with the root
+    attributes ``covmocks.clustering.measure`` gives them, then the covariance of four such boxes
+    through ``covmocks.covariance.ensemble`` (``read_box``, ``assemble``, ``write``)."""
+    from covmocks.clustering import measure, power
+    from covmocks.covariance import ensemble
 
     cut = SimpleNamespace(select="sfr", threshold=0.5, origin="number_density",
                           number_density=1e-3, name="<sample>")  # fmt: skip
@@ -491,25 +493,29 @@ def _stand_in_records(tmp: Path):
         sample = {key: np.ones((3, NK)) for key in power.ARRAYS if key.startswith("redshift")}
         sample |= {"k_mid": np.ones(NK), "k_avg": np.ones(NK), "n_modes": np.ones(NK, int),
                    "real": np.ones((3, NK)) + r, "n_objects": 10, "number_density": 1e-3,
-                   "shot_noise": 1e3, "selection": clustering._selection(cut, {})}  # fmt: skip
+                   "shot_noise": 1e3, "selection": measure._selection(cut, {})}  # fmt: skip
         sample["redshift"] = sample["redshift"] + r
-        attrs = dict.fromkeys(clustering.IDENTITY, 0) | {"model_name": "m", "model_version": "1"}
+        attrs = dict.fromkeys(measure.IDENTITY, 0) | {"model_name": "m", "model_version": "1"}
         attrs |= {"samples_file": "x", "estimator": json.dumps({"nmesh": 32, "dk_fundamentals": 1})}
         path = tmp / f"r{r}.pk.hdf5"
         power.write_record(path, {"sample": sample, "sample_b": sample}, attrs)
         task = SimpleNamespace(task_id=f"r{r:04d}_z0.500", realization=r, redshift=0.5)
-        boxes.append((task, covariance.read_box(path)))
+        boxes.append((task, ensemble.read_box(path)))
     cov = tmp / "covariance.hdf5"
-    covariance.write(cov, covariance.assemble(boxes))
+    ensemble.write(cov, ensemble.assemble(boxes))
     return tmp / "r0.pk.hdf5", cov
 
 
 LAYOUTS = {  # kind -> the writer that lays the file out
-    "catalog": "covmocks.catalog.create_datasets, covmocks.generator.catalog_attrs",
-    "statistics": "covmocks.generator.write_statistics, covmocks.statistics.BoxStatistics.write",
-    "samples": "covmocks.generator.write_statistics, covmocks.samples.SampleCollector.write",
-    "clustering": "covmocks.power.write_record",
-    "covariance": "covmocks.covariance.assemble, covmocks.covariance.write",
+    "catalog": "covmocks.catalog.hdf5.create_datasets, covmocks.box.populate.catalog_attrs",
+    "statistics": (
+        "covmocks.box.populate.write_statistics, covmocks.catalog.summary.BoxStatistics.write"
+    ),
+    "samples": (
+        "covmocks.box.populate.write_statistics, covmocks.clustering.samples.SampleCollector.write"
+    ),
+    "clustering": "covmocks.clustering.power.write_record",
+    "covariance": "covmocks.covariance.ensemble.assemble, covmocks.covariance.ensemble.write",
 }
 
 

@@ -1,0 +1,1 @@
+"""The command line: the covmocks verbs, ``covmocks generate`` and ``covmocks rehearse``."""

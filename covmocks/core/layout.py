@@ -1,0 +1,192 @@
+"""The campaign directory's layout: every path under it, and how tasks and snapshots are named.
+
+Every other module asks this one for a path; none spells out a directory name itself::
+
+    <campaign dir>/
+      metadata/  campaign.yaml      the campaign file as given
+                 config.json        merged configuration and where each value came from
+                 science.json       what fixes the catalogs' content, and its sha256
+                 provenance.json    software versions, git commit, host, user, time
+                 plan.jsonl         the manifest: one task per line
+                 plan.json          counts by state, time of planning
+                 events.jsonl       the driver's journal
+                 driver.lock        the driver's flock
+                 faults.json        fault injection (tests and rehearsals only)
+                 monitoring.db      Parsl's monitoring database
+                 jax-cache/         JAX's persistent compilation cache
+                 thresholds.json    sample thresholds fixed per snapshot (clustering)
+      catalogs/rNNNN/mock_zZ.ZZZ.hdf5
+      qa/rNNNN_zZ.ZZZ.json          written last: with the catalog, marks the task done
+         rNNNN_zZ.ZZZ.stats.hdf5    the box's science statistics
+         rNNNN_zZ.ZZZ.samples.hdf5  the galaxies the clustering samples are cut from
+         rNNNN_zZ.ZZZ.pk.hdf5       the box's clustering: multipoles of each sample
+         report.html                the campaign report
+      covariance.hdf5               the clustering covariance (``covmocks covariance``)
+      logs/rNNNN_zZ.ZZZ.out, .err   the task's output; .timeout and .faults markers beside
+           driver.log, driver.console, parsl/, dry-run/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+SUBDIRS = ("metadata", "catalogs", "logs", "qa")
+TASK_ID = re.compile(r"^r(\d{4,})_z(\d+\.\d{3})$")
+
+
+def redshift_label(redshift: float) -> str:
+    """``1.1`` -> ``'1.100'``: how a redshift appears in task names and file names."""
+    return f"{redshift:.3f}"
+
+
+def task_id(realization: int, redshift: float) -> str:
+    """``(3, 1.1)`` -> ``'r0003_z1.100'``."""
+    return f"r{realization:04d}_z{redshift_label(redshift)}"
+
+
+def parse_task_id(text: str) -> tuple[int, str]:
+    """``'r0003_z1.100'`` -> ``(3, '1.100')``; ValueError for anything else."""
+    match = TASK_ID.match(text)
+    if not match:
+        raise ValueError(f"not a task id: {text!r} (expected rNNNN_zZ.ZZZ, e.g. r0001_z0.500)")
+    return int(match[1]), match[2]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Layout:
+    """The paths of one campaign directory (absolute where ``root`` is)."""
+
+    root: Path
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata"
+
+    @property
+    def catalogs(self) -> Path:
+        return self.root / "catalogs"
+
+    @property
+    def qa(self) -> Path:
+        return self.root / "qa"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def subdirs(self) -> list[Path]:
+        return [self.root / name for name in SUBDIRS]
+
+    # metadata/
+    @property
+    def campaign_file(self) -> Path:
+        return self.metadata / "campaign.yaml"
+
+    @property
+    def config(self) -> Path:
+        return self.metadata / "config.json"
+
+    @property
+    def science(self) -> Path:
+        return self.metadata / "science.json"
+
+    @property
+    def provenance(self) -> Path:
+        return self.metadata / "provenance.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.metadata / "plan.jsonl"
+
+    @property
+    def plan_summary(self) -> Path:
+        return self.metadata / "plan.json"
+
+    @property
+    def journal(self) -> Path:
+        return self.metadata / "events.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.metadata / "driver.lock"
+
+    @property
+    def faults(self) -> Path:
+        return self.metadata / "faults.json"
+
+    @property
+    def monitoring_db(self) -> Path:
+        return self.metadata / "monitoring.db"
+
+    @property
+    def jax_cache(self) -> Path:
+        return self.metadata / "jax-cache"
+
+    # logs/
+    @property
+    def driver_log(self) -> Path:
+        return self.logs / "driver.log"
+
+    @property
+    def driver_console(self) -> Path:
+        return self.logs / "driver.console"
+
+    @property
+    def parsl_runs(self) -> Path:
+        return self.logs / "parsl"
+
+    @property
+    def dry_run(self) -> Path:
+        return self.logs / "dry-run"
+
+    # one task
+    @staticmethod
+    def realization_dir_name(realization: int) -> str:
+        return f"r{realization:04d}"
+
+    @staticmethod
+    def catalog_name(redshift: float) -> str:
+        return f"mock_z{redshift_label(redshift)}.hdf5"
+
+    def catalog(self, realization: int, redshift: float) -> Path:
+        """The galaxy catalog of one box."""
+        return self.catalogs / self.realization_dir_name(realization) / self.catalog_name(redshift)
+
+    def qa_record(self, task: str) -> Path:
+        """The QA record of task ``task`` (a task id)."""
+        return self.qa / f"{task}.json"
+
+    @property
+    def report(self) -> Path:
+        """The campaign report (``covmocks report``)."""
+        return self.qa / "report.html"
+
+    def statistics(self, task: str) -> Path:
+        """The science statistics of task ``task`` (``covmocks.catalog.summary``)."""
+        return self.qa / f"{task}.stats.hdf5"
+
+    def samples(self, task: str) -> Path:
+        """The galaxies a box's clustering samples are cut from
+        (``covmocks.clustering.samples``)."""
+        return self.qa / f"{task}.samples.hdf5"
+
+    def clustering(self, task: str) -> Path:
+        """The clustering record of task ``task`` (``covmocks.clustering.power``)."""
+        return self.qa / f"{task}.pk.hdf5"
+
+    @property
+    def thresholds(self) -> Path:
+        """The sample thresholds, fixed per snapshot for the ensemble
+        (``covmocks.clustering.samples``)."""
+        return self.metadata / "thresholds.json"
+
+    @property
+    def covariance(self) -> Path:
+        """The clustering covariance of the campaign (``covmocks.covariance.ensemble``)."""
+        return self.root / "covariance.hdf5"
+
+    def log_stem(self, task: str) -> Path:
+        """Stem of a task's logs: ``.out``, ``.err``, ``.timeout`` and ``.faults`` follow."""
+        return self.logs / task

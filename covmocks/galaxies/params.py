@@ -1,0 +1,106 @@
+"""Parameters of the diffsky model: names, defaults, and the checks that reject bad values.
+
+Every parameter of ``covmocks.galaxies.diffsky.DiffskySFH`` is resolved here, so an unknown name or
+a bad value (``--model-params '{"n_t_table": -3}'``) is one ``InputError`` that names the key,
+raised before anything is computed.
+
+Which parameters change the science (and are recorded in the catalog's ``model_params``):
+``log10_msub_min_msun``, ``n_t_table``, ``precision``, ``diffmahpop``, ``diffstarpop``.
+``batch_min`` and ``batch_max`` change only how objects are batched: the catalog is
+bit-identical whatever they are, so they are not recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from covmocks.core.errors import InputError
+
+# Time steps of the star-formation-history table, T_TABLE_MIN..t_obs (linear). bench/accuracy.py
+# measured 16..200 steps against a 400-step float64 reference: 36 is the fewest whose 99.9th
+# percentile of |d log10 M*| stays within 0.01 dex / 2 at z = 0, 1 and 3 (0.0038 dex at z = 0;
+# see DiffskySFH's docstring).
+N_T_TABLE = 36
+N_T_TABLE_RANGE = (8, 4000)
+# Arithmetic of the star-formation-history evaluation and integration (the random draws are
+# float64 in both modes, so both modes draw the same galaxies).
+PRECISIONS = ("float32", "float64")
+PRECISION = "float32"
+
+DEFAULTS = {
+    "log10_msub_min_msun": 10.5,
+    "n_t_table": N_T_TABLE,
+    "precision": PRECISION,
+    "diffmahpop": None,
+    "diffstarpop": None,
+    "batch_min": 1024,
+    "batch_max": 65536,
+}
+# What the catalog records (the rest does not change a single bit of it).
+RECORDED = ("log10_msub_min_msun", "n_t_table", "precision", "diffmahpop", "diffstarpop")
+
+
+def _fail(key: str, message: str):
+    raise InputError(f"model parameter {key!r}: {message}")
+
+
+def _real(key, value, low=-math.inf, high=math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(key, f"expected a number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and low <= value <= high):
+        _fail(key, f"expected a finite number in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _integer(key, value, low, high) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if not (isinstance(value, float) and value.is_integer()):
+            _fail(key, f"expected an integer, got {value!r}")
+    value = int(value)
+    if not low <= value <= high:
+        _fail(key, f"expected an integer in [{low}, {high}], got {value}")
+    return value
+
+
+def _overrides(key, value, defaults) -> dict:
+    """Population parameter overrides by name: a mapping of known names to finite numbers."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail(key, f"expected a mapping of parameter names to numbers, got {value!r}")
+    unknown = sorted(set(value) - set(defaults._fields), key=str)
+    if unknown:
+        raise InputError(f"unknown {key} parameter(s): {', '.join(map(str, unknown))}")
+    return {name: _real(f"{key}.{name}", v) for name, v in value.items()}
+
+
+def resolve(params: dict | None, mahpop_defaults, sfhpop_defaults) -> dict:
+    """``params`` checked and completed with ``DEFAULTS``; population overrides checked
+    against the population parameter namedtuples. Raises ``InputError`` naming the key."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULTS), key=str)
+    if unknown:
+        raise InputError(
+            f"unknown model parameter(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(DEFAULTS)}"
+        )
+    p = DEFAULTS | params
+    out = {
+        "log10_msub_min_msun": _real("log10_msub_min_msun", p["log10_msub_min_msun"], 6.0, 16.0),
+        "n_t_table": _integer("n_t_table", p["n_t_table"], *N_T_TABLE_RANGE),
+        "precision": p["precision"],
+        "diffmahpop": _overrides("diffmahpop", p["diffmahpop"], mahpop_defaults),
+        "diffstarpop": _overrides("diffstarpop", p["diffstarpop"], sfhpop_defaults),
+        "batch_min": _integer("batch_min", p["batch_min"], 1, 2**24),
+        "batch_max": _integer("batch_max", p["batch_max"], 1, 2**24),
+    }
+    if out["precision"] not in PRECISIONS:
+        _fail("precision", f"expected one of {', '.join(PRECISIONS)}, got {p['precision']!r}")
+    if out["batch_min"] > out["batch_max"]:
+        raise InputError(
+            f"model parameters 'batch_min' and 'batch_max': batch sizes must satisfy "
+            f"batch_min <= batch_max, got {out['batch_min']} > {out['batch_max']}"
+        )
+    return out

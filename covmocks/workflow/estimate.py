@@ -1,0 +1,106 @@
+"""``covmocks estimate``: node-hours, GPU-hours, storage and wall-clock time of a campaign's
+remaining tasks, from its own QA records or, before any task ran, the profile's figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import statistics
+
+from covmocks.campaign import Campaign
+from covmocks.core.errors import CovmocksError
+from covmocks.core.layout import redshift_label
+from covmocks.workflow.plan import Plan, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Cost of the tasks not done yet (todo and blocked): node-hours, GPU-hours, bytes
+    to write, and the wall-clock seconds on ``nodes`` nodes (no queue wait)."""
+
+    remaining: int
+    done: int
+    basis: str
+    seconds_per_task: float  # mean over remaining tasks
+    node_hours: float
+    gpu_hours: float
+    storage_bytes: float
+    done_bytes: float
+    nodes: int
+    busy_nodes: float  # nodes kept busy: fewer than ``nodes`` when max_in_flight binds
+    wall_s: float
+
+
+def _measured(tasks: list[Task]) -> tuple[dict[str, list[float]], list[float]]:
+    """QA records of done tasks -> (``wall_s`` by snapshot name, ``file_bytes``)."""
+    wall: dict[str, list[float]] = {}
+    sizes: list[float] = []
+    unreadable = 0
+    for task in tasks:
+        try:
+            record = json.loads(task.qa_record.read_text(encoding="utf-8"))
+            seconds, size = float(record["wall_s"]), float(record["file_bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            unreadable += 1
+            continue
+        wall.setdefault(redshift_label(task.redshift), []).append(seconds)
+        sizes.append(size)
+    if unreadable:
+        log.warning("%d QA records without readable wall_s and file_bytes; ignored", unreadable)
+    return wall, sizes
+
+
+def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estimate:
+    """Node-hours, GPU-hours, storage and wall-clock time of the remaining tasks.
+
+    Per-task seconds and bytes are the medians measured in this campaign's QA records
+    (per snapshot where that snapshot has some), else the profile's cost figures. A task
+    of one node shares it with ``workers_per_node - 1`` others. Wall-clock time assumes
+    ``nodes`` nodes (default: the provider's max_blocks x nodes_per_block), at most
+    ``max_in_flight`` tasks at once, and no task shorter than the longest.
+    """
+    provider, cost = campaign.execution.provider, campaign.profile.cost
+    if nodes is None:
+        nodes = provider.max_blocks * provider.nodes_per_block
+    done = plan.select("done")
+    remaining = [t for t in plan.tasks if t.state != "done"]
+    wall, sizes = _measured(done)
+    all_wall = [s for values in wall.values() for s in values]
+    if all_wall:
+        basis = f"measured: medians of {len(all_wall)} QA records of this campaign"
+        overall = statistics.median(all_wall)
+        by_z = {z: statistics.median(v) for z, v in wall.items()}
+        bytes_per_task = statistics.median(sizes)
+    else:
+        basis = f"profile {campaign.profile.name}: cost figures ({campaign.profile.path})"
+        overall = cost.seconds_per_task
+        by_z = {redshift_label(z): s for z, s in cost.seconds_by_redshift.items()}
+        bytes_per_task = cost.gigabytes_per_task * 1e9
+    widest = max((t.resources.nodes for t in remaining), default=1)
+    if nodes < widest:
+        raise CovmocksError(f"--nodes {nodes}: some tasks need {widest} nodes each")
+    seconds = [by_z.get(redshift_label(t.redshift), overall) for t in remaining]
+    shares = [
+        t.resources.nodes
+        / (campaign.execution.executor.workers_per_node if t.resources.nodes == 1 else 1)
+        for t in remaining
+    ]
+    node_s = sum(s * share for s, share in zip(seconds, shares, strict=True))
+    gpu_s = sum(s * t.resources.gpus for s, t in zip(seconds, remaining, strict=True))
+    busy = min(nodes, campaign.execution.max_in_flight * statistics.fmean(shares or [1.0]))
+    return Estimate(
+        remaining=len(remaining),
+        done=len(done),
+        basis=basis,
+        seconds_per_task=statistics.fmean(seconds) if seconds else 0.0,
+        node_hours=node_s / 3600,
+        gpu_hours=gpu_s / 3600,
+        storage_bytes=bytes_per_task * len(remaining),
+        done_bytes=sum(sizes),
+        nodes=nodes,
+        busy_nodes=busy,
+        wall_s=max(node_s / busy, max(seconds, default=0.0)),
+    )

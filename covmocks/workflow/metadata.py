@@ -1,0 +1,130 @@
+"""Writing a campaign directory: its metadata and manifest (``covmocks plan``), and the check
+that a re-plan does not change what fixes existing catalogs. Paths: ``covmocks.core.layout``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from covmocks.campaign import Campaign
+from covmocks.core import provenance
+from covmocks.core.errors import CovmocksError, OutputError
+from covmocks.core.layout import Layout
+from covmocks.workflow import k_bins
+from covmocks.workflow.plan import Plan, dir_names, make_plan
+
+
+def _write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text`` (or its pieces, streamed) to a temporary file, then rename it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.writelines([text] if isinstance(text, str) else text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data) -> None:
+    _write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def science_digest(record: dict) -> str:
+    """sha256 of the canonical JSON of a science record."""
+    text = json.dumps(record, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def has_catalogs(layout: Layout) -> bool:
+    """Whether ``catalogs/`` holds any ``*.hdf5`` file (stops at the first)."""
+    for rdir in dir_names(layout.catalogs):
+        if any(n.endswith(".hdf5") for n in dir_names(layout.catalogs / rdir)):
+            return True
+    return False
+
+
+def check_science(campaign: Campaign) -> None:
+    """Refuse to re-plan a campaign that has catalogs if what fixes their content changed."""
+    layout = campaign.layout
+    meta = layout.science
+    now = json.loads(json.dumps(campaign.science_record, default=str))
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8"))["record"]
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if has_catalogs(layout):
+            raise CovmocksError(f"{meta} is unreadable ({exc}); cannot check the science of a "
+                                "campaign that has catalogs") from None  # fmt: skip
+        return
+    if recorded == now or not has_catalogs(layout):
+        return
+    changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+    if not changed:  # a key added to the record since, at its default: nothing changed
+        return
+    raise CovmocksError(
+        f"{campaign.path}: campaign {campaign.name} version {campaign.version} already has "
+        f"catalogs in {layout.catalogs}, made with different values of "
+        f"{', '.join(changed)} (recorded in {meta}); bump campaign.version to start a new "
+        "campaign directory, or restore the recorded values"
+    )
+
+
+def _write_metadata(campaign: Campaign, plan: Plan) -> None:
+    layout = campaign.layout
+    _write_atomic(layout.campaign_file, campaign.text)
+    _write_json(layout.config, {"values": campaign.config(), "sources": campaign.sources()})
+    record = campaign.science_record
+    _write_json(layout.science, {"sha256": science_digest(record), "record": record})
+    _write_json(layout.provenance, {
+        "software": provenance.software_versions(),
+        "git_commit": provenance.git_commit(),
+        **provenance.environment(),
+    })  # fmt: skip
+    _write_atomic(layout.manifest, (f"{json.dumps(t.manifest_row())}\n" for t in plan.tasks))
+    _write_json(layout.plan_summary, {
+        "campaign": f"{campaign.name}_{campaign.version}",
+        "planned_utc": provenance.utc_now(),
+        "tasks": len(plan.tasks),
+        "counts": plan.counts,
+        "manifest": layout.manifest.name,
+    })  # fmt: skip
+
+
+@contextlib.contextmanager
+def umask(value: str):
+    """Create files and directories with the campaign's ``execution.umask`` (octal text)."""
+    old = os.umask(int(value, 8))
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def write_plan(campaign: Campaign) -> Plan:
+    """``covmocks plan``: create the campaign directory, check the k bins against every
+    snapshot's box (``covmocks.workflow.k_bins``), then (re)write its metadata and manifest. Never
+    touches catalogs, QA records or logs."""
+    check_science(campaign)
+    layout = campaign.layout
+    plan = make_plan(campaign)
+    k_bins.check(campaign, plan)  # before anything is written
+    try:
+        with umask(campaign.execution.umask):
+            for sub in layout.subdirs():
+                sub.mkdir(parents=True, exist_ok=True)
+            _write_metadata(campaign, plan)
+    except OSError as exc:
+        raise OutputError(f"cannot write campaign directory {layout.root}: {exc}") from None
+    return plan
+
+
+def read_manifest(layout: Layout) -> list[dict]:
+    """The manifest rows of a planned campaign directory."""
+    path = layout.manifest
+    try:
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+    except FileNotFoundError:
+        raise CovmocksError(f"{path}: no manifest; run covmocks plan first") from None

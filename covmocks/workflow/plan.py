@@ -1,0 +1,235 @@
+"""A campaign's plan: one task per (realization, snapshot) and its state, read off the
+campaign directory (paths: ``covmocks.core.layout``). Reads the file system, writes nothing.
+
+States: ``done`` (QA record and catalog exist), ``blocked`` (the halo catalog, or its
+cleaned catalog, is missing; not a failure: the task becomes ``todo`` when it appears),
+``todo`` (anything else).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from pathlib import Path
+
+from covmocks.box.spec import BoxSpec, snapshot_id
+from covmocks.campaign import Campaign, Resources
+from covmocks.core.errors import CovmocksError
+from covmocks.core.layout import Layout, parse_task_id, redshift_label, task_id
+from covmocks.halos.abacus_layout import cleaning_dir
+
+log = logging.getLogger(__name__)
+
+STATES = ("done", "todo", "blocked")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """One box of the plan and its state. ``output``, ``qa_record`` and ``log_stem`` are
+    paths in the campaign directory (``layout``), built on demand (a 40,000-task plan would
+    otherwise build 120,000 paths). ``input`` is None for synthetic halos."""
+
+    task_id: str
+    realization: int
+    redshift: float
+    snapshot: int  # covmocks.box.spec.snapshot_id(redshift), keys the random stream
+    source: str
+    input: str | None
+    cleaning: str | None  # the cleaning root of AbacusSummit's cleaned catalogs, if read
+    layout: Layout
+    resources: Resources
+    state: str
+    blocked_on: str | None = None  # the missing input of a blocked task
+
+    @property
+    def output(self) -> Path:
+        return self.layout.catalog(self.realization, self.redshift)
+
+    @property
+    def qa_record(self) -> Path:
+        return self.layout.qa_record(self.task_id)
+
+    @property
+    def log_stem(self) -> Path:
+        return self.layout.log_stem(self.task_id)
+
+    def manifest_row(self) -> dict:
+        """The task as one manifest record, paths relative to the campaign directory."""
+        row = {
+            "task_id": self.task_id,
+            "realization": self.realization,
+            "redshift": self.redshift,
+            "snapshot": self.snapshot,
+            "state": self.state,
+            "source": self.source,
+            "input": self.input,
+            "cleaning": self.cleaning,
+        }
+        prefix = f"{self.layout.root}{os.sep}"
+        for key in ("output", "qa_record", "log_stem"):
+            row[key] = str(getattr(self, key)).removeprefix(prefix)
+        r = self.resources
+        return row | {
+            "nodes": r.nodes,
+            "ranks": r.ranks,
+            "gpus": r.gpus,
+            "walltime_s": r.walltime_s,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Every task of a campaign, in realization-major order, and counts by state."""
+
+    directory: Path
+    tasks: tuple[Task, ...]
+
+    @functools.cached_property
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for task in self.tasks:
+            counts[task.state] += 1
+        return counts
+
+    def select(self, state: str) -> list[Task]:
+        return [t for t in self.tasks if t.state == state]
+
+    def missing_inputs(self) -> list[str]:
+        """The distinct inputs (halo catalogs, cleaned catalogs) that blocked tasks wait
+        for, in plan order."""
+        return list(dict.fromkeys(t.blocked_on for t in self.tasks if t.state == "blocked"))
+
+
+class _InputCheck:
+    """Whether halo catalogs exist, with one filesystem call per distinct directory: a
+    missing parent answers for everything below it."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self._dirs: dict[str, bool] = {}
+        self._ready: dict[str, bool] = {}
+
+    def _isdir(self, path: str) -> bool:
+        if path not in self._dirs:
+            parent = os.path.dirname(path)
+            self._dirs[path] = (parent == path or self._isdir(parent)) and os.path.isdir(path)
+        return self._dirs[path]
+
+    def _check(self, path: str) -> bool:
+        if self.source == "hdf5":
+            return self._isdir(os.path.dirname(path)) and os.path.isfile(path)
+        slabs = os.path.join(path, "halo_info")
+        if not self._isdir(slabs):
+            return False
+        with os.scandir(slabs) as entries:
+            return any(
+                e.name.startswith("halo_info_") and e.name.endswith(".asdf") for e in entries
+            )
+
+    def ready(self, path: str) -> bool:
+        if path not in self._ready:
+            self._ready[path] = self._check(path)
+        return self._ready[path]
+
+    def cleaned_ready(self, cleaned: Path) -> bool:
+        """Whether a cleaned catalog directory holds its ``cleaned_halo_info_*`` files."""
+        key = str(cleaned)
+        if key not in self._ready:
+            self._ready[key] = self._isdir(key) and any(
+                e.name.startswith("cleaned_halo_info_") for e in os.scandir(key)
+            )
+        return self._ready[key]
+
+    def missing(self, path: str | None, cleaning: str | None) -> str | None:
+        """The first missing input of a box: its halo catalog, else its cleaned catalog."""
+        if path is None:
+            return None
+        if not self.ready(path):
+            return path
+        if cleaning is not None:
+            cleaned = cleaning_dir(Path(path), Path(cleaning))
+            if not self.cleaned_ready(cleaned):
+                return str(cleaned)
+        return None
+
+
+def dir_names(directory: Path) -> set[str]:
+    """The names in ``directory``; none if it does not exist."""
+    try:
+        with os.scandir(directory) as entries:
+            return {e.name for e in entries}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+def make_plan(campaign: Campaign) -> Plan:
+    """The tasks and their states now. Reads the file system, writes nothing; logs a
+    warning naming the missing inputs, if any."""
+    layout = campaign.layout
+    sci = campaign.science
+    qa_names = dir_names(layout.qa)
+    listed: dict[str, set[str]] = {}
+
+    def catalogs(rdir: str) -> set[str]:
+        if rdir not in listed:
+            listed[rdir] = dir_names(layout.catalogs / rdir)
+        return listed[rdir]
+
+    inputs = _InputCheck(sci.source)
+    snapshots = [
+        (z, layout.catalog_name(z), snapshot_id(z), campaign.resources_for(z))
+        for z in sci.redshifts
+    ]
+    tasks = []
+    for r in sci.realizations:
+        rdir = layout.realization_dir_name(r)
+        for z, output, snap, resources in snapshots:
+            stem = task_id(r, z)
+            path, cleaning = sci.input_path(r, z), sci.cleaning_path(r, z)
+            missing = None
+            if f"{stem}.json" in qa_names and output in catalogs(rdir):
+                state = "done"
+            elif missing := inputs.missing(path, cleaning):
+                state = "blocked"
+            else:
+                state = "todo"
+            tasks.append(Task(
+                task_id=stem, realization=r, redshift=z, snapshot=snap, source=sci.source,
+                input=path, cleaning=cleaning, layout=layout, resources=resources, state=state,
+                blocked_on=missing,
+            ))  # fmt: skip
+    plan = Plan(layout.root, tuple(tasks))
+    missing = plan.missing_inputs()
+    if missing:
+        log.warning(
+            "%d of %d tasks blocked: %d inputs missing (halo or cleaned catalogs), e.g. %s",
+            plan.counts["blocked"], len(tasks), len(missing), ", ".join(missing[:3]),
+        )  # fmt: skip
+    return plan
+
+
+def find_task(campaign: Campaign, text: str) -> BoxSpec:
+    """The box of the campaign's task ``text`` (e.g. ``r0001_z0.500``); CovmocksError if the
+    campaign has no such task."""
+    try:
+        realization, zname = parse_task_id(text)
+    except ValueError as exc:
+        raise CovmocksError(str(exc)) from None
+    sci = campaign.science
+    redshifts = {redshift_label(z): z for z in sci.redshifts}
+    if realization not in sci.realizations or zname not in redshifts:
+        raise CovmocksError(
+            f"campaign {campaign.name} has no task {text}: realizations "
+            f"{sci.realizations[0]}..{sci.realizations[-1]} ({len(sci.realizations)}), "
+            f"redshifts {', '.join(redshifts)}"
+        )
+    z = redshifts[zname]
+    task = Task(
+        task_id=text, realization=realization, redshift=z, snapshot=snapshot_id(z),
+        source=sci.source, input=sci.input_path(realization, z),
+        cleaning=sci.cleaning_path(realization, z), layout=campaign.layout,
+        resources=campaign.resources_for(z), state="todo",
+    )  # fmt: skip
+    return BoxSpec.for_task(campaign, task)
