@@ -8,6 +8,7 @@ from covmocks.box import populate
 from covmocks.box.spec import BoxSpec
 from covmocks.catalog import hdf5
 from covmocks.catalog.summary import BoxStatistics
+from covmocks.core import files
 from covmocks.galaxies import params
 from covmocks.galaxies.registry import MODELS, get_model
 from covmocks.halos import sources
@@ -243,7 +244,7 @@ def test_output_that_appeared_while_writing_is_kept(tmp_path):
     """The writers' shared atomic finish (catalog.publish): a catalog that another process
     finished meanwhile is not replaced, and the temporary file is removed."""
     out = tmp_path / "box.hdf5"
-    with pytest.raises(hdf5.OutputExistsError, match="appeared while writing"):
+    with pytest.raises(files.OutputExistsError, match="appeared while writing"):
         with hdf5.CatalogWriter(out, {"seed": 1}, compression="lzf"):
             out.write_bytes(b"the other writer's catalog")
     assert out.read_bytes() == b"the other writer's catalog"

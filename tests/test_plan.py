@@ -16,11 +16,11 @@ from covmocks.galaxies.registry import MODELS
 from covmocks.workflow.estimate import estimate
 from covmocks.workflow.metadata import read_manifest, write_plan
 from covmocks.workflow.plan import make_plan
-from tests.conftest import campaign_file, deep_merge
+from tests.conftest import DATA, campaign_file, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = REPO / "campaigns"
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = DATA.parent  # holds Mini_N64_L32, as $COVMOCKS_DATA of mini_abacus.yaml
 
 # Layers over the factory's default campaign (tests/conftest.py).
 SYNTHETIC = {
@@ -154,6 +154,16 @@ def test_done_needs_catalog_and_qa_record(make_campaign):
     assert [t.state for t in make_plan(c).tasks] == ["done", "todo", "todo", "todo"]
 
 
+def test_an_empty_qa_record_does_not_count_as_done(make_campaign):
+    """The completion marker cut to nothing by a node crash: the box is validated again."""
+    c = make_campaign(SYNTHETIC)
+    first, second = make_plan(c).tasks[:2]
+    finish(first)
+    finish(second)
+    second.qa_record.write_text("")
+    assert [t.state for t in make_plan(c).tasks][:2] == ["done", "todo"]
+
+
 def test_replanning_keeps_finished_work(make_campaign):
     c = make_campaign(SYNTHETIC)
     plan = write_plan(c)
@@ -272,8 +282,7 @@ def test_cli_plan(shipped, capsys):
     assert len(rows) == 40000 and rows[-1]["task_id"] == "r4999_z0.725"
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "Mini_N64_L32").is_dir(), reason="no Mini_N64_L32 data")
-def test_cli_plan_mini_abacus_is_runnable(shipped, capsys):
+def test_cli_plan_mini_abacus_is_runnable(shipped, mini_catalog_dir, capsys):
     assert main.main(["plan", str(shipped / "mini_abacus.yaml")]) == 0
     assert "done 0 todo 1 blocked 0" in capsys.readouterr().out
 

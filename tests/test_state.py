@@ -1,5 +1,7 @@
 """Campaign status from the plan, the journal and the logs: what each task is doing now."""
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from covmocks.workflow.driver_lock import DriverLock, driver_alive
 from covmocks.workflow.journal import Journal
 from covmocks.workflow.plan import make_plan
 from covmocks.workflow.status import campaign_status, task_states
-from tests.test_plan import finish
+from tests.test_plan import SYNTHETIC, finish
 
 SIX_TASKS = {
     "campaign": {"name": "st"},
@@ -187,3 +189,40 @@ def test_blank_lines_are_skipped(tmp_path):
     with open(journal.path, "ab") as f:
         f.write(b"\n  ")  # a blank unterminated last line, too
     assert _events(journal) == [("a", "submitted"), ("a", "done")]
+
+
+def test_drivers_start_while_status_probes_the_lock_in_a_tight_loop(tmp_path):
+    """``driver_alive`` holds the lock shared for an instant; a driver starting then waits
+    for it instead of being refused ("already being run by a driver")."""
+    lock = tmp_path / "metadata" / "driver.lock"
+    lock.parent.mkdir()
+    lock.touch()
+    code = (
+        "import time\nfrom pathlib import Path\n"
+        "from covmocks.workflow.driver_lock import driver_alive\n"
+        "end = time.monotonic() + 60\nprint('probing', flush=True)\n"
+        f"while time.monotonic() < end:\n    driver_alive(Path({str(lock)!r}))\n"
+    )
+    prober = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert prober.stdout.readline().strip() == "probing"
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:  # thousands of starts; one in 30 to 100 meets a probe
+            with DriverLock(lock):
+                pass
+        assert prober.poll() is None  # it probed all along
+    finally:
+        prober.kill()
+        prober.wait()
+
+
+def test_plan_refuses_while_a_driver_runs_and_leaves_the_metadata(make_campaign, capsys):
+    from covmocks.cli import main as cli
+
+    c = make_campaign(SYNTHETIC)
+    assert cli.main(["plan", str(c.path)]) == 0
+    manifest = c.layout.manifest.read_bytes()
+    with DriverLock(c.layout.lock):
+        assert cli.main(["plan", str(c.path)]) != 0
+    assert "already being run by pid" in capsys.readouterr().err
+    assert c.layout.manifest.read_bytes() == manifest

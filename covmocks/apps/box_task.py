@@ -254,7 +254,7 @@ def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
 def _generate_here(job: BoxJob) -> None:
     """Generate the box in this process (the worker stays warm between boxes)."""
     from covmocks.box import populate
-    from covmocks.catalog.hdf5 import OutputExistsError
+    from covmocks.core.files import OutputExistsError
     from covmocks.galaxies import registry
 
     jaxenv.enable_compilation_cache(jaxenv.cache_dir(job.jax_cache))

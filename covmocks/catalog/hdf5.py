@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 from pathlib import Path
 
 import h5py
 
 from covmocks.catalog.attrs import read_attrs, write_attrs  # noqa: F401 (the writers' and readers')
+from covmocks.core import files
 from covmocks.core.errors import NO_SPACE_ERRNOS, NoSpaceError, OutputError, no_space
+from covmocks.core.files import OutputExistsError
 from covmocks.core.limits import COMPRESSIONS
 from covmocks.core.oneline import reason
 
@@ -58,10 +59,6 @@ SCHEMA = {
 # Rows per HDF5 chunk of every dataset: the file's storage layout (not box.CHUNK_HOSTS, the
 # hosts populated at a time).
 CHUNK_ROWS = 65536
-
-
-class OutputExistsError(OutputError):
-    """The final catalog appeared while this one was being written."""
 
 
 def compression_args(compression: str, level: int | None = None) -> dict:
@@ -210,54 +207,9 @@ def replaced_file(path):
     covariance) written whole or not at all: yields the open ``h5py.File`` of a temporary
     beside ``path`` (``create_file``), then publishes it over ``path`` (``publish``, fsync,
     replacing an older one); the temporary is removed on any error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with files.replaced(path) as tmp:
         with create_file(tmp, path) as (f, _):
             yield f
-        publish(tmp, path, overwrite=True)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _link(tmp: Path, path: Path) -> bool:
-    """Publish ``tmp`` as ``path`` unless ``path`` exists, in one step (a hard link, then
-    ``tmp`` removed): two writers of one output never both publish. False where the
-    filesystem has no hard links (then ``path`` is checked, then replaced)."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
-            raise
-        if path.exists():
-            raise FileExistsError(errno.EEXIST, "exists", str(path)) from exc
-        return False
-    tmp.unlink()
-    return True
-
-
-def publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Make the closed temporary file ``tmp`` durable (fsync) and rename it to ``path``;
-    refuse (OutputExistsError) where ``path`` appeared meanwhile, unless ``overwrite``.
-    A filesystem that reports a full disk only now (at fsync: NFS, Lustre, delayed
-    allocation) raises ``NoSpaceError``."""
-    try:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite or not _link(tmp, path):
-            os.replace(tmp, path)
-    except FileExistsError:
-        raise OutputExistsError(f"output appeared while writing: {path}") from None
-    except OSError as exc:
-        if exc.errno in NO_SPACE_ERRNOS:
-            raise no_space(path, exc) from exc
-        raise
 
 
 def check_output_path(path: Path, overwrite: bool) -> None:
@@ -301,7 +253,7 @@ class CatalogWriter:
         self.path = Path(path)
         check_output_path(self.path, overwrite)
         self.overwrite = overwrite
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = None  # the temporary (``core.files.temporary``), made on entering
         self.attrs = attrs
         self.compression = compression_args(compression, level)
         self.chunk_rows = chunk_rows
@@ -309,6 +261,7 @@ class CatalogWriter:
         self._file = None
 
     def __enter__(self) -> CatalogWriter:
+        self.tmp = files.temporary(self.path)
         self._created = create_file(self.tmp, self.path)
         try:
             self._file, self._guard = self._created.__enter__()
@@ -337,11 +290,15 @@ class CatalogWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                write_attrs(self._file, {**self.attrs, "n_galaxies": self.n})
+                try:
+                    write_attrs(self._file, {**self.attrs, "n_galaxies": self.n})
+                except BaseException as failed:  # e.g. a value JSON cannot encode: close anyway
+                    self._created.__exit__(type(failed), failed, failed.__traceback__)
+                    raise
             # closes the file; raises NoSpaceError where space ran out, even while closing
             self._created.__exit__(exc_type, exc, tb)
             if exc_type is None:
-                publish(self.tmp, self.path, self.overwrite)
+                files.publish(self.tmp, self.path, self.overwrite)
         finally:
             self.tmp.unlink(missing_ok=True)
 

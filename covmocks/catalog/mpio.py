@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from covmocks.catalog import hdf5
+from covmocks.core import files
 from covmocks.core.errors import NO_SPACE_ERRNOS, NoSpaceError
 
 # How the errors of MPI-IO (ROMIO: "Other I/O error No space left on device") and of the MPI
@@ -110,7 +111,7 @@ def write_collective(comm, path: Path, tmp: Path, attrs: dict, n_rows: int, piec
         f.close()
         comm.Barrier()
         if comm.rank == 0:
-            hdf5.publish(tmp, path, overwrite)
+            files.publish(tmp, path, overwrite)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

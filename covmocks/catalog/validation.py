@@ -12,21 +12,17 @@ user's file and says what failed, one line per check.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from covmocks.catalog import hdf5
-from covmocks.core import provenance, units
+from covmocks.core import files, provenance, units
 from covmocks.core.errors import (
-    NO_SPACE_ERRNOS,
     CovmocksError,
     TransientInputError,
     ValidationError,
-    no_space,
     read_error,
 )
 from covmocks.core.oneline import reason
@@ -352,14 +348,5 @@ def validate(path, qa_record, *, task_id: str, wall_s: float | None = None,
         "model": f"{cat.attrs['model_name']} {cat.attrs['model_version']}",
         "validated_utc": provenance.utc_now(),
     }
-    qa_record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = qa_record.with_name(f".{qa_record.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, qa_record)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno in NO_SPACE_ERRNOS:
-            raise no_space(qa_record, exc) from exc
-        raise
+    files.write_json(qa_record, record)  # the completion marker: durable, whole or absent
     return record

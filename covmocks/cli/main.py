@@ -34,10 +34,12 @@ def _size(n_bytes: float) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     from covmocks.campaign import Campaign
+    from covmocks.workflow.driver_lock import DriverLock
     from covmocks.workflow.metadata import write_plan
 
     campaign = Campaign.load(args.campaign)
-    plan = write_plan(campaign)
+    with DriverLock(campaign.layout.lock, "covmocks plan"):  # never beside a running driver
+        plan = write_plan(campaign)
     sci, counts = campaign.science, plan.counts
     print(f"campaign {campaign.name} version {campaign.version}: {len(plan.tasks)} tasks "
           f"({len(sci.realizations)} realizations x {len(sci.redshifts)} snapshots)")  # fmt: skip

@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 
-from covmocks.catalog.hdf5 import publish
 from covmocks.clustering import samples
-from covmocks.core import provenance
+from covmocks.core import files, provenance
 from covmocks.core.layout import redshift_label
 
 log = logging.getLogger(__name__)
@@ -96,10 +94,5 @@ def fix(campaign, redshift: float, done_tasks) -> dict:
                            "fixed_utc": provenance.utc_now()}  # fmt: skip
         log.info("z=%s sample %s: threshold %s >= %.4f (n = %g (h/Mpc)^3 over %d boxes)",
                  label, s.name, s.select, x, density, len(boxes))  # fmt: skip
-    tmp = layout.thresholds.with_name(f".{layout.thresholds.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(fixed, indent=1), encoding="utf-8")
-        publish(tmp, layout.thresholds, overwrite=True)  # durable: the driver reads it back
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.write_json(layout.thresholds, fixed)  # durable: the driver reads it back
     return fixed

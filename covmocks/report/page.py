@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from covmocks.catalog.summary import MHALO_EDGES, MSTAR_EDGES
+from covmocks.core import files
 from covmocks.core.layout import redshift_label
 from covmocks.report import clustering, figures
 from covmocks.report.figures import esc, img, table
@@ -350,13 +351,7 @@ def render(
 def _build(campaign, **options) -> tuple[Path, bool]:
     text, finished = render(campaign, **options)
     path = campaign.layout.qa / REPORT_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.write_text(path, text)
     return path, finished
 
 

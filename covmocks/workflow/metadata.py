@@ -7,27 +7,18 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 from covmocks.campaign import Campaign
-from covmocks.core import provenance
+from covmocks.core import files, provenance
 from covmocks.core.errors import CovmocksError, OutputError
 from covmocks.core.layout import Layout
 from covmocks.workflow import k_bins
 from covmocks.workflow.plan import Plan, dir_names, make_plan
 
 
-def _write_atomic(path: Path, text: str | Iterable[str]) -> None:
-    """Write ``text`` (or its pieces, streamed) to a temporary file, then rename it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.writelines([text] if isinstance(text, str) else text)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data) -> None:
-    _write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+    files.write_json(path, data, indent=2)
 
 
 def science_digest(record: dict) -> str:
@@ -73,7 +64,7 @@ def check_science(campaign: Campaign) -> None:
 
 def _write_metadata(campaign: Campaign, plan: Plan) -> None:
     layout = campaign.layout
-    _write_atomic(layout.campaign_file, campaign.text)
+    files.write_text(layout.campaign_file, campaign.text)
     _write_json(layout.config, {"values": campaign.config(), "sources": campaign.sources()})
     record = campaign.science_record
     _write_json(layout.science, {"sha256": science_digest(record), "record": record})
@@ -82,7 +73,7 @@ def _write_metadata(campaign: Campaign, plan: Plan) -> None:
         "git_commit": provenance.git_commit(),
         **provenance.environment(),
     })  # fmt: skip
-    _write_atomic(layout.manifest, (f"{json.dumps(t.manifest_row())}\n" for t in plan.tasks))
+    files.write_text(layout.manifest, (f"{json.dumps(t.manifest_row())}\n" for t in plan.tasks))
     _write_json(layout.plan_summary, {
         "campaign": f"{campaign.name}_{campaign.version}",
         "planned_utc": provenance.utc_now(),

@@ -164,6 +164,16 @@ def dir_names(directory: Path) -> set[str]:
         return set()
 
 
+def _written(record: Path) -> bool:
+    """A QA record counts only when it holds something: an empty one (a crash between the
+    rename and the data reaching the disk, on a writer without fsync) is treated as absent,
+    so that the box is validated again. One stat per finished box."""
+    try:
+        return record.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def make_plan(campaign: Campaign) -> Plan:
     """The tasks and their states now. Reads the file system, writes nothing; logs a
     warning naming the missing inputs, if any."""
@@ -189,7 +199,8 @@ def make_plan(campaign: Campaign) -> Plan:
             stem = task_id(r, z)
             path, cleaning = sci.input_path(r, z), sci.cleaning_path(r, z)
             missing = None
-            if f"{stem}.json" in qa_names and output in catalogs(rdir):
+            record = f"{stem}.json"
+            if record in qa_names and output in catalogs(rdir) and _written(layout.qa / record):
                 state = "done"
             elif missing := inputs.missing(path, cleaning):
                 state = "blocked"
