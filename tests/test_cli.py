@@ -191,3 +191,26 @@ def test_text_attributes_read_back_as_written(tmp_path, monkeypatch):
     assert attrs["mass_definition"] == "null" and attrs["radius_definition"] == "{x}"
     assert attrs["host_limit"] == 2 and isinstance(attrs["versions"], dict)
     assert "json_attributes" not in attrs
+
+
+def test_a_second_sigterm_does_not_cut_the_driver_s_unwinding_short(tmp_path):
+    """SIGTERM unwinds the driver like Ctrl-C; a second one while it shuts Parsl down (here:
+    a cleanup that takes a second) is ignored, and the cleanup finishes."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (  # as in the driver: Parsl's cleanup runs in a finally inside the block
+        "import time\nfrom covmocks.core.interrupts import sigterm_interrupts\n"
+        "with sigterm_interrupts():\n    try:\n        print('running', flush=True)\n"
+        "        time.sleep(60)\n    except KeyboardInterrupt:\n"
+        "        print('unwinding', flush=True)\n        time.sleep(1.0)\n"
+        "        print('unwound', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "running"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.readline().strip() == "unwinding"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert out.strip() == "unwound" and proc.returncode == 0

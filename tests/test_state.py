@@ -165,6 +165,30 @@ def test_every_corrupt_line_is_counted(tmp_path):
         journal.read()
 
 
+def test_an_event_whose_time_or_task_is_not_one_is_corrupt(tmp_path):
+    """A hand-edited journal: status computes with the time and looks tasks up by id."""
+    journal = _corrupt(tmp_path, b'{"t": null, "task": "a", "event": "done"}',
+                       b'{"t": "noon", "task": "a", "event": "done"}',
+                       b'{"t": true, "task": "a", "event": "done"}',
+                       b'{"t": 1.0, "task": 7, "event": "done"}')  # fmt: skip
+    with pytest.raises(CovmocksError, match=r"line 2 .*3 more corrupt lines: 4, 6, 8"):
+        journal.read()
+
+
+def test_status_shows_a_threshold_that_is_no_number(make_campaign, capsys):
+    """thresholds.json edited by hand (a threshold of null): status says so in its line."""
+    import json
+
+    from covmocks.cli import main as cli
+
+    sample = {"name": "n3", "select": "mstar", "number_density": 1e-3}
+    c = make_campaign(SYNTHETIC, clustering={"samples": [sample]})
+    assert cli.main(["plan", str(c.path)]) == 0
+    c.layout.thresholds.write_text(json.dumps({"0.000": {"n3": {"threshold": None}}}))
+    assert cli.main(["status", str(c.path)]) == 0
+    assert "z=0.000: n3: None (not a number)" in capsys.readouterr().out
+
+
 def test_excerpt_is_short(tmp_path):
     journal = _corrupt(tmp_path, b"x" * 5000)
     with pytest.raises(CovmocksError) as err:

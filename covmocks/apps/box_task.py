@@ -33,6 +33,7 @@ from pathlib import Path
 from covmocks.apps import lifeline
 from covmocks.box.spec import BoxSpec
 from covmocks.core.errors import InputError, NoSpaceError, WalltimeExceeded
+from covmocks.core.oneline import error_line
 from covmocks.galaxies import jaxenv
 
 # Seconds the ranks get between SIGTERM and SIGKILL, and the worker's watchdog on top of an
@@ -333,7 +334,7 @@ def _measure(job) -> dict:
         logging.getLogger("covmocks.apps.box_task").exception(
             "clustering of %s failed", job.samples
         )
-        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]}
+        return {"error": error_line(exc)}
 
 
 def measure_clustering(job: BoxJob, parsl_resource_specification: dict | None = None) -> dict:

@@ -83,12 +83,20 @@ def run_config_show(args: argparse.Namespace) -> int:
     campaign = Campaign.load(args.campaign)
     rows = [(f"{format_path(path)}: {json.dumps(entry.value, default=str)}", entry.source)
             for path, entry in campaign.entries.items()]  # fmt: skip
-    width = min(max(len(text) for text, _ in rows), 72)
+    width = min(max((len(text) for text, _ in rows), default=0), 72)
     print(f"# {args.campaign}: merged configuration; later tiers win: default -> profile file "
           "-> campaign file -> override")  # fmt: skip
     for text, source in rows:
         print(f"{text:<{width}}  # {source}")
     return 0
+
+
+def _threshold_text(item) -> str:
+    """``name >= x`` for a fixed threshold; what thresholds.json holds where it is no number
+    (a hand-edited file), rather than a traceback."""
+    name, x = item
+    number = isinstance(x, int | float) and not isinstance(x, bool)
+    return f"{name} >= {x:.4f}" if number else f"{name}: {x!r} (not a number)"
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -114,7 +122,7 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"failed {f['task']}: {f['error']} (log {f['log']})")
     if status.clustering is not None:
         c = status.clustering
-        fixed = "; ".join(f"z={z}: " + ", ".join(f"{n} >= {x:.4f}" for n, x in e.items())
+        fixed = "; ".join(f"z={z}: " + ", ".join(map(_threshold_text, e.items()))
                           for z, e in sorted(c["thresholds"].items()))  # fmt: skip
         print(f"clustering measured for {c['measured']} of {c['done']} done boxes; "
               f"thresholds fixed: {fixed or 'none yet'}")  # fmt: skip

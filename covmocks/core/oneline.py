@@ -25,6 +25,13 @@ def reason(exc: BaseException) -> str:
     return " ".join(str(getattr(exc, "strerror", None) or exc).split())
 
 
+def error_line(exc: BaseException, limit: int = 500) -> str:
+    """``exc`` as the journal and the QA records keep it: its type and the first line of its
+    text, at most ``limit`` characters (a Parsl error can hold a whole remote traceback)."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:limit]
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors stay on one line (the values they quote escaped)."""
 

@@ -22,6 +22,7 @@ from covmocks.clustering.samples import rules_for
 from covmocks.clustering.threshold_gate import SampleGate
 from covmocks.core import logs
 from covmocks.core.errors import CovmocksError
+from covmocks.core.oneline import error_line
 from covmocks.workflow.driver_lock import DriverLock
 from covmocks.workflow.journal import Journal, last_events
 from covmocks.workflow.metadata import umask, write_plan
@@ -222,7 +223,7 @@ class Runner:
     def _measured(self, task, future) -> None:
         """Journal a box's clustering measurement (``clustering``: samples, or error)."""
         exc = future.exception()
-        result = {"error": f"{type(exc).__name__}: {exc}"[:500]} if exc else (
+        result = {"error": error_line(exc)} if exc else (
             future.result()["clustering"])  # fmt: skip
         if "error" in result:
             log.error("%s: clustering not measured: %s", task.task_id, result["error"])
@@ -240,7 +241,7 @@ class Runner:
             return None
         marker = Path(f"{task.log_stem}.timeout")
         kind = classify(exc, marker.exists())
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        error = error_line(exc)
         if kind == "timeout" and marker.exists():
             error = f"killed: {marker.read_text().strip()}"
         decision = self.policy.decide(tid, kind)

@@ -109,6 +109,13 @@ class Journal:
             return None
         if not isinstance(event, dict) or any(k not in event for k in cls.REQUIRED):
             return None
+        t = event["t"]
+        if (
+            isinstance(t, bool)
+            or not isinstance(t, int | float)
+            or not isinstance(event["task"], str)
+        ):
+            return None  # status does arithmetic on the time and looks tasks up by id
         return event
 
     def close(self) -> None:
