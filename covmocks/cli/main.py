@@ -51,6 +51,18 @@ def run_plan(args: argparse.Namespace) -> int:
         print(f"blocked until {len(missing)} inputs appear (halo or cleaned catalogs), e.g.:")
         for path in missing[:3]:
             print(f"  {path}")
+    if args.verify_inputs:  # reads only: outside the lock
+        from covmocks.workflow.plan import verify_inputs
+
+        found = verify_inputs(plan, progress=not args.quiet)
+        for line in found.mismatches:
+            print(line)
+        print(f"verified {found.files} input files ({_size(found.n_bytes)}) in "
+              f"{found.directories} directories: {len(found.mismatches)} mismatches")  # fmt: skip
+        if found.unchecked:
+            print(f"not verified: {len(found.unchecked)} directories without checksums.crc32, "
+                  f"e.g. {found.unchecked[0]}")  # fmt: skip
+        return 1 if found.mismatches else 0
     return 0
 
 
@@ -258,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=run_validate)
     plan = sub.add_parser("plan", help="validate a campaign, write its directory and manifest")
     _campaign_arguments(plan)
+    plan.add_argument("--verify-inputs", action="store_true",
+                      help="also check the CRC of every AbacusSummit file the boxes read against "
+                      "its directory's checksums.crc32; exit status 1 on a mismatch")  # fmt: skip
     plan.set_defaults(func=run_plan)
     est = sub.add_parser("estimate", help="node-hours, GPU-hours, storage, wall-clock time")
     _campaign_arguments(est)

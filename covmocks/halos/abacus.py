@@ -15,7 +15,7 @@ from covmocks.core import units
 from covmocks.core.errors import InputError, read_error
 from covmocks.core.oneline import reason
 from covmocks.halos import checks
-from covmocks.halos.abacus_layout import cleaning_dir
+from covmocks.halos.abacus_layout import box_dirs, cleaning_dir, describe, incomplete
 from covmocks.halos.blocks import (
     ABACUS_C000_OMEGA_B,
     CLEANING_TALLY,
@@ -37,7 +37,8 @@ class AbacusSource:
     Columns: ``id``; mass = ``N`` x ``ParticleMassHMsun``; position ``x_L2com`` and
     velocity ``v_L2com`` (centre of mass of the largest L2 subhalo, i.e. the halo core);
     radius ``r100_L2com`` (radius of the L2 halo enclosing all its particles).
-    Work units: the slab files.
+    Work units: the slab files. They, and the cleaned files, are checked first against
+    their directory's ``checksums.crc32`` (presence and size, ``_check_complete``).
 
     ``cleandir``: read the merger-tree-cleaned catalog (Bose et al. 2022) from this cleaning
     root (``cleaning_dir``): halos the finder split are merged back (their particles added to
@@ -68,10 +69,24 @@ class AbacusSource:
                 found = False
             if not found:
                 raise InputError(f"cleaned catalog not found: {cleaned} (for {self.path})")
+        self._check_complete()
         self.cleaning_tally = dict.fromkeys(CLEANING_TALLY, 0)
         self._raw_header = dict(self._open(self.slab_files[0], ["id"], cleaned=False).header)
         self.header = self._make_header(self._raw_header)
         check_redshift(self.path, self.header, redshift)
+
+    def _check_complete(self) -> None:
+        """The files this box reads against their directories' ``checksums.crc32``: presence
+        and size (``abacus_layout.incomplete``), before any halo is read. A directory still
+        being staged is an InputError naming its missing or short files (never retried), not
+        a box with halos missing. A directory without the file is read as it is."""
+        for directory, prefix in box_dirs(self.path, self.cleandir):
+            try:
+                problems = incomplete(directory, prefix)
+            except OSError as exc:
+                raise read_error(directory, exc) from exc
+            if problems:
+                raise InputError(f"halo catalog incomplete: {describe(directory, problems)}")
 
     def _open(self, slab: Path, fields, cleaned: bool):
         from abacusnbody.data.compaso_halo_catalog import CompaSOHaloCatalog

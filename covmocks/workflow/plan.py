@@ -2,7 +2,8 @@
 campaign directory (paths: ``covmocks.core.layout``). Reads the file system, writes nothing.
 
 States: ``done`` (QA record and catalog exist), ``blocked`` (the halo catalog, or its
-cleaned catalog, is missing; not a failure: the task becomes ``todo`` when it appears),
+cleaned catalog, is missing, or for AbacusSummit lacks files or has files shorter than its
+``checksums.crc32`` lists; not a failure: the task becomes ``todo`` when it is all there),
 ``todo`` (anything else).
 """
 
@@ -18,7 +19,15 @@ from covmocks.box.spec import BoxSpec, snapshot_id
 from covmocks.campaign import Campaign, Resources
 from covmocks.core.errors import CovmocksError
 from covmocks.core.layout import Layout, parse_task_id, redshift_label, task_id
-from covmocks.halos.abacus_layout import cleaning_dir
+from covmocks.halos.abacus_layout import (
+    CHECKSUMS,
+    box_dirs,
+    cleaning_dir,
+    describe,
+    incomplete,
+    listed,
+    posix_cksum,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +50,7 @@ class Task:
     layout: Layout
     resources: Resources
     state: str
-    blocked_on: str | None = None  # the missing input of a blocked task
+    blocked_on: str | None = None  # the missing (or incomplete) input of a blocked task
 
     @property
     def output(self) -> Path:
@@ -103,13 +112,16 @@ class Plan:
 
 
 class _InputCheck:
-    """Whether halo catalogs exist, with one filesystem call per distinct directory: a
-    missing parent answers for everything below it."""
+    """Whether a box's inputs are all there, with one filesystem call per distinct directory
+    (a missing parent answers for everything below it); for AbacusSummit also one listing of
+    each directory read and one stat per file, against its ``checksums.crc32``
+    (``abacus_layout.incomplete``: presence and size, no CRC)."""
 
     def __init__(self, source: str):
         self.source = source
         self._dirs: dict[str, bool] = {}
         self._ready: dict[str, bool] = {}
+        self._lacks: dict[str, str | None] = {}
 
     def _isdir(self, path: str) -> bool:
         if path not in self._dirs:
@@ -120,13 +132,14 @@ class _InputCheck:
     def _check(self, path: str) -> bool:
         if self.source == "hdf5":
             return self._isdir(os.path.dirname(path)) and os.path.isfile(path)
-        slabs = os.path.join(path, "halo_info")
-        if not self._isdir(slabs):
+        return self._has(os.path.join(path, "halo_info"), "halo_info_")
+
+    def _has(self, directory: str, prefix: str) -> bool:
+        """Whether ``directory`` holds any ``<prefix>*.asdf``."""
+        if not self._isdir(directory):
             return False
-        with os.scandir(slabs) as entries:
-            return any(
-                e.name.startswith("halo_info_") and e.name.endswith(".asdf") for e in entries
-            )
+        with os.scandir(directory) as entries:
+            return any(e.name.startswith(prefix) and e.name.endswith(".asdf") for e in entries)
 
     def ready(self, path: str) -> bool:
         if path not in self._ready:
@@ -137,21 +150,34 @@ class _InputCheck:
         """Whether a cleaned catalog directory holds its ``cleaned_halo_info_*`` files."""
         key = str(cleaned)
         if key not in self._ready:
-            self._ready[key] = self._isdir(key) and any(
-                e.name.startswith("cleaned_halo_info_") for e in os.scandir(key)
-            )
+            self._ready[key] = self._has(key, "cleaned_halo_info_")
         return self._ready[key]
 
+    def lacks(self, directory: Path, prefix: str) -> str | None:
+        """What the files read from an AbacusSummit directory lack against its
+        checksums.crc32 (one line naming the missing or short files), or None."""
+        key = str(directory)
+        if key not in self._lacks:
+            problems = incomplete(directory, prefix)
+            self._lacks[key] = describe(directory, problems) if problems else None
+        return self._lacks[key]
+
     def missing(self, path: str | None, cleaning: str | None) -> str | None:
-        """The first missing input of a box: its halo catalog, else its cleaned catalog."""
+        """What a box waits for, first found: its halo catalog, else its cleaned catalog,
+        missing (the path), or for AbacusSummit incomplete (the directory and its files)."""
         if path is None:
             return None
         if not self.ready(path):
             return path
+        checked = box_dirs(path, cleaning) if self.source == "abacus" else []
+        if checked and (lacking := self.lacks(*checked[0])):
+            return lacking
         if cleaning is not None:
             cleaned = cleaning_dir(Path(path), Path(cleaning))
             if not self.cleaned_ready(cleaned):
                 return str(cleaned)
+            if len(checked) > 1 and (lacking := self.lacks(*checked[1])):
+                return lacking
         return None
 
 
@@ -244,3 +270,74 @@ def find_task(campaign: Campaign, text: str) -> BoxSpec:
         resources=campaign.resources_for(z), state="todo",
     )  # fmt: skip
     return BoxSpec.for_task(campaign, task)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """What ``verify_inputs`` found: one line per file whose CRC or size is not what its
+    directory's checksums.crc32 says (or that is missing, or cannot be read), and counts."""
+
+    mismatches: list[str]
+    files: int  # files whose CRC was computed
+    n_bytes: int
+    directories: int  # directories checked
+    unchecked: list[str]  # directories without checksums.crc32: nothing to check against
+
+
+def _verify_file(path: Path, crc: int, size: int) -> str | None:
+    try:
+        got_crc, got_size = posix_cksum(path)
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror or exc}"
+    if (got_crc, got_size) == (crc, size):
+        return None
+    return f"{path}: CRC {got_crc} size {got_size}, {CHECKSUMS} says CRC {crc} size {size}"
+
+
+def verify_inputs(plan: Plan, workers: int | None = None, progress: bool = True) -> Verification:
+    """The POSIX ``cksum`` CRC of every file the plan's AbacusSummit boxes read (slabs, and
+    cleaned catalogs where read; ``abacus_layout.box_dirs``), against the directories'
+    checksums.crc32: each distinct file once, ``workers`` threads at a time (zlib releases
+    the GIL), with a tqdm progress bar in bytes on stderr. Boxes whose halo catalog is not
+    there at all are skipped (the plan shows them blocked); a listed file that is missing is a
+    mismatch line. Reads only."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    dirs: dict[Path, str] = {}
+    for task in plan.tasks:
+        if task.source == "abacus" and task.input is not None:
+            for directory, prefix in box_dirs(task.input, task.cleaning):
+                dirs.setdefault(directory, prefix)
+    files: dict[Path, tuple[int, int]] = {}
+    mismatches, unchecked, checked = [], [], 0
+    for directory, prefix in dirs.items():
+        if not directory.is_dir():
+            continue
+        found = listed(directory, prefix)
+        if found is None:
+            unchecked.append(str(directory))
+            continue
+        checked += 1
+        names, problems = found
+        mismatches += [f"{directory / CHECKSUMS}: {p}" for p in problems]
+        for name, (crc, size) in names.items():
+            path = directory / name
+            if path.is_file():
+                files[path] = (crc, size)
+            else:
+                mismatches.append(f"{path}: missing")
+    n_bytes = sum(size for _, size in files.values())
+    workers = workers or min(8, os.cpu_count() or 1)
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=n_bytes, unit="B", unit_scale=True, desc="verify inputs",
+             disable=not progress) as bar,
+    ):  # fmt: skip
+        futures = {pool.submit(_verify_file, p, *expected): p for p, expected in files.items()}
+        for future in as_completed(futures):
+            if line := future.result():
+                mismatches.append(line)
+            bar.update(files[futures[future]][1])
+    return Verification(sorted(mismatches), len(files), n_bytes, checked, unchecked)
