@@ -12,13 +12,25 @@ user's file and says what failed, one line per check.
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from covmocks.catalog import hdf5
-from covmocks.core import files, provenance, units
+from covmocks.catalog.checks import (  # noqa: F401  (validation's names: limits and physics)
+    NEWTON_G,
+    REQUIRED_ATTRS,
+    SATELLITE_MAX_DISTANCE_R200M,
+    SATELLITE_MAX_SPEED_VVIR,
+    CatalogChecks,
+    r200m_comoving,
+    schema_matches,
+    virial_velocity_r200m,
+)
+from covmocks.core import files, provenance
 from covmocks.core.errors import (
     CovmocksError,
     TransientInputError,
@@ -27,188 +39,17 @@ from covmocks.core.errors import (
 )
 from covmocks.core.oneline import reason
 
-# count attribute -> which rows it counts; n_hosts and n_satellites are checked where the
-# writer recorded them (generate_box and mpibox do, a bare CatalogWriter does not)
-_COUNTS = {
-    "n_galaxies": lambda cen: len(cen),
-    "n_centrals": lambda cen: int(cen.sum()),
-    "n_hosts": lambda cen: int(cen.sum()),
-    "n_satellites": lambda cen: int((~cen).sum()),
-}
-_REQUIRED_COUNTS = ("n_galaxies", "n_centrals")
-# attributes that make a catalog self-describing, and that its QA record quotes
-REQUIRED_ATTRS = ("box_size", "redshift", "seed", "realization", "snapshot", "model_name",
-                  "model_version", "h", "Om0", "fb")  # fmt: skip
-
-# The catalog keeps no host radius, so the host-relative checks measure a satellite against
-# R200m of its host central's log10_mhalo: the radius enclosing 200 times the mean matter
-# density (200 Om0 rho_crit0 in comoving units), comoving Mpc/h -- the radius synthetic hosts
-# are given (synthetic.SyntheticSource). The model places a satellite within the input catalog's
-# host radius (NFW r/R <= 1). AbacusSummit's r100_L2com is not R200m: on the Mini_N64_L32 box
-# r100/R200m spans 0.75 to 1.15 and satellites reach 1.02 R200m; on a synthetic z=0.5 box of
-# 1e5 hosts (2.6e5 satellites) they reach 1.00 R200m. A satellite farther than 3 R200m
-# (periodic distance) is not where any input radius puts it: a position bug (wrong host,
-# units, wrapping).
-SATELLITE_MAX_DISTANCE_R200M = 3.0
-# Satellite velocities are Gaussian about the host's, 1D dispersion V/sqrt(3) with the model's
-# V = sqrt(G M / r_host): |v - v_host| = V |n|/sqrt(3), n a 3D standard normal, has no upper
-# bound, so the limit must leave the tail negligible. Against V_vir = sqrt(G M / R200m)
-# (physical radius) 10 V_vir is |n| < 17.3 sqrt(r_host/R200m): |n| < 10 (a chance of 2e-21
-# per satellite) even where the input radius is a third of R200m. (5 V_vir would be
-# |n| < 7.5 where r_host = 0.75 R200m, a chance of 4e-12 per satellite: expected false failures
-# in a campaign of 1e11 satellites.) Satellites reach 2.7 V_vir on the Mini box, 3.4 V_vir on
-# the synthetic z=0.5 box of 2.6e5 satellites. Catches velocities in the wrong units, or taken
-# from another host where the host is of low mass.
-SATELLITE_MAX_SPEED_VVIR = 10.0
-# Newton's constant in (Mpc/Msun) (km/s)^2 (diffsky's fake_sats uses 4.3e-9).
-NEWTON_G = 4.30091e-9
-
-
-def _schema_matches(d: dict) -> bool:
-    """Every SCHEMA column present, with its dtype and trailing shape, all of one length."""
-    if not set(hdf5.SCHEMA) <= set(d):
-        return False
-    n = len(d["halo_id"])
-    return all(
-        d[k].dtype == np.dtype(dtype) and d[k].shape == (n, *shape)
-        for k, (dtype, shape, _, _) in hdf5.SCHEMA.items()
-    )
-
-
-def _counts_match(cen: np.ndarray, attrs: dict) -> bool:
-    if not all(k in attrs for k in _REQUIRED_COUNTS):
-        return False
-    return all(int(attrs[k]) == count(cen) for k, count in _COUNTS.items() if k in attrs)
-
-
-def r200m_comoving(log10_mass_msun, h: float, Om0: float) -> np.ndarray:
-    """R200m (comoving Mpc/h) of halos of mass ``log10_mass_msun`` (log10 Msun, no h): the
-    radius within which the mean density is 200 times the mean matter density."""
-    return units.r200m_h(10 ** units.log_mass_msun_to_h(log10_mass_msun, h), Om0)
-
-
-def virial_velocity_r200m(log10_mass_msun, h: float, Om0: float, redshift: float) -> np.ndarray:
-    """V_vir = sqrt(G M / R200m) in km/s, R200m the physical radius at ``redshift``."""
-    r_phys = units.comoving_h_to_physical_mpc(r200m_comoving(log10_mass_msun, h, Om0), h, redshift)
-    return np.sqrt(NEWTON_G * 10 ** np.asarray(log10_mass_msun, dtype=np.float64) / r_phys)
-
-
-def _missing(a: dict, names) -> str:
-    """'' where every attribute in ``names`` is present, else the reason naming the absent."""
-    absent = [k for k in names if k not in a]
-    return "no attribute " + " ".join(repr(k) for k in absent) if absent else ""
-
-
-def _worst(values: np.ndarray, bad: np.ndarray, rows: np.ndarray, total: int, what: str,
-           unit: str) -> tuple[bool, str]:  # fmt: skip
-    """(passed, reason) of a per-row limit: ``bad`` rows of ``total`` failed it."""
-    if not bad.any():
-        return True, ""
-    finite = np.where(bad & np.isfinite(values), values, -np.inf)
-    i = int(np.argmax(finite)) if np.isfinite(finite).any() else int(np.argmax(bad))
-    return False, (f"{int(bad.sum())} of {total} {what} (worst {values[i]:.3g} {unit} "
-                   f"at row {int(rows[i])})")  # fmt: skip
-
-
-def _one_central_per_host(d: dict, cen: np.ndarray) -> tuple[bool, str]:
-    """Each halo_id has exactly one central: centrals' halo ids are unique and every row's
-    halo id is a central's."""
-    ids, count = np.unique(d["halo_id"][cen], return_counts=True)
-    shared = int((count > 1).sum())
-    orphans = np.unique(d["halo_id"][~np.isin(d["halo_id"], ids)])
-    if not shared and not len(orphans):
-        return True, ""
-    reasons = []
-    if shared:
-        reasons.append(f"{shared} halo ids with more than one central (e.g. {ids[count > 1][0]})")
-    if len(orphans):
-        reasons.append(f"{len(orphans)} halo ids without a central (e.g. {orphans[0]})")
-    return False, "; ".join(reasons)
-
-
-def _satellites_near_host(d: dict, a: dict, sat: np.ndarray, host: np.ndarray):
-    """(position check, velocity check) of the satellites in ``sat`` (rows whose host_index
-    is a valid central), against their host central's R200m and V_vir."""
-    position = _missing(a, ("box_size", "h", "Om0"))
-    velocity = _missing(a, ("h", "Om0", "redshift"))
-    rows = np.flatnonzero(sat)
-    hosts = host[rows]
-    lgm = d["log10_mhalo"][hosts]
-    if position:
-        near = (False, position)
-    else:
-        box, h, om0 = float(a["box_size"]), float(a["h"]), float(a["Om0"])
-        delta = d["pos"][rows].astype(np.float64) - d["pos"][hosts]
-        delta -= box * np.round(delta / box)
-        dist = np.linalg.norm(delta, axis=1) / r200m_comoving(lgm, h, om0)
-        limit = SATELLITE_MAX_DISTANCE_R200M
-        near = _worst(dist, ~(dist <= limit), rows, len(rows),
-                      f"satellites beyond {limit:g} R200m of their host", "R200m")  # fmt: skip
-    if velocity:
-        slow = (False, velocity)
-    else:
-        h, om0, z = float(a["h"]), float(a["Om0"]), float(a["redshift"])
-        dv = d["vel"][rows].astype(np.float64) - d["vel"][hosts]
-        speed = np.linalg.norm(dv, axis=1) / virial_velocity_r200m(lgm, h, om0, z)
-        limit = SATELLITE_MAX_SPEED_VVIR
-        slow = _worst(speed, ~(speed < limit), rows, len(rows),
-                      f"satellites faster than {limit:g} V_vir relative to their host",
-                      "V_vir")  # fmt: skip
-    return near, slow
-
-
-def _mstar_below_baryon_budget(d: dict, a: dict) -> tuple[bool, str]:
-    """Every galaxy's stellar mass below fb times its peak halo mass."""
-    if "fb" not in a:
-        return False, _missing(a, ("fb",))
-    fb = float(a["fb"])
-    if not fb > 0:
-        return False, f"fb = {fb} is not positive"
-    excess = d["log10_mstar"].astype(np.float64) - (np.log10(fb) + d["log10_mpeak"])
-    return _worst(excess, ~(excess < 0), np.arange(len(excess)), len(excess),
-                  "galaxies with log10_mstar >= log10(fb) + log10_mpeak", "dex above")  # fmt: skip
-
 
 def check_reasons(cat: hdf5.Catalog) -> dict[str, tuple[bool, str]]:
     """``check_catalog`` with reasons: name -> (passed, why it failed or '')."""
-    d, a = cat.data, cat.attrs
-    if not _schema_matches(d):
+    d = cat.data
+    if not schema_matches(d):
         return {"schema_complete": (False, "")}
     n = len(d["halo_id"])
-    cen = d["is_central"]
-    host = d["host_index"]
-    rows = np.arange(n)
-    floats = [k for k, (dtype, *_) in hdf5.SCHEMA.items() if np.dtype(dtype).kind == "f"]
-    units_ = {k: unit for k, (_, _, unit, _) in hdf5.SCHEMA.items()}
-    in_range = n == 0 or bool(host.min() >= 0 and host.max() < n)
-    box = float(a["box_size"]) if "box_size" in a else np.nan
-    # rows whose host_index is a row of this file holding a central (the others fail
-    # host_index_points_at_centrals): the host-relative physics is checked on these
-    valid = (host >= 0) & (host < n)
-    valid[valid] = cen[host[valid]]
-    near, slow = _satellites_near_host(d, a, valid & ~cen, host)
-    checks = {
-        "schema_complete": (True, ""),
-        "attributes_complete": (not _missing(a, REQUIRED_ATTRS), _missing(a, REQUIRED_ATTRS)),
-        "units_match_schema": all(cat.units.get(k) == u for k, u in units_.items()),
-        "counts_match_attributes": _counts_match(cen, a),
-        # every float column, SFR and sSFR included: no separate SFR check
-        "finite_values": all(bool(np.all(np.isfinite(d[k]))) for k in floats),
-        "positions_in_box": bool(np.isfinite(box) and np.all((d["pos"] >= 0) & (d["pos"] < box))),
-        # every row's host_index is a row of this file holding a central: a satellite's
-        # host is never a satellite (nor the satellite itself)
-        "host_index_points_at_centrals": in_range and bool(np.all(cen[host])),
-        "centrals_host_themselves": bool(np.all(host[cen] == rows[cen])),
-        "host_ids_consistent": in_range and bool(np.all(d["halo_id"] == d["halo_id"][host])),
-        "one_central_per_host": _one_central_per_host(d, cen),
-        "mstar_below_baryon_budget": _mstar_below_baryon_budget(d, a),
-        "satellites_near_host": near,
-        "satellite_velocities_near_host": slow,
-    }
-    return {
-        name: (bool(c[0]), c[1]) if isinstance(c, tuple) else (bool(c), "")
-        for name, c in checks.items()
-    }
+    checks = CatalogChecks(n, cat.attrs, cat.units, lambda name, a, b: d[name][a:b])
+    for s in range(0, n, hdf5.CHUNK_ROWS):
+        checks.add({k: d[k][s : s + hdf5.CHUNK_ROWS] for k in hdf5.SCHEMA})
+    return checks.finish()
 
 
 def check_catalog(cat: hdf5.Catalog) -> dict[str, bool]:
@@ -227,7 +68,7 @@ def check_catalog(cat: hdf5.Catalog) -> dict[str, bool]:
     ``SATELLITE_MAX_DISTANCE_R200M`` R200m of its log10_mhalo) and
     ``satellite_velocities_near_host`` (|v - v_host| below ``SATELLITE_MAX_SPEED_VVIR``
     V_vir), both on the satellites whose host_index is valid. A check whose attributes are
-    missing fails.
+    missing fails. (``catalog.checks.CatalogChecks`` runs them, chunk by chunk.)
     """
     return {name: ok for name, (ok, _) in check_reasons(cat).items()}
 
@@ -288,17 +129,122 @@ def sha256(path, block_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _read(path: Path) -> tuple[list[str], hdf5.Catalog | None]:
-    """(failure lines, None) where ``path`` is no readable catalog, else ([], the catalog)."""
+class HashingFile(io.RawIOBase):
+    """The file at ``path``, read-only, for h5py's ``fileobj`` driver: hashes (SHA-256) its
+    bytes in file order as HDF5 reads them. A read beyond what is hashed first reads and
+    hashes the gap (sequentially, in blocks of ``block_bytes``, kept no longer); a read of
+    bytes already hashed is served from the file again and not hashed twice; ``hexdigest``
+    hashes what is left to the end. Every byte is hashed once, in order, and none is held.
+    ``requested`` and ``gap_bytes`` count the bytes HDF5 asked for and those read ahead.
+    Reads past the end give zeros, like HDF5's own POSIX driver."""
+
+    def __init__(self, path, block_bytes: int = 1 << 20):
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+        self.block_bytes = block_bytes
+        self._digest = hashlib.sha256()
+        self._hashed = self._pos = self.requested = self.gap_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _hash_to(self, end: int) -> None:
+        """Hash the file's bytes up to ``end`` (not beyond its size)."""
+        end = min(end, self.size)
+        while self._hashed < end:
+            block = os.pread(self._fd, min(self.block_bytes, end - self._hashed), self._hashed)
+            if not block:
+                raise OSError(f"file shrank while read: {self.size} bytes expected")
+            self._digest.update(block)
+            self._hashed += len(block)
+            self.gap_bytes += len(block)
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        start, n = self._pos, len(view)
+        self._hash_to(start)
+        got = 0
+        while got < n and (count := os.preadv(self._fd, [view[got:]], start + got)):
+            got += count
+        view[got:] = bytes(n - got)
+        if start + got > self._hashed:
+            self._digest.update(view[self._hashed - start : got])
+            self._hashed = start + got
+        self.requested += n
+        self._pos = start + n
+        return n
+
+    def hexdigest(self) -> str:
+        """The file's SHA-256 (hashing what HDF5 did not read, to the end)."""
+        self._hash_to(self.size)
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        super().close()
+
+
+def _stream(path: Path, raw: HashingFile) -> tuple[list[str], CatalogChecks | None]:
+    """(failure lines, None) where the catalog at ``path`` fails its schema or cannot be read,
+    else ([], the checks fed with every row): the file read once through ``raw``, chunk by
+    chunk of its datasets (``hdf5.CHUNK_ROWS`` rows where they are not chunked).
+
+    Errors come in the order ``hdf5.read_catalog`` met them: the data's, then the units',
+    then the attributes'."""
+    with h5py.File(raw, "r") as f:
+        datasets = {name: f[name] for name in hdf5.SCHEMA}
+        try:
+            attrs, attrs_error = hdf5.read_attrs(f), None
+        except Exception as exc:  # noqa: BLE001  (raised below, after the data's)
+            attrs, attrs_error = None, exc
+        if not schema_matches(datasets):  # reading all as read_catalog did: its errors
+            for ds in datasets.values():
+                step = (ds.chunks or (hdf5.CHUNK_ROWS,))[0] if ds.shape else 1
+                for s in range(0, ds.shape[0], step) if ds.shape else [()]:
+                    ds[s : s + step] if ds.shape else ds[()]
+            checks = None
+        else:
+            n = len(datasets["halo_id"])
+            step = (datasets["halo_id"].chunks or (hdf5.CHUNK_ROWS,))[0]
+            checks = CatalogChecks(n, attrs or {}, {}, lambda name, a, b: datasets[name][a:b],
+                                   step)  # fmt: skip
+            for s in range(0, n, step):
+                checks.add({name: ds[s : s + step] for name, ds in datasets.items()})
+            checks.resolve_far()  # reads the rows of hosts far from their members
+        units_ = {name: str(ds.attrs["units"]) for name, ds in datasets.items()}
+        if attrs_error is not None:
+            raise attrs_error
+        if checks is None:
+            return ["schema_complete"], None
+        checks.units = units_
+        return [], checks
+
+
+def _read(path: Path, raw: HashingFile) -> tuple[list[str], CatalogChecks | None]:
+    """(failure lines, None) where ``path`` is no readable catalog, else ([], its checks fed
+    with every row, read through ``raw``)."""
     unreadable = _unreadable_schema(path)
     if unreadable:
         return _failure_lines(unreadable), None
-    return [], hdf5.read_catalog(path)
+    return _stream(path, raw)
 
 
-def _failures(cat: hdf5.Catalog) -> tuple[list[str], dict[str, bool]]:
-    """(failure lines, every check's result) of a catalog read back."""
-    results = check_reasons(cat)
+def _failures(checks: CatalogChecks) -> tuple[list[str], dict[str, bool]]:
+    """(failure lines, every check's result) of a catalog streamed."""
+    results = checks.finish()
     failed = {name: why for name, (ok, why) in results.items() if not ok}
     return _failure_lines(failed), {name: ok for name, (ok, _) in results.items()}
 
@@ -306,7 +252,7 @@ def _failures(cat: hdf5.Catalog) -> tuple[list[str], dict[str, bool]]:
 def check_file(path) -> list[str]:
     """One line per failed check of the catalog at ``path`` (``name (reason)`` where there is
     a reason), empty where it passes; a file that cannot be read is one line. For a user's
-    file (``covmocks validate``): writes nothing."""
+    file (``covmocks validate``): writes nothing. Reads the file once, chunk by chunk."""
     path = Path(path)
     try:
         found, is_dir = path.is_file(), path.is_dir()
@@ -315,10 +261,11 @@ def check_file(path) -> list[str]:
     if not found:
         return [f"readable_hdf5 ({'a directory' if is_dir else 'no such file'}: {path})"]
     try:
-        lines, cat = _read(path)
+        with HashingFile(path) as raw:
+            lines, checks = _read(path, raw)
+            return lines or _failures(checks)[0]
     except (OSError, CovmocksError, KeyError, ValueError) as exc:  # transient, or odd content
         return [f"readable_hdf5 ({' '.join(str(exc).split())})"]
-    return lines or _failures(cat)[0]
 
 
 def validate(path, qa_record, *, task_id: str, wall_s: float | None = None,
@@ -328,24 +275,33 @@ def validate(path, qa_record, *, task_id: str, wall_s: float | None = None,
     Raises ValidationError (listing the failed checks, with reasons) and writes no record
     otherwise. The record carries the file's ``sha256`` and the ``wall_s`` and
     ``peak_rss_bytes`` given (of the process that made it; None where unknown).
+
+    One pass over the file: its rows are checked chunk by chunk (``catalog.checks``) as they
+    are read, and its bytes hashed as HDF5 reads them (``HashingFile``); memory holds a chunk
+    and the few bytes a galaxy that the checks across rows keep.
     """
     path, qa_record = Path(path), Path(qa_record)
-    lines, cat = _read(path)
-    if not lines:
-        lines, checks = _failures(cat)
-    if lines:
-        raise ValidationError(f"{path}: failed checks: {', '.join(lines)}")
+    with HashingFile(path) as raw:
+        lines, checks = _read(path, raw)
+        if not lines:
+            lines, results = _failures(checks)
+        if lines:
+            raise ValidationError(f"{path}: failed checks: {', '.join(lines)}")
+        summary = checks.summary()
+        file_bytes = path.stat().st_size
+        digest = raw.hexdigest()
+    attrs = checks.attrs
     record = {
         "task_id": task_id,
         "output": str(path),
-        "checks": checks,
-        "summary": summarize(cat),
+        "checks": results,
+        "summary": summary,
         "wall_s": wall_s,
         "peak_rss_bytes": peak_rss_bytes,
-        "file_bytes": path.stat().st_size,
-        "sha256": sha256(path),
-        "seed": int(cat.attrs["seed"]),
-        "model": f"{cat.attrs['model_name']} {cat.attrs['model_version']}",
+        "file_bytes": file_bytes,
+        "sha256": digest,
+        "seed": int(attrs["seed"]),
+        "model": f"{attrs['model_name']} {attrs['model_version']}",
         "validated_utc": provenance.utc_now(),
     }
     files.write_json(qa_record, record)  # the completion marker: durable, whole or absent
