@@ -49,8 +49,24 @@ def test_campaign_measures_every_box_at_one_ensemble_threshold(make_campaign):
     probe = make_campaign(LOCAL_RUN, science=science)
     campaign = make_campaign(LOCAL_RUN, science=science, **_clustering(_target(probe)))
     layout = campaign.layout
+    # faults in measurements only: a calibration box's (measured alone, after the threshold)
+    # raises once; a held box's (measured right after it is made) kills its worker once
+    layout.faults.parent.mkdir(parents=True, exist_ok=True)
+    layout.faults.write_text(json.dumps({
+        "r0001_z0.500": {"action": "raise", "stage": "measure"},
+        "r0004_z0.500": {"action": "kill", "stage": "measure"},
+    }))  # fmt: skip
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": N_BOXES,
                                                                         "failed": 0}  # fmt: skip
+    journal = Journal(layout.journal).read()
+    failed = [(e["task"], e["attempt"]) for e in journal
+              if e["event"] == "clustering" and "error" in e]  # fmt: skip
+    assert sorted(failed) == [("r0001_z0.500", 1), ("r0004_z0.500", 1)]
+    # the measurement was retried alone: each box made and settled once, none lost or retried
+    assert sorted(e["task"] for e in journal if e["event"] == "submitted") == sorted(
+        f"r{r:04d}_z0.500" for r in range(N_BOXES)
+    )
+    assert not [e for e in journal if e["event"] in ("lost", "retry", "failed")]
 
     fixed = json.loads(layout.thresholds.read_text())["0.500"]["sfr_n"]
     assert fixed["boxes"] == ["r0000_z0.500", "r0001_z0.500", "r0002_z0.500"]
@@ -74,7 +90,7 @@ def test_campaign_measures_every_box_at_one_ensemble_threshold(make_campaign):
     assert len(set(counts)) > 1  # cut at one threshold: the counts fluctuate box to box
     volume = float(record["attrs"]["box_size"]) ** 3
     assert np.mean(counts[:3]) / volume == pytest.approx(target, rel=0.1)
-    events = [e for e in Journal(layout.journal).read() if e["event"] == "clustering"]
+    events = [e for e in journal if e["event"] == "clustering" and "samples" in e]
     assert sorted(e["task"] for e in events) == [f"r{r:04d}_z0.500" for r in range(N_BOXES)]
 
     # a rerun redoes nothing; a lost record is measured again, alone

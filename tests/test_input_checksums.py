@@ -69,7 +69,7 @@ def test_the_copy_is_complete_and_plans_todo(tmp_path, snapshot, mini_catalog_di
     assert (snapshot / "halo_info" / CHECKSUMS).read_text() == shipped  # AbacusSummit's is cksum's
     _, campaign = one_box(tmp_path, snapshot)
     with caplog.at_level(logging.WARNING):
-        (task,) = make_plan(campaign).tasks
+        (task,) = make_plan(campaign, check_sizes=True).tasks
     assert task.state == "todo" and task.blocked_on is None
     assert CHECKSUMS not in caplog.text  # this directory has one: nothing to warn of
 
@@ -77,7 +77,7 @@ def test_the_copy_is_complete_and_plans_todo(tmp_path, snapshot, mini_catalog_di
 def test_a_missing_slab_blocks_the_box_and_is_named(tmp_path, snapshot, capsys):
     (snapshot / "halo_info" / "halo_info_001.asdf").unlink()
     path, campaign = one_box(tmp_path, snapshot)
-    (task,) = make_plan(campaign).tasks
+    (task,) = make_plan(campaign, check_sizes=True).tasks
     assert task.state == "blocked"
     assert task.blocked_on == f"{snapshot / 'halo_info'}: halo_info_001.asdf missing"
     assert main.main(["plan", str(path)]) == 0
@@ -89,7 +89,7 @@ def test_a_truncated_slab_blocks_the_box_with_its_expected_size(tmp_path, snapsh
     slab = snapshot / "halo_info" / "halo_info_002.asdf"
     os.truncate(slab, 1000)  # a copy cut short
     _, campaign = one_box(tmp_path, snapshot)
-    (task,) = make_plan(campaign).tasks
+    (task,) = make_plan(campaign, check_sizes=True).tasks
     assert task.state == "blocked"
     assert "halo_info_002.asdf has 1000 bytes, checksums.crc32 says 41958" in task.blocked_on
     assert "halo_info_000" not in task.blocked_on
@@ -99,7 +99,7 @@ def test_a_slab_not_listed_blocks_too(tmp_path, snapshot):
     shutil.copy(snapshot / "halo_info" / "halo_info_002.asdf",
                 snapshot / "halo_info" / "halo_info_003.asdf")  # fmt: skip
     _, campaign = one_box(tmp_path, snapshot)
-    (task,) = make_plan(campaign).tasks
+    (task,) = make_plan(campaign, check_sizes=True).tasks
     assert task.state == "blocked" and "halo_info_003.asdf is not in checksums.crc32" in (
         task.blocked_on
     )
@@ -109,14 +109,14 @@ def test_only_the_files_the_box_reads_count(tmp_path, snapshot):
     """Lines for files the box does not read (another catalog type) do not block it."""
     write_checksums(snapshot / "halo_info", extra="123 456 halo_rv_A_000.asdf\n")
     _, campaign = one_box(tmp_path, snapshot)
-    assert make_plan(campaign).tasks[0].state == "todo"
+    assert make_plan(campaign, check_sizes=True).tasks[0].state == "todo"
 
 
 def test_a_checksums_file_cut_short_blocks_the_box(tmp_path, snapshot):
     checksums = snapshot / "halo_info" / CHECKSUMS
     checksums.write_text(checksums.read_text()[:-30])  # the last line's name is cut
     _, campaign = one_box(tmp_path, snapshot)
-    (task,) = make_plan(campaign).tasks
+    (task,) = make_plan(campaign, check_sizes=True).tasks
     assert task.state == "blocked" and "checksums.crc32 line 3 is not" in task.blocked_on
 
 
@@ -150,7 +150,9 @@ def test_verify_inputs_catches_a_corrupted_byte_of_the_same_size(tmp_path, snaps
     data = bytearray(slab.read_bytes())
     data[20000] ^= 0x01  # one bit, inside the compressed arrays: same size, wrong data
     slab.write_bytes(bytes(data))
-    assert make_plan(campaign).tasks[0].state == "todo"  # sizes alone do not see it
+    assert (
+        make_plan(campaign, check_sizes=True).tasks[0].state == "todo"
+    )  # sizes alone do not see it
     assert main.main(["plan", "--verify-inputs", str(path)]) == 1
     out, err = capsys.readouterr()
     lines = [line for line in out.splitlines() if "checksums.crc32 says" in line]
@@ -164,7 +166,7 @@ def test_no_checksums_file_warns_once_and_reads_as_before(tmp_path, snapshot, mi
     (snapshot / "halo_info" / CHECKSUMS).unlink()
     _, campaign = one_box(tmp_path, snapshot, realizations=[0, 1])  # two boxes, one directory
     with caplog.at_level(logging.WARNING, logger="covmocks.halos.abacus_layout"):
-        plan = make_plan(campaign)
+        plan = make_plan(campaign, check_sizes=True)
         sources = [AbacusSource(snapshot) for _ in range(3)]
     assert plan.counts["todo"] == 2
     warned = [r for r in caplog.records if CHECKSUMS in r.getMessage()]
@@ -180,12 +182,12 @@ def test_cleaned_catalogs_are_checked_too(tmp_path, snapshot, capsys):
     cleaned_info = cleaned.cleandir / "Mini_N64_L32" / "z0.000" / "cleaned_halo_info"
     write_checksums(cleaned_info)
     path, campaign = one_box(tmp_path, cleaned.halo_dir, cleaning=str(cleaned.cleandir))
-    assert make_plan(campaign).tasks[0].state == "todo"
+    assert make_plan(campaign, check_sizes=True).tasks[0].state == "todo"
     assert main.main(["plan", "-q", "--verify-inputs", str(path)]) == 0
     assert "verified 6 input files" in capsys.readouterr().out  # the slabs, the cleaned files
 
     os.truncate(cleaned_info / "cleaned_halo_info_000.asdf", 100)
-    (task,) = make_plan(campaign).tasks
+    (task,) = make_plan(campaign, check_sizes=True).tasks
     assert task.state == "blocked" and task.blocked_on.startswith(f"{cleaned_info}: ")
     assert "cleaned_halo_info_000.asdf has 100 bytes" in task.blocked_on
     with pytest.raises(InputError, match="cleaned_halo_info_000.asdf has 100 bytes"):

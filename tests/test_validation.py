@@ -120,7 +120,7 @@ def test_valid_catalog_passes_and_writes_record_atomically(tmp_path):
 
 def test_record_carries_peak_rss_and_a_streamed_hash(tmp_path):
     path = write(tmp_path / "mock.hdf5")
-    record = validation.validate(path, tmp_path / "qa.json", task_id="t0", peak_rss_bytes=12345)
+    record = validation.validate(path, tmp_path / "qa.json", task_id="t0", peak_rss=lambda: 12345)
     assert record["peak_rss_bytes"] == 12345
     expected = hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["sha256"] == expected

@@ -392,21 +392,23 @@ def test_hash_in_one_pass_reads_each_byte_once_where_laid_out_in_order(tmp_path)
 
 
 def test_record_is_the_whole_file_record(tmp_path):
-    """The QA record's content is what the whole-file path wrote (but for timing)."""
+    """The QA record's content is what the whole-file path wrote, plus the stages' times."""
     path = tmp_path / "box.hdf5"
     write_synthetic(path, 30_000, chunk_rows=4096)
     record = validation.validate(path, tmp_path / "qa.json", task_id="t0", wall_s=2.0,
-                                 peak_rss_bytes=7)  # fmt: skip
+                                 peak_rss=lambda: 7)  # fmt: skip
     cat = hdf5.read_catalog(path)
     expected = {
         "task_id": "t0", "output": str(path),
         "checks": {k: ok for k, (ok, _) in old_check_reasons(cat).items()},
-        "summary": old_summarize(cat), "wall_s": 2.0, "peak_rss_bytes": 7,
+        "summary": old_summarize(cat), "wall_s": 2.0, "stages": record["stages"],
+        "peak_rss_bytes": 7,
         "file_bytes": path.stat().st_size,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "seed": 7, "model": "hand_made 0",
     }  # fmt: skip
     assert list(record) == [*expected, "validated_utc"]
+    assert record["stages"]["generate_s"] == 2.0 and 0 < record["stages"]["validate_s"] < 60
     assert {k: v for k, v in record.items() if k != "validated_utc"} == expected
 
 

@@ -247,7 +247,7 @@ def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
             return
         if status == 2:
             raise InputError(f"{ranks}: {reason}")
-        if "no space left" in reason:  # a full disk (catalog_mpio): retried, charged
+        if "no space left" in reason:  # a full disk (catalog_mpio): the driver holds the box
             raise NoSpaceError(f"{ranks}: {reason}")
         raise RuntimeError(f"{ranks} failed: {reason}")
 
@@ -271,11 +271,15 @@ def _generate_here(job: BoxJob) -> None:
         )
 
 
-def _peak_rss_bytes(mpi: bool) -> int:
-    """Peak resident memory (bytes) of what generated the box: the largest MPI rank (waited-for
-    descendants) or this worker process (a warm worker's peak over its boxes so far)."""
-    who = resource.RUSAGE_CHILDREN if mpi else resource.RUSAGE_SELF
-    return resource.getrusage(who).ru_maxrss * 1024  # Linux reports KiB
+def _peak_rss_bytes() -> int:
+    """Peak resident memory (bytes) of the task so far: this worker process (a warm worker's
+    peak over its boxes so far: generation and validation) or, larger where it ran them, its
+    largest MPI rank (waited-for descendants)."""
+    peaks = (
+        resource.getrusage(who).ru_maxrss
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return max(peaks) * 1024  # Linux reports KiB
 
 
 def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None = None) -> dict:
@@ -311,28 +315,34 @@ def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None
             else:
                 log.info("catalog exists, validating only: %s", output)
             try:
-                rss = _peak_rss_bytes(job.mpi)
                 record = validation.validate(output, job.qa_record, task_id=job.task_id,
-                                             wall_s=wall_s, peak_rss_bytes=rss)  # fmt: skip
+                                             wall_s=wall_s, peak_rss=_peak_rss_bytes)  # fmt: skip
             except validation.ValidationError:
                 output.rename(output.with_name(output.name + ".invalid"))
                 raise
-        # outside the watchdog: a measurement that overruns never fails a box already made
+        # under a watchdog of its own: a measurement that overruns or kills the worker
+        # leaves a made box (the driver retries the measurement alone, never the box)
         if job.clustering is not None:
-            record["clustering"] = _measure(job.clustering)
+            record["clustering"] = _measure(job)
         return record
 
 
-def _measure(job) -> dict:
-    """Measure a box's clustering (``covmocks.clustering.measure``): the per-sample summary, or the
-    error (the catalog stands; the driver records the error, the box stays done)."""
+def _measure(job: BoxJob) -> dict:
+    """Measure a box's clustering (``covmocks.clustering.measure``) within the task's walltime
+    (the watchdog kills the worker past it, and marks ``<log_stem>.measure-timeout``): the
+    per-sample summary, or the error (the catalog stands; the driver retries the measurement)."""
+    from covmocks.apps import faults
     from covmocks.clustering import measure as clustering
 
+    marker = Path(f"{job.log_stem}.measure-timeout")
+    marker.unlink(missing_ok=True)
     try:
-        return clustering.measure(job)
+        with watchdog(job.walltime_s, marker):
+            faults.inject(job.faults, job.task_id, job.log_stem, stage="measure")
+            return clustering.measure(job.clustering)
     except Exception as exc:  # noqa: BLE001  (any failure: the made box stays made)
         logging.getLogger("covmocks.apps.box_task").exception(
-            "clustering of %s failed", job.samples
+            "clustering of %s failed", job.clustering.samples
         )
         return {"error": error_line(exc)}
 
@@ -345,4 +355,4 @@ def measure_clustering(job: BoxJob, parsl_resource_specification: dict | None = 
     os.umask(job.umask)
     with task_logs(job.log_stem):
         logging.getLogger("covmocks.apps.box_task").info("task %s: clustering only", job.task_id)
-        return {"clustering": _measure(job.clustering)}
+        return {"clustering": _measure(job)}

@@ -6,9 +6,11 @@ A campaign directory may hold ``metadata/faults.json`` (``Layout.faults``)::
 
 ``raise`` throws a transient error, ``kill`` SIGKILLs the worker process (as a node
 failure would), ``hang`` sleeps past any walltime, ``sleep`` waits ``seconds`` (default 60)
-and then runs the box normally (a slow box). Each fault fires ``times`` times
-(default 1) per task, counted in ``logs/<task>.faults`` so the count survives workers and
-drivers. Without the file nothing happens.
+and then runs the box normally (a slow box). A fault with ``"stage": "measure"`` fires in
+the box's clustering measurement instead (after the box is made). Each fault fires
+``times`` times (default 1) per task, counted in ``logs/<task>.faults`` (``.measure-faults``
+for the measurement) so the count survives workers and drivers. Without the file nothing
+happens.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ class InjectedFault(RuntimeError):
     """A transient failure injected on purpose."""
 
 
-def inject(path: Path, task_id: str, log_stem: Path) -> None:
-    """Fire this task's fault if the faults file ``path`` plans one not yet used up."""
+def inject(path: Path, task_id: str, log_stem: Path, stage: str = "box") -> None:
+    """Fire this task's fault at ``stage`` (``box`` or ``measure``) if the faults file
+    ``path`` plans one not yet used up."""
     if not path.exists():
         return
     fault = json.loads(path.read_text()).get(task_id)
-    if fault is None:
+    if fault is None or fault.get("stage", "box") != stage:
         return
-    counter = Path(f"{log_stem}.faults")
+    counter = Path(f"{log_stem}.faults" if stage == "box" else f"{log_stem}.{stage}-faults")
     fired = len(counter.read_text().splitlines()) if counter.exists() else 0
     if fired >= fault.get("times", 1):
         return

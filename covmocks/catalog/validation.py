@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -269,18 +271,21 @@ def check_file(path) -> list[str]:
 
 
 def validate(path, qa_record, *, task_id: str, wall_s: float | None = None,
-             peak_rss_bytes: int | None = None) -> dict:  # fmt: skip
+             peak_rss: Callable[[], int] | None = None) -> dict:  # fmt: skip
     """Check the catalog at ``path``; on success write ``qa_record`` atomically and return it.
 
     Raises ValidationError (listing the failed checks, with reasons) and writes no record
-    otherwise. The record carries the file's ``sha256`` and the ``wall_s`` and
-    ``peak_rss_bytes`` given (of the process that made it; None where unknown).
+    otherwise. The record carries the file's ``sha256``; ``wall_s``, the generation's time
+    (None where it did not run here), also as ``stages.generate_s`` beside
+    ``stages.validate_s``; and ``peak_rss_bytes``, what ``peak_rss()`` says once the checks
+    are done (the task's peak over generation and validation; None where not given).
 
     One pass over the file: its rows are checked chunk by chunk (``catalog.checks``) as they
     are read, and its bytes hashed as HDF5 reads them (``HashingFile``); memory holds a chunk
     and the few bytes a galaxy that the checks across rows keep.
     """
     path, qa_record = Path(path), Path(qa_record)
+    started = time.perf_counter()
     with HashingFile(path) as raw:
         lines, checks = _read(path, raw)
         if not lines:
@@ -297,7 +302,8 @@ def validate(path, qa_record, *, task_id: str, wall_s: float | None = None,
         "checks": results,
         "summary": summary,
         "wall_s": wall_s,
-        "peak_rss_bytes": peak_rss_bytes,
+        "stages": {"generate_s": wall_s, "validate_s": time.perf_counter() - started},
+        "peak_rss_bytes": peak_rss() if peak_rss is not None else None,
         "file_bytes": file_bytes,
         "sha256": digest,
         "seed": int(attrs["seed"]),

@@ -45,10 +45,9 @@ NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 class NoSpaceError(TransientError):
     """Writing an output failed for want of space (``NO_SPACE_ERRNOS``). Nothing was left
-    under the final name. Transient: space may be freed (a purge, another job's scratch), so
-    the task is retried with backoff, and charged, so a disk that stays full fails the task
-    after its retries, with "no space left" in its error; ``covmocks retry`` runs it again
-    once space is freed."""
+    under the final name. Transient: space may be freed (a purge, another job's scratch). A
+    campaign's driver holds the box, uncharged, and waits for the space
+    (``covmocks.workflow.space``); elsewhere (``covmocks generate``) it is one line of error."""
 
 
 def no_space(path, exc: OSError) -> NoSpaceError:

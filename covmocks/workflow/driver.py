@@ -8,6 +8,7 @@ completion is read from disk.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import heapq
 import logging
@@ -28,11 +29,24 @@ from covmocks.workflow.journal import Journal, last_events
 from covmocks.workflow.metadata import umask, write_plan
 from covmocks.workflow.notify import Notifier
 from covmocks.workflow.retry import RetryPolicy, classify
+from covmocks.workflow.space import SpaceWait, box_bytes, out_of_space
 
 log = logging.getLogger(__name__)
 
 # An MPI executor's resource specification for a task of one rank (a measurement).
 ONE_RANK = {"num_nodes": 1, "num_ranks": 1, "ranks_per_node": 1}
+# A box's clustering measurement is tried this many times (a failed or lost one again
+# alone, MEASURE_RETRY_S later), then left unmeasured: never its box again.
+MEASURE_ATTEMPTS = 3
+MEASURE_RETRY_S = 5.0
+
+
+def _made_on_disk(task) -> bool:
+    """The box's catalog and a QA record that holds something (the completion marker)."""
+    try:
+        return task.output.exists() and task.qa_record.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def uses_mpi(campaign) -> bool:
@@ -79,6 +93,8 @@ class Runner:
         self.journal = Journal(campaign.layout.journal)
         ex = campaign.execution
         self.policy = RetryPolicy(ex.retries, ex.backoff_base_s, ex.backoff_cap_s)
+        self.measure_attempts: collections.Counter[str] = collections.Counter()
+        self.space: SpaceWait | None = None  # set while the driver waits for disk space
 
     def runnable(self, plan) -> list:
         """Tasks to run: to do, minus those failed before unless asked to retry them."""
@@ -164,6 +180,7 @@ class Runner:
         pending = list(reversed(items))  # pop() from the end keeps plan order
         waiting: list[tuple[float, int, object]] = []  # (ready time, seq, task) heap
         in_flight: dict = {}
+        held: list[tuple] = []  # boxes that failed for want of space (``self.space``)
         outcome = {"done": 0, "failed": 0}
         notifier = Notifier(self.campaign, n_boxes)
         every_s = 0.5 if sys.stderr.isatty() else 30.0
@@ -171,14 +188,21 @@ class Runner:
                    desc=self.campaign.name)  # fmt: skip
         seq = 0
         try:
-            while pending or waiting or in_flight:
+            while pending or waiting or in_flight or held:
                 now = time.monotonic()
                 while waiting and waiting[0][0] <= now:
                     pending.append(heapq.heappop(waiting)[2])
-                while pending and len(in_flight) < ex.max_in_flight:
+                if self.space is not None and self.space.ready():
+                    log.warning("space is free again: resuming %d held boxes", len(held))
+                    pending.extend(reversed(held))
+                    held.clear()
+                    self.space = None
+                while pending and len(in_flight) < ex.max_in_flight and self.space is None:
                     item = pending.pop()
                     in_flight[self._submit(apps, item, mpi, launcher)] = item
                 timeout = 1.0 if not waiting else max(0.05, min(1.0, waiting[0][0] - now))
+                if not in_flight:  # a retry's backoff, or space: wait() would return at once
+                    time.sleep(timeout)
                 finished, _ = concurrent.futures.wait(
                     list(in_flight), timeout=timeout,
                     return_when=concurrent.futures.FIRST_COMPLETED,
@@ -186,14 +210,18 @@ class Runner:
                 for future in finished:
                     item = in_flight.pop(future)
                     if not item[1]:  # a measurement only
-                        self._measured(item[0], future)
-                        continue
-                    retry_at = self._settle(item[0], future, outcome)
-                    if retry_at is None:
-                        bar.update(1)
-                        notifier.settled(outcome)
-                        pending.extend(reversed(self._released(item[0], future)))
+                        again = self._measured(item[0], future, item[2])
+                        retry_at = again and time.monotonic() + MEASURE_RETRY_S
+                    elif self._out_of_space(item[0], future, notifier):
+                        held.append(item)
+                        retry_at = None
                     else:
+                        retry_at = self._settle(item, future, outcome)
+                        if retry_at is None:
+                            bar.update(1)
+                            notifier.settled(outcome)
+                            pending.extend(reversed(self._released(item, future)))
+                    if retry_at:
                         seq += 1
                         heapq.heappush(waiting, (retry_at, seq, item))
                 bar.set_postfix(failed=outcome["failed"], running=len(in_flight), refresh=False)
@@ -210,33 +238,72 @@ class Runner:
         notifier.finished(outcome)
         return outcome
 
-    def _released(self, task, future) -> list[tuple]:
-        """The work items a settled box releases (its snapshot's thresholds fixed)."""
+    def _out_of_space(self, task, future, notifier) -> bool:
+        """Whether a box failed for want of space; then it is held (``workflow.space``), with
+        no retry charged, and the driver stops submitting until space returns."""
+        exc = future.exception()
+        if not out_of_space(exc):
+            return False
+        self.journal.write(task.task_id, "held", error=error_line(exc))
+        if self.space is None:
+            layout = self.campaign.layout
+            per_box = box_bytes(sorted(layout.qa.glob("r*.json")),
+                                self.campaign.profile.cost.gigabytes_per_task * 1e9)  # fmt: skip
+            self.space = SpaceWait(self.campaign.directory,
+                                   per_box * self.campaign.execution.max_in_flight)  # fmt: skip
+            message = self.space.describe()
+            log.error("%s", message)
+            notifier.send(f"covmocks campaign {self.campaign.name}: {message}")
+        return True
+
+    def _released(self, item, future) -> list[tuple]:
+        """The work items a settled box releases: its snapshot's held boxes once the
+        thresholds are fixed, and its own measurement again where that failed."""
+        task, _, cuts = item
         if self.gate is None:
             return []
-        made = future.exception() is None
-        measured = made and "clustering" in future.result()
-        if measured:
-            self._measured(task, future)
+        made = future.exception() is None or (cuts is not None and _made_on_disk(task))
+        measured = False
+        if made and cuts is not None:  # the box was to be measured as well
+            measured = not self._measured(task, future, cuts)
+            if not measured and self.measure_attempts[task.task_id] >= MEASURE_ATTEMPTS:
+                measured = True  # given up: nothing more to release for it
         return self.gate.settled(task, made, measured)
 
-    def _measured(self, task, future) -> None:
-        """Journal a box's clustering measurement (``clustering``: samples, or error)."""
-        exc = future.exception()
-        result = {"error": error_line(exc)} if exc else (
-            future.result()["clustering"])  # fmt: skip
-        if "error" in result:
-            log.error("%s: clustering not measured: %s", task.task_id, result["error"])
-            self.journal.write(task.task_id, "clustering", error=result["error"])
-        else:
-            self.journal.write(task.task_id, "clustering", samples=result)
-
-    def _settle(self, task, future, outcome) -> float | None:
-        """Record a finished future; return when to retry it, or None."""
+    def _measured(self, task, future, cuts) -> bool:
+        """Journal a box's clustering measurement (``clustering``: samples, or error, with
+        the attempt); True where it failed and should be tried again, alone."""
         tid = task.task_id
         exc = future.exception()
-        if exc is None:
-            self.journal.write(tid, "done", wall_s=future.result().get("wall_s"))
+        result = future.result().get("clustering") if exc is None else None
+        if result is not None and "error" not in result:
+            self.journal.write(tid, "clustering", samples=result)
+            return False
+        marker = Path(f"{task.log_stem}.measure-timeout")
+        if result is not None:
+            error = result["error"]
+        elif marker.exists():
+            error = f"killed: {marker.read_text().strip()}"
+        else:
+            error = error_line(exc)
+        self.measure_attempts[tid] += 1
+        attempt = self.measure_attempts[tid]
+        self.journal.write(tid, "clustering", error=error, attempt=attempt)
+        again = attempt < MEASURE_ATTEMPTS
+        log.error("%s: clustering not measured (attempt %d of %d%s): %s", tid, attempt,
+                  MEASURE_ATTEMPTS, ", trying again" if again else "", error)  # fmt: skip
+        return again
+
+    def _settle(self, item, future, outcome) -> float | None:
+        """Record a finished box; return when to retry it, or None. A box whose worker was
+        lost in its measurement (catalog and QA record on disk) is done: only its
+        measurement is tried again (``_released``)."""
+        task, _, cuts = item
+        tid = task.task_id
+        exc = future.exception()
+        if exc is None or (cuts is not None and _made_on_disk(task)):
+            wall_s = future.result().get("wall_s") if exc is None else None
+            self.journal.write(tid, "done", wall_s=wall_s)
             outcome["done"] += 1
             return None
         marker = Path(f"{task.log_stem}.timeout")

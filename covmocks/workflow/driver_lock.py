@@ -12,7 +12,7 @@ import socket
 import time
 from pathlib import Path
 
-from covmocks.core.errors import NO_SPACE_ERRNOS, CovmocksError, no_space
+from covmocks.core.errors import NO_SPACE_ERRNOS, CovmocksError, OutputError, no_space
 
 # Seconds ``acquire`` keeps trying while the lock is taken: ``driver_alive`` probes hold it
 # shared for microseconds (status, the report, the notebook's wait loop), and a driver that
@@ -30,8 +30,13 @@ class DriverLock:
         self._fd = None
 
     def acquire(self, wait_s: float = WAIT_S) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write campaign directory {self.path.parent.parent}: {exc}"
+            ) from None
         deadline = time.monotonic() + wait_s
         while True:
             try:

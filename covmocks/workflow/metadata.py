@@ -99,7 +99,7 @@ def write_plan(campaign: Campaign) -> Plan:
     touches catalogs, QA records or logs."""
     check_science(campaign)
     layout = campaign.layout
-    plan = make_plan(campaign)
+    plan = make_plan(campaign, check_sizes=True)
     k_bins.check(campaign, plan)  # before anything is written
     try:
         with umask(campaign.execution.umask):

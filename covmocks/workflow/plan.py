@@ -117,8 +117,9 @@ class _InputCheck:
     each directory read and one stat per file, against its ``checksums.crc32``
     (``abacus_layout.incomplete``: presence and size, no CRC)."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, sizes: bool):
         self.source = source
+        self.sizes = sizes  # check the AbacusSummit files against checksums.crc32
         self._dirs: dict[str, bool] = {}
         self._ready: dict[str, bool] = {}
         self._lacks: dict[str, str | None] = {}
@@ -169,7 +170,7 @@ class _InputCheck:
             return None
         if not self.ready(path):
             return path
-        checked = box_dirs(path, cleaning) if self.source == "abacus" else []
+        checked = box_dirs(path, cleaning) if self.source == "abacus" and self.sizes else []
         if checked and (lacking := self.lacks(*checked[0])):
             return lacking
         if cleaning is not None:
@@ -200,9 +201,11 @@ def _written(record: Path) -> bool:
         return False
 
 
-def make_plan(campaign: Campaign) -> Plan:
+def make_plan(campaign: Campaign, *, check_sizes: bool = False) -> Plan:
     """The tasks and their states now. Reads the file system, writes nothing; logs a
-    warning naming the missing inputs, if any."""
+    warning naming the missing inputs, if any. ``check_sizes``: also hold AbacusSummit
+    boxes whose files are missing or short against their checksums.crc32 (one stat per
+    file of every box not done: planning a run does it, status and the report do not)."""
     layout = campaign.layout
     sci = campaign.science
     qa_names = dir_names(layout.qa)
@@ -213,7 +216,7 @@ def make_plan(campaign: Campaign) -> Plan:
             listed[rdir] = dir_names(layout.catalogs / rdir)
         return listed[rdir]
 
-    inputs = _InputCheck(sci.source)
+    inputs = _InputCheck(sci.source, check_sizes)
     snapshots = [
         (z, layout.catalog_name(z), snapshot_id(z), campaign.resources_for(z))
         for z in sci.redshifts

@@ -53,7 +53,7 @@ def task_states(plan, events: list[dict], driver: str | None) -> dict[str, str]:
             elif alive and last["event"] == "submitted":
                 began = _started(f"{task.log_stem}.err")
                 state = "running" if began >= last["t"] - 1.0 else "queued"
-            elif alive and last["event"] in ("retry", "lost", "timeout"):
+            elif alive and last["event"] in ("retry", "lost", "timeout", "held"):
                 state = "retry_wait"
         states[task.task_id] = state
     return states
