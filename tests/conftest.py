@@ -17,10 +17,17 @@ pytest_plugins = ["tests.slurm_cluster"]
 
 
 def pytest_configure(config):
-    """One JAX compilation cache for the whole test run, shared by every test campaign's
-    workers and ranks through ``$JAX_COMPILATION_CACHE_DIR``
+    """``$COVMOCKS_REQUIRE`` names only what ``require_or_skip`` knows (a typo would require
+    nothing). One JAX compilation cache for the whole test run, shared by every test
+    campaign's workers and ranks through ``$JAX_COMPILATION_CACHE_DIR``
     (``covmocks.galaxies.jaxenv.cache_dir``): the kernels compile once per run, not once per
     campaign (minutes of CI). A cache the user already set is kept."""
+    unknown = required() - set(REQUIRABLE)
+    if unknown:
+        raise pytest.UsageError(
+            f"COVMOCKS_REQUIRE: unknown {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(REQUIRABLE)})"
+        )
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         path = tempfile.mkdtemp(prefix="covmocks-tests-jax-cache-")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = config._covmocks_jax_cache = path
@@ -37,14 +44,33 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COVMOCKS_TEST_DATA", REPO.parent / "shared" / "data" / "Mini_N64_L32"))
 MINI_Z0 = DATA / "halos" / "z0.000"
 
+# What a test may skip for lack of, named by the words of $COVMOCKS_REQUIRE: the AbacusSummit
+# test catalog, the local Slurm cluster, the parallel-HDF5 venv (.venv-mpio).
+REQUIRABLE = ("data", "slurm", "mpio")
+
+
+def required() -> set[str]:
+    """The words of ``$COVMOCKS_REQUIRE`` (comma-separated), read at each call."""
+    return {w.strip() for w in os.environ.get("COVMOCKS_REQUIRE", "").split(",") if w.strip()}
+
+
+def require_or_skip(what: str, reason: str):
+    """Skip the calling test with ``reason``, or fail it with the same reason where
+    ``$COVMOCKS_REQUIRE`` names ``what`` (CI sets it: a CI machine without the stack fails)."""
+    assert what in REQUIRABLE, what
+    if what in required():
+        pytest.fail(f"{reason} [COVMOCKS_REQUIRE has {what!r}]", pytrace=False)
+    pytest.skip(reason)
+
 
 @pytest.fixture(scope="session")
 def mini_catalog_dir():
-    """The Mini_N64_L32 z=0 CompaSO directory, or skip with the reason."""
+    """The Mini_N64_L32 z=0 CompaSO directory, or ``require_or_skip("data", why)``."""
     if not (MINI_Z0 / "halo_info").is_dir():
-        pytest.skip(
+        require_or_skip(
+            "data",
             f"AbacusSummit test catalog not found at {MINI_Z0} (set COVMOCKS_TEST_DATA to the "
-            "Mini_N64_L32 directory)"
+            "Mini_N64_L32 directory)",
         )
     return MINI_Z0
 

@@ -15,7 +15,8 @@ The session fixture ``slurm_cluster``
    have found it meanwhile; ``scripts/slurm-cluster.sh stop`` ends it, or set
    ``COVMOCKS_SLURM_STOP=1`` to stop it at the end of the session that started it); a start
    that fails is a test error, not a skip;
-3. else skips, saying why (not installed, or not root).
+3. else skips, saying why (not installed, or not root): ``require_or_skip("slurm", why)``,
+   a failure where ``$COVMOCKS_REQUIRE`` has ``slurm`` (tests/conftest.py).
 
 While it is active ``SLURM_CONF`` is set in ``os.environ``, so ``sbatch``/``squeue`` called by
 the tests and by Parsl's ``SlurmProvider`` find the cluster.
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require_or_skip
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +145,7 @@ def stop_cluster() -> None:
 
 
 def ensure_cluster() -> SlurmCluster:
-    """Find or start the cluster, or skip the calling test with the reason."""
+    """Find or start the cluster, or ``require_or_skip("slurm", why)``."""
     candidates = []
     if os.environ.get("SLURM_CONF"):
         candidates.append(Path(os.environ["SLURM_CONF"]))
@@ -153,15 +156,17 @@ def ensure_cluster() -> SlurmCluster:
             return SlurmCluster(conf=conf, partition=PARTITION, cpus=cpus, started_here=False)
     missing = [b for b in ("slurmctld", "slurmd", "sbatch", "munged") if shutil.which(b) is None]
     if missing:
-        pytest.skip(
+        require_or_skip(
+            "slurm",
             f"slurm-wlm not installed ({', '.join(missing)} missing): run "
-            "scripts/slurm-cluster.sh install, then scripts/slurm-cluster.sh start"
+            "scripts/slurm-cluster.sh install, then scripts/slurm-cluster.sh start",
         )
     if os.geteuid() != 0:
-        pytest.skip(
+        require_or_skip(
+            "slurm",
             "no Slurm cluster answers sinfo and starting one needs root: run "
             "`sudo scripts/slurm-cluster.sh start` and "
-            '`eval "$(scripts/slurm-cluster.sh env)"`'
+            '`eval "$(scripts/slurm-cluster.sh env)"`',
         )
     start_cluster()
     conf = default_conf()

@@ -21,6 +21,7 @@ import pytest
 from covmocks.catalog import hdf5
 from covmocks.core.errors import InputError, OutputError, TransientInputError
 from covmocks.halos import blocks, sources
+from tests.conftest import require_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -102,7 +103,7 @@ class Stack:
 def _mpio_stack(jax_cache_env) -> Stack:
     missing = _mpio_missing()
     if missing is not None:
-        pytest.skip(missing)
+        require_or_skip("mpio", missing)
     env = dict(jax_cache_env)
     # The ranks see this venv's bin/, not the main venv's (the MPICH wheel's mpiexec, mpicc).
     env.pop("VIRTUAL_ENV", None)

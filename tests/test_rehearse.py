@@ -18,7 +18,7 @@ from covmocks.cli import main, rehearse
 from covmocks.halos import blocks
 from covmocks.halos.abacus_layout import SIM_NAME
 from covmocks.workflow.plan import make_plan
-from tests.conftest import DATA, LOCAL_RUN, campaign_file
+from tests.conftest import DATA, LOCAL_RUN, campaign_file, require_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = sorted((REPO / "campaigns").glob("*.yaml"))
@@ -48,14 +48,15 @@ def _loaded(path: Path, env: dict) -> Campaign:
 
 
 def _skip_without_input(production) -> None:
-    """Skip a campaign whose box size needs an input catalog that is absent here."""
+    """``require_or_skip("data", why)`` for a campaign whose box size needs an input catalog
+    that is absent here."""
     sci = production.science
     if sci.source == "synthetic":
         return
     first = sci.input_path(sci.realizations[0], sci.redshifts[0])
     if not SIM_NAME.search(first) and not os.path.exists(first):
-        pytest.skip(f"{production.path.name}: its input catalog {first} is absent (the "
-                    "AbacusSummit test catalog: set COVMOCKS_TEST_DATA)")  # fmt: skip
+        require_or_skip("data", f"{production.path.name}: its input catalog {first} is absent "
+                        "(the AbacusSummit test catalog: set COVMOCKS_TEST_DATA)")  # fmt: skip
 
 
 def _rehearse(argv, env, cwd) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import pytest
 
 from covmocks.workflow.driver import Runner
 from covmocks.workflow.plan import make_plan
-from tests.conftest import LOCAL_RUN, write_campaign
+from tests.conftest import LOCAL_RUN, require_or_skip, write_campaign
 from tests.slurm_cluster import wait_for
 from tests.test_run import assert_qa_passed, write_faults
 
@@ -215,7 +215,9 @@ def test_block_scancelled_mid_campaign(slurm_cluster, tmp_path, jax_cache, monke
 def ctld_env(cluster) -> dict[str, str]:
     """Environment for scripts/slurm-cluster.sh stop-ctld/start-ctld on the test's cluster."""
     if not (cluster.conf.parent / "run" / "slurmctld.pid").is_file():
-        pytest.skip("needs a cluster run by scripts/slurm-cluster.sh (stop-ctld/start-ctld)")
+        require_or_skip(
+            "slurm", "needs a cluster run by scripts/slurm-cluster.sh (stop-ctld/start-ctld)"
+        )
     return {**cluster.env(), "COVMOCKS_SLURM_DIR": str(cluster.conf.parent)}
 
 
