@@ -47,13 +47,21 @@ class NoSpaceError(TransientError):
     """Writing an output failed for want of space (``NO_SPACE_ERRNOS``). Nothing was left
     under the final name. Transient: space may be freed (a purge, another job's scratch). A
     campaign's driver holds the box, uncharged, and waits for the space
-    (``covmocks.workflow.space``); elsewhere (``covmocks generate``) it is one line of error."""
+    (``covmocks.workflow.space``); elsewhere (``covmocks generate``) it is one line of error.
+    ``path``: the file that could not be written (its filesystem is the full one)."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+
+    def __reduce__(self):  # the path travels with the error from a worker to the driver
+        return type(self), (str(self), self.path)
 
 
 def no_space(path, exc: OSError) -> NoSpaceError:
     """The error to raise when writing ``path`` failed with ``exc``, an error whose errno is
     in ``NO_SPACE_ERRNOS``: one line that says "no space left" and names the file."""
-    return NoSpaceError(f"no space left to write {path}: {exc.strerror or exc}")
+    return NoSpaceError(f"no space left to write {path}: {exc.strerror or exc}", path)
 
 
 class OutputError(CovmocksError):

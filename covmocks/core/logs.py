@@ -10,7 +10,10 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def quiet_libraries(record: logging.LogRecord) -> bool:
-    """Console filter: Parsl and JAX speak only of warnings (Parsl's own log keeps the rest)."""
+    """Console filter: Parsl and JAX speak only of warnings (Parsl's own log keeps the rest),
+    and not of a failed task, which the driver reports in one line (Parsl adds a traceback)."""
+    if record.name == "parsl.dataflow.dflow" and "failed after" in str(record.msg):
+        return False
     return record.levelno >= logging.WARNING or not record.name.startswith(
         ("parsl", "jax", "asyncio", "sqlalchemy")
     )
@@ -26,7 +29,10 @@ def setup_console(verbose: int) -> None:
 
 @contextlib.contextmanager
 def copied_to(path: Path):
-    """Copy the root logger's INFO and above to ``path`` (appended) while in the block."""
+    """Copy the root logger's INFO and above to ``path`` (appended) while in the block. A
+    handler that cannot write meanwhile (a full disk under Parsl's run directory, or this
+    file's) drops its record silently instead of printing a traceback for each one."""
+    raising, logging.raiseExceptions = logging.raiseExceptions, False
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter(FORMAT))
@@ -36,6 +42,7 @@ def copied_to(path: Path):
     try:
         yield
     finally:
+        logging.raiseExceptions = raising
         logging.getLogger().removeHandler(handler)
         with contextlib.suppress(OSError):  # a full disk: the driver's outcome stands
             handler.close()

@@ -29,7 +29,7 @@ from covmocks.workflow.journal import Journal, last_events
 from covmocks.workflow.metadata import umask, write_plan
 from covmocks.workflow.notify import Notifier
 from covmocks.workflow.retry import RetryPolicy, classify
-from covmocks.workflow.space import SpaceWait, box_bytes, out_of_space
+from covmocks.workflow.space import SpaceWait, box_bytes, full_directory, out_of_space
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +249,8 @@ class Runner:
             layout = self.campaign.layout
             per_box = box_bytes(sorted(layout.qa.glob("r*.json")),
                                 self.campaign.profile.cost.gigabytes_per_task * 1e9)  # fmt: skip
-            self.space = SpaceWait(self.campaign.directory,
-                                   per_box * self.campaign.execution.max_in_flight)  # fmt: skip
+            where = full_directory(exc, self.campaign.directory)
+            self.space = SpaceWait(where, per_box * self.campaign.execution.max_in_flight)
             message = self.space.describe()
             log.error("%s", message)
             notifier.send(f"covmocks campaign {self.campaign.name}: {message}")

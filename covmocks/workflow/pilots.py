@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 BIN = Path(sys.executable).parent
 
 
+# Runs interchange.py with logging's handler errors silenced: on a full disk its log file
+# cannot be written, and each record would print a traceback to the driver's console.
+QUIET_RUN = (
+    "import logging, runpy, sys; logging.raiseExceptions = False; "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def _interchange_cmd() -> list[str]:
     """The driver starts interchange.py; name it explicitly, PATH may lack the venv's bin.
 
@@ -42,7 +50,7 @@ def _interchange_cmd() -> list[str]:
     script = BIN / "interchange.py"
     if not script.exists():
         script = Path(shutil.which("interchange.py") or "interchange.py")
-    return lifeline.command("exec", sys.executable, str(script))
+    return lifeline.command("exec", sys.executable, "-c", QUIET_RUN, str(script))
 
 
 def _worker_init(provider: ProviderValues, first: str = "") -> str:

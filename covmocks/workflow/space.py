@@ -49,6 +49,21 @@ def free_bytes(directory: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def full_directory(exc: NoSpaceError, default: Path) -> Path:
+    """The nearest existing directory above the file ``exc`` could not write (``default``
+    where it names none): where to look for the space."""
+    path = Path(exc.path) if getattr(exc, "path", None) else Path(default) / "x"
+    for parent in path.parents:
+        if parent.is_dir():
+            return parent
+    return Path(default)
+
+
+def _size(n: float) -> str:
+    """``n`` bytes as MB or GB (decimal)."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 class SpaceWait:
     """The driver's wait for ``need`` bytes to be free on ``directory``'s filesystem."""
 
@@ -61,9 +76,9 @@ class SpaceWait:
 
     def describe(self) -> str:
         free = free_bytes(self.directory)
-        return (f"no space left on the filesystem of {self.directory} ({free / 1e9:.2f} GB "
-                f"free): holding the boxes until {self.need / 1e9:.2f} GB are free; free "
-                "space there (or raise the quota) and the campaign resumes by itself")  # fmt: skip
+        return (f"no space left on the filesystem of {self.directory} ({_size(free)} free): "
+                f"holding the boxes until {_size(self.need)} are free; free space there (or "
+                "raise the quota) and the campaign resumes by itself")  # fmt: skip
 
     def ready(self) -> bool:
         """Whether the space is there (the filesystem is looked at every ``poll_s``)."""
