@@ -26,7 +26,7 @@
 #   log/                        slurmctld.log, slurmd.log
 #   run/                        slurmctld.pid, slurmd.pid
 # Ports: $COVMOCKS_SLURMCTLD_PORT (6817) and $COVMOCKS_SLURMD_PORT (6818); MpiDefault:
-# $COVMOCKS_SLURM_MPI_DEFAULT (pmi2).
+# $COVMOCKS_SLURM_MPI_DEFAULT (pmi2); MessageTimeout: $COVMOCKS_SLURM_MESSAGE_TIMEOUT (5).
 #
 # The cluster: ClusterName=covmocks, one node `localhost` (NodeAddr=127.0.0.1, slurmd started
 # with -N localhost, so the machine's own hostname does not matter) with the CPUs of `nproc`
@@ -47,16 +47,18 @@
 #     hence proctrack/linuxproc and task/none, and no cgroup.conf.
 #   - PID 1 here reaps orphans slowly: a killed daemon stays a zombie for seconds, so
 #     `kill -0` calls it alive. Liveness reads /proc/PID/stat (name and state, not Z).
-#   - `sinfo` against a dead slurmctld waits MessageTimeout (10 s) before failing.
+#   - `sinfo` against a dead slurmctld waits MessageTimeout before failing.
 #   - With MpiDefault=none, `srun -n2 python -c 'from mpi4py import MPI'` starts two
 #     singleton ranks (size 1 each, no error): MPICH (the PyPI wheel, 5.0.2) finds its ranks only
 #     through PMI2. So MpiDefault=pmi2 (as on Perlmutter, srun needs no --mpi option);
 #     $COVMOCKS_SLURM_MPI_DEFAULT=none restores Slurm's default.
 #   - Harmless log noise: "mpi/pmix_v4: can not load PMIx library" (no libpmix; pmix unused).
-#   - With slurmctld down (stop-ctld), client commands wait for it before failing: sbatch,
-#     scancel and plain squeue 9 s, `squeue --job ID` (what Parsl polls with) 18 s. Running
-#     jobs and their steps carry on under slurmd. After start-ctld the node reads "unknown"
-#     until its slurmd registers again (about a second); the recovered jobs keep running.
+#   - With slurmctld down (stop-ctld), client commands wait for it before failing: with
+#     MessageTimeout=10, sbatch, scancel and plain squeue 9 s, `squeue --job ID` (what Parsl
+#     polls with) 18 s. Hence MessageTimeout=$COVMOCKS_SLURM_MESSAGE_TIMEOUT, default 5: then
+#     4 s and 8 s (sinfo 4 s). Running jobs and their steps carry on under slurmd. After
+#     start-ctld the node reads "unknown" until its slurmd registers again (about a second);
+#     the recovered jobs keep running.
 set -euo pipefail
 
 STATE_DIR="${COVMOCKS_SLURM_DIR:-/tmp/covmocks-slurm}"
@@ -67,6 +69,11 @@ RUN_DIR="$STATE_DIR/run"
 LOG_DIR="$STATE_DIR/log"
 SPOOL_DIR="$STATE_DIR/spool"
 TIMEOUT="${COVMOCKS_SLURM_TIMEOUT:-60}"
+# Slurm's MessageTimeout: a client retries connecting to slurmctld once a second for this
+# many seconds before it fails, so it is also how long a controller outage goes unnoticed.
+# Slurm's default, 10, made every command against a stopped slurmctld wait 9 to 18 s; on
+# localhost an answer takes milliseconds.
+MESSAGE_TIMEOUT="${COVMOCKS_SLURM_MESSAGE_TIMEOUT:-5}"
 NODE=localhost
 
 log() { echo "slurm-cluster: $*" >&2; }
@@ -147,7 +154,7 @@ MailProg=/bin/true
 ReturnToService=2
 SlurmctldTimeout=30
 SlurmdTimeout=30
-MessageTimeout=10
+MessageTimeout=$MESSAGE_TIMEOUT
 InactiveLimit=0
 KillWait=5
 MinJobAge=300

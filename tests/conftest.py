@@ -5,7 +5,10 @@ campaign files (``make_campaign``, or ``write_campaign`` / ``campaign_file`` out
 import functools
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,41 @@ def mini_catalog_dir():
             "Mini_N64_L32 directory)",
         )
     return MINI_Z0
+
+
+@dataclass(frozen=True)
+class Demo:
+    """The demo campaign run to the end: ``root`` holds ``campaigns/`` and ``campaign-runs/``;
+    ``run`` is the finished command."""
+
+    root: Path
+    run: subprocess.CompletedProcess
+
+    @property
+    def campaign(self):
+        from covmocks.campaign import Campaign
+
+        return Campaign.load(self.root / "campaigns" / "demo.yaml")
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Demo:
+    """``campaigns/demo.yaml`` run once per test session by the quickstart's set-up command
+    (``tests/test_quickstart.py``, which checks the result against docs/quickstart.md), in a
+    copy of ``campaigns/`` with this venv linked as ``.venv``. Tests read it; a test that runs
+    the driver on it again must leave it as it found it (the quickstart's checks follow)."""
+    from tests.test_quickstart import QUICKSTART, code_blocks, run_bash, setup_command
+
+    venv = Path(sys.prefix)
+    if not (venv / "bin" / "python").exists() or sys.prefix == sys.base_prefix:
+        pytest.skip("the quickstart runs with the tests' virtual environment; none is active")
+    root = tmp_path_factory.mktemp("quickstart") / "repo"
+    shutil.copytree(REPO / "campaigns", root / "campaigns")
+    (root / ".venv").symlink_to(venv)
+    (code,) = [
+        code for marker, _, code in code_blocks(QUICKSTART.read_text()) if marker == "set-up"
+    ]
+    return Demo(root, run_bash(setup_command(code), root))
 
 
 @pytest.fixture(scope="session")

@@ -91,7 +91,7 @@ def probe(conf: Path) -> int | None:
     pidfile = conf.parent / "run" / "slurmctld.pid"
     if conf.parent.joinpath("munge").is_dir() and not _pid_alive(pidfile):
         # The script's state directory, but its slurmctld is gone: sinfo would only wait
-        # MessageTimeout (10 s) for an answer.
+        # MessageTimeout for an answer.
         return None
     try:
         out = subprocess.run(

