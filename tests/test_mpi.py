@@ -340,7 +340,7 @@ _SHARE_SCRIPT = textwrap.dedent(
 def _expected_share(n_ranks: int, rank: int) -> tuple[list, list]:
     """RNG blocks (of 500 hosts) and HDF5 row runs that ``rank`` of ``n_ranks`` must read, and
     no others: 2,000 rows in 7 units of 300."""
-    from covmocks.cli.generate_mpi import rank_share
+    from covmocks.box.mpi import rank_share
 
     share = rank_share(7, n_ranks, rank)
     start, stop = share.start * 300, min(share.stop * 300, 2000)
@@ -388,10 +388,13 @@ def test_each_rank_reads_only_its_share(tmp_path, mpi_env):
 
 def test_unreadable_slab_on_one_rank_fails_all_promptly(tmp_path, mini_catalog_dir, mpi_env):
     """Rank 1's first slab is corrupt while rank 0 works on a good one: both stop, exit 2,
-    one line from rank 0, no catalog and no shards."""
+    one line from rank 0, no catalog and no shards. The slab keeps its size, so that the
+    checksums.crc32 size check lets it through and only reading it finds it corrupt."""
     catalog_dir = tmp_path / "Mini_N64_L32" / "halos" / "z0.000"
     shutil.copytree(mini_catalog_dir, catalog_dir)
-    (catalog_dir / "halo_info" / "halo_info_001.asdf").write_bytes(b"#ASDF 1.0.0\nnot asdf\n")
+    slab = catalog_dir / "halo_info" / "halo_info_001.asdf"
+    garbage = b"#ASDF 1.0.0\nnot asdf\n"
+    slab.write_bytes(garbage.ljust(slab.stat().st_size, b"x"))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     rc, stdout, stderr, wall = mpibox(
