@@ -321,7 +321,7 @@ class CatalogChecks:
         }
 
     def summary(self) -> dict:
-        """Summary statistics for the campaign report (``validation.summarize``'s)."""
+        """Summary statistics for the campaign report (the QA record's ``summary``)."""
         n = self.n
         return {
             "n_galaxies": n,

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from covmocks.catalog import hdf5
 from covmocks.catalog.checks import (  # noqa: F401  (validation's names: limits and physics)
@@ -73,22 +72,6 @@ def check_catalog(cat: hdf5.Catalog) -> dict[str, bool]:
     missing fails. (``catalog.checks.CatalogChecks`` runs them, chunk by chunk.)
     """
     return {name: ok for name, (ok, _) in check_reasons(cat).items()}
-
-
-def summarize(cat: hdf5.Catalog) -> dict:
-    """Summary statistics for the campaign report."""
-    d = cat.data
-    n = len(d["halo_id"])
-    lgms = d["log10_mstar"]
-    return {
-        "n_galaxies": n,
-        "n_centrals": int(d["is_central"].sum()),
-        "satellite_fraction": float((~d["is_central"]).mean()) if n else 0.0,
-        "quenched_fraction": float(d["is_quenched"].mean()) if n else 0.0,
-        "log10_mstar_percentiles_5_50_95": [float(x) for x in np.percentile(lgms, [5, 50, 95])]
-        if n
-        else [],
-    }
 
 
 def _unreadable_schema(path: Path) -> dict[str, list[str]]:

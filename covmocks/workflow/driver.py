@@ -28,6 +28,7 @@ from covmocks.workflow.driver_lock import DriverLock
 from covmocks.workflow.journal import Journal, last_events
 from covmocks.workflow.metadata import umask, write_plan
 from covmocks.workflow.notify import Notifier
+from covmocks.workflow.plan import record_written
 from covmocks.workflow.retry import RetryPolicy, classify
 from covmocks.workflow.space import SpaceWait, box_bytes, full_directory, out_of_space
 
@@ -42,11 +43,8 @@ MEASURE_RETRY_S = 5.0
 
 
 def _made_on_disk(task) -> bool:
-    """The box's catalog and a QA record that holds something (the completion marker)."""
-    try:
-        return task.output.exists() and task.qa_record.stat().st_size > 0
-    except OSError:
-        return False
+    """The box's catalog and its completion marker, as the plan counts a box done."""
+    return task.output.exists() and record_written(task.qa_record)
 
 
 def uses_mpi(campaign) -> bool:

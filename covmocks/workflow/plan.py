@@ -191,7 +191,7 @@ def dir_names(directory: Path) -> set[str]:
         return set()
 
 
-def _written(record: Path) -> bool:
+def record_written(record: Path) -> bool:
     """A QA record counts only when it holds something: an empty one (a crash between the
     rename and the data reaching the disk, on a writer without fsync) is treated as absent,
     so that the box is validated again. One stat per finished box."""
@@ -229,7 +229,11 @@ def make_plan(campaign: Campaign, *, check_sizes: bool = False) -> Plan:
             path, cleaning = sci.input_path(r, z), sci.cleaning_path(r, z)
             missing = None
             record = f"{stem}.json"
-            if record in qa_names and output in catalogs(rdir) and _written(layout.qa / record):
+            if (
+                record in qa_names
+                and output in catalogs(rdir)
+                and record_written(layout.qa / record)
+            ):
                 state = "done"
             elif missing := inputs.missing(path, cleaning):
                 state = "blocked"
