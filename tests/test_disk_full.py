@@ -261,8 +261,8 @@ def _fill(fs: Path, leave: int) -> Path:
 
 
 N_BOXES = 5
-# Free bytes left when the disk fills: room to start the driver and Parsl (the driver's lock,
-# the re-written plan, Parsl's run directory and the block's submit script), less than a box.
+# Free bytes left when the disk fills: room for the driver's lock and a journal line, not
+# for a box, nor for Parsl to start (its block's submit script, its monitoring database).
 ROOM = 64 * 1024
 
 
@@ -304,23 +304,43 @@ def _assert_intact(layout) -> None:
     assert left == [], left
 
 
+def test_room_needed_counts_each_filesystem_once(tmpfs, make_campaign):
+    """Catalogs on a filesystem of their own (a symlink, as a scratch quota would be): each
+    filesystem needs the boxes in flight, the campaign directory's Parsl's files as well; a
+    directory on a filesystem already counted adds nothing."""
+    from covmocks.workflow.space import RUN_BYTES, SpaceWait, room_needed
+
+    campaign = make_campaign(LOCAL_RUN)
+    layout = campaign.layout
+    fs = tmpfs(1 << 20)
+    layout.catalogs.parent.mkdir(parents=True)
+    layout.catalogs.symlink_to(fs, target_is_directory=True)
+    needs = room_needed(layout, 1e6, 3, layout.qa / "r0000_z0.500.json")
+    assert needs == {layout.root: 3e6 + RUN_BYTES, layout.catalogs: 3e6}
+    wait = SpaceWait(needs, poll_s=0)
+    assert list(wait.short()) == [layout.catalogs]  # 1 MiB free, 3 MB needed
+    assert wait.describe().startswith(f"no space left on the filesystem of {layout.catalogs} (")
+    assert not wait.ready()
+    assert room_needed(layout, 1e3, 2) == {layout.root: 2e3 + RUN_BYTES, layout.catalogs: 2e3}
+    assert SpaceWait(room_needed(layout, 1e3, 2), poll_s=0).ready()
+
+
 @pytest.mark.slow
-def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, make_campaign):
+def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, tmp_path):
+    """The whole campaign directory (catalogs, metadata, Parsl's run directory, the
+    monitoring database, the journal, the logs) on a filesystem that is full when the
+    driver starts, and fills up again while a box runs; the CLI driver, monitoring on, holds
+    both times, says so once each, and goes on by itself once the test frees the space."""
     from covmocks.workflow.driver import Runner
     from covmocks.workflow.journal import Journal
     from covmocks.workflow.metadata import write_plan
     from covmocks.workflow.status import campaign_status
+    from tests.conftest import write_campaign
 
-    # The catalogs' filesystem fills up (a scratch quota); the driver's metadata, Parsl's run
-    # directory and the monitoring database stay on another, as a production campaign puts
-    # them (Parsl's LocalProvider marks its block MISSING when it cannot write its status
-    # files, and Parsl then fails every task of the executor: no longer covmocks' boxes).
     fs = tmpfs(64 << 20)
     science = {"realizations": list(range(N_BOXES)), "redshifts": [0.5]}
-    campaign = make_campaign(LOCAL_RUN, science=science)
+    campaign = write_campaign(fs, LOCAL_RUN, science=science)
     layout = campaign.layout
-    layout.catalogs.parent.mkdir(parents=True)
-    layout.catalogs.symlink_to(fs, target_is_directory=True)
     tids = [t.task_id for t in write_plan(campaign).tasks]
     # the first run makes two boxes: the others failed before, so only a retry runs them
     journal = Journal(layout.journal)
@@ -329,18 +349,22 @@ def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, 
     journal.close()
     assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
     finished = _finished(layout, tids[:2])
+    go = tmp_path / "go"  # one box waits for it at its start (a fault), off the full disk
+    layout.faults.write_text(json.dumps({tids[3]: {"action": "wait", "until": str(go)}}))
 
-    # the disk fills up while the others run, through the command line as a user runs it,
-    # monitoring on: the driver holds the boxes, says so once, and resumes by itself once
-    # space is freed; no box is charged a retry, no traceback reaches the console
-    console = fs.parent / "console.txt"  # beside the full filesystem
+    console = tmp_path / "console.txt"
     with open(console, "w") as out:
         argv = [sys.executable, "-m", "covmocks.cli.main", "retry", str(campaign.path)]
-        ballast = _fill(fs, ROOM)
+        ballast = _fill(fs, ROOM)  # full before the driver starts
         full_since = time.time()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait(proc, console, lambda: "holding the boxes" in console.read_text())
+            ballast.unlink()
+            _wait(proc, console, Path(f"{layout.log_stem(tids[3])}.faults").exists)
+            ballast = _fill(fs, ROOM)  # full again while that box runs: its files fail
+            go.touch()
+            _wait(proc, console, lambda: console.read_text().count("holding the boxes") == 2)
             ballast.unlink()
             try:
                 proc.wait(timeout=300)
@@ -350,24 +374,27 @@ def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, 
         finally:
             proc.kill()
     text = console.read_text()
-    assert text.count("holding the boxes") == 1 and "resuming" in text
+    assert text.count("holding the boxes") == 2 and "resuming" in text, text
     assert "Traceback" not in text and "Logging error" not in text, text
     events = [e for e in Journal(layout.journal).read() if e["t"] >= full_since]
     held = {e["task"] for e in events if e["event"] == "held"}
-    assert held and all("no space left" in e["error"] for e in events if e["event"] == "held")
+    assert tids[3] in held, events
+    assert all("no space left" in e["error"] for e in events if e["event"] == "held")
     assert not [e for e in events if e["event"] in ("retry", "failed", "lost")], events
     assert campaign_status(campaign).counts["done"] == N_BOXES
     assert _finished(layout, tids[:2]) == finished
+    assert layout.monitoring_db.stat().st_size > 0
     _assert_intact(layout)
     merge_summary(
         {
             "test": "disk_full_campaign",
             "kind": "disk_full",
-            "fault": "the campaign's disk fills up while boxes run",
-            "how": f"{len(held)} of {N_BOXES - 2} running boxes failed for want of "
-            "space and were held, uncharged; the driver said so once and resumed "
-            f"by itself when space was freed; console {len(text.splitlines())} "
-            "lines, no traceback; the 2 finished before stayed untouched",
+            "fault": "the campaign's whole directory is full when the driver starts, and "
+            "fills up again while a box runs",
+            "how": f"the driver held before starting Parsl, then held {len(held)} running "
+            "box(es) uncharged; it said so once each time and went on by itself when space "
+            f"was freed; console {len(text.splitlines())} lines, no traceback; the 2 "
+            "boxes finished before stayed untouched",
         }
     )
 

@@ -6,7 +6,9 @@ A campaign directory may hold ``metadata/faults.json`` (``Layout.faults``)::
 
 ``raise`` throws a transient error, ``kill`` SIGKILLs the worker process (as a node
 failure would), ``hang`` sleeps past any walltime, ``sleep`` waits ``seconds`` (default 60)
-and then runs the box normally (a slow box). A fault with ``"stage": "measure"`` fires in
+and then runs the box normally (a slow box), ``wait`` waits until the file ``until`` exists
+(at most ``seconds``, default 600) and then runs the box: a test holds a box at its start
+and lets it go at the moment it chooses. A fault with ``"stage": "measure"`` fires in
 the box's clustering measurement instead (after the box is made). Each fault fires
 ``times`` times (default 1) per task, counted in ``logs/<task>.faults`` (``.measure-faults``
 for the measurement) so the count survives workers and drivers. Without the file nothing
@@ -48,3 +50,7 @@ def inject(path: Path, task_id: str, log_stem: Path, stage: str = "box") -> None
         time.sleep(10**6)
     if fault["action"] == "sleep":
         time.sleep(fault.get("seconds", 60))
+    if fault["action"] == "wait":
+        deadline = time.monotonic() + fault.get("seconds", 600)
+        while not Path(fault["until"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)

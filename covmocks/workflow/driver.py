@@ -30,7 +30,13 @@ from covmocks.workflow.metadata import umask, write_plan
 from covmocks.workflow.notify import Notifier
 from covmocks.workflow.plan import record_written
 from covmocks.workflow.retry import RetryPolicy, classify
-from covmocks.workflow.space import SpaceWait, box_bytes, full_directory, out_of_space
+from covmocks.workflow.space import (
+    SpaceWait,
+    box_bytes,
+    full_directory,
+    out_of_space,
+    room_needed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,7 @@ class Runner:
         layout = self.campaign.layout
         ex = self.campaign.execution
         with umask(ex.umask), DriverLock(layout.lock), logs.copied_to(layout.driver_log):
+            self._room_to_start()
             plan = write_plan(self.campaign)
             tasks = self.runnable(plan)
             items = self._work(plan, tasks)
@@ -236,6 +243,28 @@ class Runner:
         notifier.finished(outcome)
         return outcome
 
+    def _space_wait(self, *also: Path) -> SpaceWait:
+        """A wait for the room ``room_needed`` asks (``also``: a directory a box failed to
+        write), boxes sized from this campaign's QA records, else its profile."""
+        layout = self.campaign.layout
+        per_box = box_bytes(sorted(layout.qa.glob("r*.json")),
+                            self.campaign.profile.cost.gigabytes_per_task * 1e9)  # fmt: skip
+        return SpaceWait(room_needed(layout, per_box, self.campaign.execution.max_in_flight,
+                                     *also))  # fmt: skip
+
+    def _room_to_start(self) -> None:
+        """Before the plan is written and Parsl loaded: wait, saying so once, until the
+        campaign's filesystems have room to run (``workflow.space``)."""
+        wait = self._space_wait()
+        if not wait.short():
+            return
+        message = wait.describe()
+        log.error("%s", message)
+        Notifier(self.campaign, 0).send(f"covmocks campaign {self.campaign.name}: {message}")
+        while not wait.ready():
+            time.sleep(1.0)
+        log.warning("space is free: starting")
+
     def _out_of_space(self, task, future, notifier) -> bool:
         """Whether a box failed for want of space; then it is held (``workflow.space``), with
         no retry charged, and the driver stops submitting until space returns."""
@@ -244,11 +273,7 @@ class Runner:
             return False
         self.journal.write(task.task_id, "held", error=error_line(exc))
         if self.space is None:
-            layout = self.campaign.layout
-            per_box = box_bytes(sorted(layout.qa.glob("r*.json")),
-                                self.campaign.profile.cost.gigabytes_per_task * 1e9)  # fmt: skip
-            where = full_directory(exc, self.campaign.directory)
-            self.space = SpaceWait(where, per_box * self.campaign.execution.max_in_flight)
+            self.space = self._space_wait(full_directory(exc, self.campaign.directory))
             message = self.space.describe()
             log.error("%s", message)
             notifier.send(f"covmocks campaign {self.campaign.name}: {message}")
