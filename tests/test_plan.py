@@ -154,14 +154,19 @@ def test_done_needs_catalog_and_qa_record(make_campaign):
     assert [t.state for t in make_plan(c).tasks] == ["done", "todo", "todo", "todo"]
 
 
-def test_an_empty_qa_record_does_not_count_as_done(make_campaign):
-    """The completion marker cut to nothing by a node crash: the box is validated again."""
+def test_an_empty_or_garbled_qa_record_does_not_count_as_done(make_campaign):
+    """The completion marker cut to nothing by a node crash: the box is validated again.
+    One cut short or garbled by hand: planning a run (which parses each record) plans the
+    box again; a look (status) stats records only, and counts it done."""
     c = make_campaign(SYNTHETIC)
-    first, second = make_plan(c).tasks[:2]
-    finish(first)
-    finish(second)
-    second.qa_record.write_text("")
-    assert [t.state for t in make_plan(c).tasks][:2] == ["done", "todo"]
+    tasks = make_plan(c).tasks[:4]
+    for task in tasks:
+        finish(task)
+    tasks[1].qa_record.write_text("")
+    tasks[2].qa_record.write_text('{"task_id": "r0000_z0.5')  # cut short
+    tasks[3].qa_record.write_text("[1, 2]")  # JSON, not a record
+    assert [t.state for t in make_plan(c).tasks][:4] == ["done", "todo", "done", "done"]
+    assert [t.state for t in write_plan(c).tasks][:4] == ["done", "todo", "todo", "todo"]
 
 
 def test_replanning_keeps_finished_work(make_campaign):
@@ -350,3 +355,26 @@ def test_catalogs_of_another_model_version_refuse_a_replan(make_campaign):
     c.layout.science.write_text(json.dumps(science))
     with pytest.raises(CovmocksError, match="different values of science.model_version"):
         write_plan(c)
+
+
+def test_estimate_counts_every_stage_and_the_measurement(make_campaign):
+    """A box's seconds: its QA record's stages (generation and validation), plus the median
+    time of its snapshot's clustering measurements, journaled after the record."""
+    from covmocks.workflow.journal import Journal
+
+    samples = {"samples": [{"name": "all", "select": "all"}]}
+    c = make_campaign(SYNTHETIC, clustering=samples, execution={"max_in_flight": 1})
+    plan = make_plan(c)
+    for task, generate_s in ((plan.tasks[0], 100), (plan.tasks[2], 200)):  # z = 0.0
+        finish(task)
+        record = json.loads(task.qa_record.read_text())
+        record["stages"] = {"generate_s": generate_s, "validate_s": 20}
+        task.qa_record.write_text(json.dumps(record))
+    journal = Journal(c.layout.journal)
+    for task, seconds in ((plan.tasks[0], 30), (plan.tasks[2], 50)):
+        journal.write(task.task_id, "clustering", samples={}, wall_s=seconds)
+    journal.write(plan.tasks[0].task_id, "clustering", error="lost", attempt=1)
+    journal.close()
+    est = estimate(c, make_plan(c), nodes=4)
+    # the median of 100 + 20 + 40 and 200 + 20 + 40 for the remaining tasks
+    assert est.seconds_per_task == 210

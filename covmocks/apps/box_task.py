@@ -329,22 +329,27 @@ def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None
 
 def _measure(job: BoxJob) -> dict:
     """Measure a box's clustering (``covmocks.clustering.measure``) within the task's walltime
-    (the watchdog kills the worker past it, and marks ``<log_stem>.measure-timeout``): the
-    per-sample summary, or the error (the catalog stands; the driver retries the measurement)."""
+    (the watchdog kills the worker past it, and marks ``<log_stem>.measure-timeout``):
+    ``{"samples": per-sample summary, "wall_s": s, "peak_rss_bytes": bytes}`` (the worker's
+    peak so far), or ``{"error": line, "wall_s": s}`` (the catalog stands; the driver retries
+    the measurement)."""
     from covmocks.apps import faults
     from covmocks.clustering import measure as clustering
 
     marker = Path(f"{job.log_stem}.measure-timeout")
     marker.unlink(missing_ok=True)
+    started = time.perf_counter()
     try:
         with watchdog(job.walltime_s, marker):
             faults.inject(job.faults, job.task_id, job.log_stem, stage="measure")
-            return clustering.measure(job.clustering)
+            samples = clustering.measure(job.clustering)
+        return {"samples": samples, "wall_s": time.perf_counter() - started,
+                "peak_rss_bytes": _peak_rss_bytes()}  # fmt: skip
     except Exception as exc:  # noqa: BLE001  (any failure: the made box stays made)
         logging.getLogger("covmocks.apps.box_task").exception(
             "clustering of %s failed", job.clustering.samples
         )
-        return {"error": error_line(exc)}
+        return {"error": error_line(exc), "wall_s": time.perf_counter() - started}
 
 
 def measure_clustering(job: BoxJob, parsl_resource_specification: dict | None = None) -> dict:

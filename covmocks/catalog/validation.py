@@ -253,6 +253,14 @@ def check_file(path) -> list[str]:
         return [f"readable_hdf5 ({' '.join(str(exc).split())})"]
 
 
+def record_seconds(record: dict) -> float:
+    """A box's seconds on its worker from its QA record: every stage the record holds
+    (generation, validation; records made before stages hold ``wall_s``, the generation's).
+    KeyError where it holds neither."""
+    stages = record.get("stages") or {"generate_s": record["wall_s"]}
+    return sum(float(s) for s in stages.values() if s is not None)
+
+
 def validate(path, qa_record, *, task_id: str, wall_s: float | None = None,
              peak_rss: Callable[[], int] | None = None) -> dict:  # fmt: skip
     """Check the catalog at ``path``; on success write ``qa_record`` atomically and return it.

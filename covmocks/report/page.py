@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from covmocks.catalog.summary import MHALO_EDGES, MSTAR_EDGES
+from covmocks.catalog.validation import record_seconds
 from covmocks.core import files
 from covmocks.core.layout import redshift_label
 from covmocks.report import clustering, figures
@@ -69,13 +70,21 @@ class BoxRecord:
         return self.values["number_density_h3_mpc3"]
 
 
+def _seconds(record: dict) -> float:
+    """The box's seconds on its worker (``validation.record_seconds``), NaN where unknown."""
+    try:
+        return _number(record_seconds(record))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return float("nan")
+
+
 def _read_box(task_id: str, realization: int, redshift: float, stats: str, qa: str):
     """The BoxRecord of one box, or None where a file is missing, partial or odd."""
     import h5py
 
     try:
         record = json.loads(Path(qa).read_bytes())
-        wall, rss = (_number(record.get(k)) for k in ("wall_s", "peak_rss_bytes"))
+        wall, rss = _seconds(record), _number(record.get("peak_rss_bytes"))
         fid = h5py.h5f.open(os.fsencode(stats), h5py.h5f.ACC_RDONLY)
         try:  # each h5py object costs: no more than needed (file types as given)
             out = np.empty(len(_ATTRS))
@@ -315,10 +324,11 @@ def render(
     done_times = np.array([e["t"] for e in events if e["event"] == "done"], np.float64)
     if ens or len(done_times):
         body["timing"] = img(figures.timing(ens, done_times), "durations and throughput") + (
-            "<p class=note>Durations and peak memory: the QA records' <code>wall_s</code> and "
-            "<code>peak_rss_bytes</code> (peak resident set of the worker process so far, or "
-            "of the largest MPI rank); completions: the journal's <code>done</code> events "
-            "(Parsl's monitoring.db is not read).</p>"
+            "<p class=note>Durations and peak memory: the QA records' <code>stages</code> "
+            "(generation and validation; each clustering measurement's time is in the "
+            "journal) and <code>peak_rss_bytes</code> (peak resident set of the worker "
+            "process so far, or of the largest MPI rank); completions: the journal's "
+            "<code>done</code> events (Parsl's monitoring.db is not read).</p>"
         )
     failed = [[f["task"], f["error"], f["attempts"], f["log"]] for f in status.failed]
     body["failures"] = (table(["task", "error", "attempts", "log"], failed, left=4)

@@ -50,7 +50,7 @@ MEASURE_RETRY_S = 5.0
 
 def _made_on_disk(task) -> bool:
     """The box's catalog and its completion marker, as the plan counts a box done."""
-    return task.output.exists() and record_written(task.qa_record)
+    return task.output.exists() and record_written(task.qa_record, parse=True)
 
 
 def uses_mpi(campaign) -> bool:
@@ -294,13 +294,14 @@ class Runner:
         return self.gate.settled(task, made, measured)
 
     def _measured(self, task, future, cuts) -> bool:
-        """Journal a box's clustering measurement (``clustering``: samples, or error, with
-        the attempt); True where it failed and should be tried again, alone."""
+        """Journal a box's clustering measurement (``clustering``: samples, its time and the
+        worker's peak memory, or the error with the attempt); True where it failed and should
+        be tried again, alone."""
         tid = task.task_id
         exc = future.exception()
         result = future.result().get("clustering") if exc is None else None
         if result is not None and "error" not in result:
-            self.journal.write(tid, "clustering", samples=result)
+            self.journal.write(tid, "clustering", **result)
             return False
         marker = Path(f"{task.log_stem}.measure-timeout")
         if result is not None:

@@ -9,8 +9,10 @@ import logging
 import statistics
 
 from covmocks.campaign import Campaign
+from covmocks.catalog.validation import record_seconds
 from covmocks.core.errors import CovmocksError
 from covmocks.core.layout import redshift_label
+from covmocks.workflow.journal import Journal
 from covmocks.workflow.plan import Plan, Task
 
 log = logging.getLogger(__name__)
@@ -35,15 +37,15 @@ class Estimate:
 
 
 def _measured(tasks: list[Task]) -> tuple[dict[str, list[float]], list[float]]:
-    """QA records of done tasks -> (``wall_s`` by snapshot name, ``file_bytes``)."""
+    """QA records of done tasks -> (seconds by snapshot name, ``file_bytes``)."""
     wall: dict[str, list[float]] = {}
     sizes: list[float] = []
     unreadable = 0
     for task in tasks:
         try:
             record = json.loads(task.qa_record.read_text(encoding="utf-8"))
-            seconds, size = float(record["wall_s"]), float(record["file_bytes"])
-        except (OSError, ValueError, KeyError, TypeError):
+            seconds, size = record_seconds(record), float(record["file_bytes"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             unreadable += 1
             continue
         wall.setdefault(redshift_label(task.redshift), []).append(seconds)
@@ -53,11 +55,25 @@ def _measured(tasks: list[Task]) -> tuple[dict[str, list[float]], list[float]]:
     return wall, sizes
 
 
+def measurement_seconds(layout, tasks: list[Task]) -> dict[str, float]:
+    """The median seconds of the clustering measurements of ``tasks`` by snapshot name,
+    from the journal's ``clustering`` events (a box's measurement runs after its QA record
+    is written, on the same worker)."""
+    label = {t.task_id: redshift_label(t.redshift) for t in tasks}
+    seconds: dict[str, list[float]] = {}
+    for event in Journal(layout.journal).read():
+        if event["event"] == "clustering" and event["task"] in label and "samples" in event:
+            if isinstance(event.get("wall_s"), int | float):
+                seconds.setdefault(label[event["task"]], []).append(float(event["wall_s"]))
+    return {z: statistics.median(v) for z, v in seconds.items()}
+
+
 def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estimate:
     """Node-hours, GPU-hours, storage and wall-clock time of the remaining tasks.
 
     Per-task seconds and bytes are the medians measured in this campaign's QA records
-    (per snapshot where that snapshot has some), else the profile's cost figures. A task
+    (per snapshot where that snapshot has some; every stage, plus the median clustering
+    measurement where the campaign measures), else the profile's cost figures. A task
     of one node shares it with ``workers_per_node - 1`` others. Wall-clock time assumes
     ``nodes`` nodes (default: the provider's max_blocks x nodes_per_block), at most
     ``max_in_flight`` tasks at once, and no task shorter than the longest.
@@ -68,6 +84,9 @@ def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estima
     done = plan.select("done")
     remaining = [t for t in plan.tasks if t.state != "done"]
     wall, sizes = _measured(done)
+    measuring = measurement_seconds(campaign.layout, done) if campaign.clustering else {}
+    for z, seconds in wall.items():
+        wall[z] = [s + measuring.get(z, 0.0) for s in seconds]
     all_wall = [s for values in wall.values() for s in values]
     if all_wall:
         basis = f"measured: medians of {len(all_wall)} QA records of this campaign"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 from pathlib import Path
@@ -191,21 +192,28 @@ def dir_names(directory: Path) -> set[str]:
         return set()
 
 
-def record_written(record: Path) -> bool:
-    """A QA record counts only when it holds something: an empty one (a crash between the
-    rename and the data reaching the disk, on a writer without fsync) is treated as absent,
-    so that the box is validated again. One stat per finished box."""
+def record_written(record: Path, parse: bool = False) -> bool:
+    """Whether a QA record marks its box done: it holds something (one stat; an empty one,
+    from a crash between the rename and the data reaching the disk on a writer without
+    fsync, is treated as absent), and with ``parse`` it is a JSON object (one read: a record
+    cut short or garbled by hand is treated as absent too). A box whose
+    record is absent is planned again, and its catalog, if any, validated again."""
     try:
-        return record.stat().st_size > 0
-    except OSError:
+        if not parse:
+            return record.stat().st_size > 0
+        data = json.loads(record.read_bytes())
+    except (OSError, ValueError):
         return False
+    return isinstance(data, dict)
 
 
 def make_plan(campaign: Campaign, *, check_sizes: bool = False) -> Plan:
     """The tasks and their states now. Reads the file system, writes nothing; logs a
-    warning naming the missing inputs, if any. ``check_sizes``: also hold AbacusSummit
-    boxes whose files are missing or short against their checksums.crc32 (one stat per
-    file of every box not done: planning a run does it, status and the report do not)."""
+    warning naming the missing inputs, if any. ``check_sizes``: planning a run (the driver,
+    ``covmocks plan``), not a look (status, the report): also hold AbacusSummit boxes whose
+    files are missing or short against their checksums.crc32 (one stat per file of every
+    box not done), and parse every QA record (``record_written``: 2.3 s for 40,000 records
+    on a local disk against 0.2 s for their stats)."""
     layout = campaign.layout
     sci = campaign.science
     qa_names = dir_names(layout.qa)
@@ -232,7 +240,7 @@ def make_plan(campaign: Campaign, *, check_sizes: bool = False) -> Plan:
             if (
                 record in qa_names
                 and output in catalogs(rdir)
-                and record_written(layout.qa / record)
+                and record_written(layout.qa / record, parse=check_sizes)
             ):
                 state = "done"
             elif missing := inputs.missing(path, cleaning):
