@@ -106,7 +106,8 @@ def test_write_plan_makes_the_directory_and_metadata(make_campaign):
     assert {"software", "git_commit", "host", "user", "time_utc"} <= set(prov)
     assert "covmocks" in prov["software"]
     science = json.loads(layout.science.read_text())
-    assert science["record"]["science.realizations"] == [2, 4] and len(science["sha256"]) == 64
+    assert science["record"]["campaign.seed"] == 3 and len(science["sha256"]) == 64
+    assert science["record"]["input"] is None  # synthetic halos: their record is their identity
     summary = json.loads(layout.plan_summary.read_text())
     assert summary["counts"] == {"done": 0, "todo": 4, "blocked": 0} and summary["tasks"] == 4
     rows = read_manifest(layout)
@@ -199,12 +200,56 @@ def test_changing_science_of_a_started_campaign_is_refused(make_campaign):
         write_plan(c)
     with pytest.raises(CovmocksError, match="different values of campaign.seed"):
         write_plan(make_campaign(cut, campaign={"seed": 4}))
-    with pytest.raises(CovmocksError, match="values of science.realizations"):
-        write_plan(make_campaign(cut, science={"realizations": {"exclude": []}}))
-    # Execution and resources may change; the same science re-plans.
-    write_plan(make_campaign(cut, execution={"max_in_flight": 1}, resources={"gpus": 1}))
+    with pytest.raises(CovmocksError, match="values of science.model_params"):
+        write_plan(make_campaign(cut, science={"model_params": {"n_t_table": 40}}))
+    # Execution, resources and parameters that only cut the work may change.
+    write_plan(make_campaign(cut, execution={"max_in_flight": 1}, resources={"gpus": 1},
+                             science={"model_params": {"batch_max": 4096}}))  # fmt: skip
     bumped = make_campaign(cut, campaign={"seed": 4, "version": 2})
     assert write_plan(bumped).counts["todo"] == 4 and bumped.directory.name == "syn_2"
+
+
+def test_a_version_grows_and_shrinks_without_redoing_a_box(make_campaign):
+    """Realizations and snapshots added, one realization excluded after its box was made: the
+    same version re-plans; finished boxes stay done and untouched, the excluded box's catalog
+    is set aside (kept, listed, out of the plan) and planned again once included."""
+    c = make_campaign(SYNTHETIC)
+    plan = write_plan(c)
+    for task in plan.tasks[:3]:  # r2 (both snapshots) and r4 at z = 0
+        finish(task)
+    stamps = {t.output: t.output.stat().st_mtime_ns for t in plan.tasks[:3]}
+    grown = make_campaign(
+        SYNTHETIC,
+        science={
+            "realizations": {"first": 2, "last": 6, "exclude": [3]},
+            "redshifts": [0.0, 1.1, 2.0],
+        },
+    )
+    plan = write_plan(grown)
+    assert plan.counts == {"done": 3, "todo": 9, "blocked": 0} and plan.set_aside == ()
+    assert grown.directory == c.directory
+    shrunk = make_campaign(SYNTHETIC, science={"realizations": [4, 5, 6], "redshifts": [0.0]})
+    plan = write_plan(shrunk)
+    assert plan.counts == {"done": 1, "todo": 2, "blocked": 0}
+    assert plan.set_aside == ("r0002_z0.000", "r0002_z1.100")
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing removed or rewritten
+    assert write_plan(c).counts["done"] == 3 and make_plan(c).set_aside == ()
+
+
+def test_a_catalog_gone_behind_the_campaign_is_named(make_campaign, capsys):
+    """A scratch purge removes a catalog and leaves its QA record: the box is to do again,
+    and status names it apart from boxes never made."""
+    c = make_campaign(SYNTHETIC)
+    plan = write_plan(c)
+    for task in plan.tasks[:2]:
+        finish(task)
+    plan.tasks[1].output.unlink()
+    plan = make_plan(c)
+    assert [t.state for t in plan.tasks[:3]] == ["done", "todo", "todo"]
+    assert plan.catalogs_lost() == [plan.tasks[1].task_id]
+    assert main.main(["status", str(c.path)]) == 0
+    out = capsys.readouterr().out
+    assert f"catalog gone (its QA record stays), to make again: {plan.tasks[1].task_id}" in out
 
 
 def test_estimate_from_profile_cost_figures(tmp_path, make_campaign):

@@ -156,19 +156,21 @@ def _build(path: Path, text: str, doc: YamlDoc) -> Campaign:
         by_redshift={redshift_label(z): r for z, r in by_redshift.items()},
         clustering=cf.clustering,
         entries=merge.sorted_entries(entries),
+        # what fixes a box's content; not which boxes (realizations, redshifts: a version
+        # grows and shrinks), nor where the halos lie (their identity is checked instead:
+        # ``covmocks.workflow.metadata.input_identity``), nor parameters that only cut work
         science_record={
             "campaign.seed": cf.campaign.seed,
             "science.source": sci.source,
-            "science.input": sci.input,
-            "science.cleaning": sci.cleaning,
+            "science.cleaned": sci.cleaning is not None,
             "science.n_hosts": sci.n_hosts,
             **synthetic_box,
-            "science.realizations": sorted(realizations),
-            "science.redshifts": sorted(float(redshift_label(z)) for z in sci.redshifts),
             "science.log10_mhost_min_msun": sci.log10_mhost_min_msun,
             "science.model": sci.model,
             "science.model_version": MODELS[sci.model].version,
-            "science.model_params": sci.model_params,
+            "science.model_params": {
+                k: v for k, v in sci.model_params.items() if k in MODELS[sci.model].recorded
+            },  # fmt: skip
             # the samples fix the per-box sample files and clustering records
             "clustering": cf.clustering and cf.clustering.model_dump(mode="json"),
         },

@@ -132,6 +132,11 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"done in the last hour: {status.done_last_hour}; ETA {eta}")
     for f in status.failed:
         print(f"failed {f['task']}: {f['error']} (log {f['log']})")
+    for tid in status.catalogs_lost:
+        print(f"catalog gone (its QA record stays), to make again: {tid}")
+    if status.set_aside:
+        print(f"set aside (made, no longer in the campaign; kept): {len(status.set_aside)}: "
+              f"{', '.join(status.set_aside)}")  # fmt: skip
     if status.clustering is not None:
         c = status.clustering
         fixed = "; ".join(f"z={z}: " + ", ".join(map(_threshold_text, e.items()))

@@ -34,6 +34,7 @@ from pathlib import Path
 
 SUBDIRS = ("metadata", "catalogs", "logs", "qa")
 TASK_ID = re.compile(r"^r(\d{4,})_z(\d+\.\d{3})$")
+CATALOG = re.compile(r"^r(\d{4,})/mock_z(\d+\.\d{3})\.hdf5$")  # under catalogs/
 
 
 def redshift_label(redshift: float) -> str:
@@ -149,6 +150,13 @@ class Layout:
     @staticmethod
     def catalog_name(redshift: float) -> str:
         return f"mock_z{redshift_label(redshift)}.hdf5"
+
+    @staticmethod
+    def task_of_catalog(realization_dir: str, name: str) -> str | None:
+        """``('r0003', 'mock_z1.100.hdf5')`` -> ``'r0003_z1.100'``: the task whose catalog
+        ``catalogs/<realization_dir>/<name>`` is; None for any other name."""
+        match = CATALOG.match(f"{realization_dir}/{name}")
+        return f"r{match[1]}_z{match[2]}" if match else None
 
     def catalog(self, realization: int, redshift: float) -> Path:
         """The galaxy catalog of one box."""

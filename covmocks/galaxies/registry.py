@@ -18,11 +18,14 @@ from covmocks.galaxies import params
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
     """One registered model: ``name`` and ``version`` (recorded in every catalog), the
-    constructor's ``parameters``, and ``target``, the implementing class as ``module:Class``."""
+    constructor's ``parameters``, ``recorded``, those of them that change a catalog (the
+    rest only how the work is cut), and ``target``, the implementing class as
+    ``module:Class``."""
 
     name: str
     version: str
     parameters: tuple[str, ...]
+    recorded: tuple[str, ...]
     target: str
 
     def load(self) -> type:
@@ -36,6 +39,7 @@ MODELS: dict[str, ModelEntry] = {
         name="diffsky_sfh",
         version="1.2",
         parameters=tuple(params.DEFAULTS),
+        recorded=params.RECORDED,
         target="covmocks.galaxies.diffsky:DiffskySFH",
     ),
 }

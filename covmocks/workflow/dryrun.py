@@ -15,7 +15,7 @@ from pathlib import Path
 
 from covmocks.workflow.driver import Runner, parsl_config
 from covmocks.workflow.driver_lock import driver_alive
-from covmocks.workflow.metadata import check_science, write_plan
+from covmocks.workflow.metadata import check_science, science_record, write_plan
 from covmocks.workflow.plan import make_plan
 
 ADDRESSES = "<interchange-addresses>"
@@ -30,8 +30,9 @@ def _plan(campaign):
     driver = driver_alive(campaign.layout.lock)
     if driver is None:
         return write_plan(campaign), None
-    check_science(campaign)
-    return make_plan(campaign), driver
+    plan = make_plan(campaign)
+    check_science(campaign, science_record(campaign, plan))
+    return plan, driver
 
 
 def _block_script(executor, run_dir: str, directory: Path) -> tuple[Path, str]:

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from covmocks.campaign import Campaign
@@ -35,11 +36,62 @@ def has_catalogs(layout: Layout) -> bool:
     return False
 
 
-def check_science(campaign: Campaign) -> None:
-    """Refuse to re-plan a campaign that has catalogs if what fixes their content changed."""
+# Keys of science records written before a version could grow: they named which boxes and
+# where their halos lay, which no longer fixes a box's content (``Campaign.science_record``).
+RETIRED = ("science.realizations", "science.redshifts", "science.input", "science.cleaning")
+
+
+def _locked(record: dict, model_recorded: tuple[str, ...]) -> dict:
+    """The values of a science record (as written by any version of covmocks) that fix a
+    box's content, for comparison: retired keys out, model parameters that change catalogs
+    only, the input's identity where known."""
+    out = {k: v for k, v in record.items() if k not in RETIRED}
+    if "science.cleaning" in record and "science.cleaned" not in record:
+        out["science.cleaned"] = record["science.cleaning"] is not None
+    if isinstance(out.get("science.model_params"), dict):
+        params = out["science.model_params"]
+        out["science.model_params"] = {k: v for k, v in params.items() if k in model_recorded}
+    if out.get("input") is None:
+        out.pop("input", None)
+    return out
+
+
+def input_identity(campaign: Campaign, plan: Plan) -> dict | None:
+    """What identifies the halos the boxes read, wherever they lie: the simulation (its
+    name without the phase, for AbacusSummit), box size (Mpc/h) and cosmology, from the
+    header of the first box whose input is there; None for synthetic halos (their record
+    holds their definition) or where no input is there yet."""
+    from covmocks.box.spec import BoxSpec
+
+    if campaign.science.source == "synthetic":
+        return None
+    task = next((t for t in plan.tasks if t.state != "blocked"), None)
+    if task is None:
+        return None
+    header = BoxSpec.for_task(campaign, task).open_source().header
+    cosmology = header.cosmology
+    identity = {"box_size": float(header.box_size), "h": cosmology.h, "Om0": cosmology.Om0,
+                "omega_b": cosmology.omega_b, "w0": cosmology.w0, "wa": cosmology.wa}  # fmt: skip
+    if campaign.science.source == "abacus":
+        identity["simulation"] = re.sub(r"_ph\d+$", "", header.sim_name)
+    return {k: v if isinstance(v, str) else float(v) for k, v in identity.items()}
+
+
+def science_record(campaign: Campaign, plan: Plan) -> dict:
+    """The campaign's science record, its input's identity (``input_identity``) added."""
+    record = json.loads(json.dumps(campaign.science_record, default=str))
+    return record | {"input": input_identity(campaign, plan)}
+
+
+def check_science(campaign: Campaign, record: dict) -> None:
+    """Refuse to re-plan a campaign that has catalogs if what fixes their content changed
+    (``record``, from ``science_record``, against ``metadata/science.json``). The set of
+    boxes may change: realizations and snapshots added, or excluded (their catalogs are set
+    aside, ``Plan.set_aside``), and the input data may move."""
+    from covmocks.galaxies.registry import MODELS
+
     layout = campaign.layout
     meta = layout.science
-    now = json.loads(json.dumps(campaign.science_record, default=str))
     try:
         recorded = json.loads(meta.read_text(encoding="utf-8"))["record"]
     except FileNotFoundError:
@@ -49,10 +101,11 @@ def check_science(campaign: Campaign) -> None:
             raise CovmocksError(f"{meta} is unreadable ({exc}); cannot check the science of a "
                                 "campaign that has catalogs") from None  # fmt: skip
         return
-    if recorded == now or not has_catalogs(layout):
-        return
-    changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
-    if not changed:  # a key added to the record since, at its default: nothing changed
+    model = MODELS.get(campaign.science.model)
+    params = model.recorded if model else ()
+    now, before = _locked(record, params), _locked(recorded, params)
+    changed = sorted(k for k in set(before) & set(now) if before[k] != now[k])
+    if not changed or not has_catalogs(layout):
         return
     raise CovmocksError(
         f"{campaign.path}: campaign {campaign.name} version {campaign.version} already has "
@@ -62,11 +115,10 @@ def check_science(campaign: Campaign) -> None:
     )
 
 
-def _write_metadata(campaign: Campaign, plan: Plan) -> None:
+def _write_metadata(campaign: Campaign, plan: Plan, record: dict) -> None:
     layout = campaign.layout
     files.write_text(layout.campaign_file, campaign.text)
     _write_json(layout.config, {"values": campaign.config(), "sources": campaign.sources()})
-    record = campaign.science_record
     _write_json(layout.science, {"sha256": science_digest(record), "record": record})
     _write_json(layout.provenance, {
         "software": provenance.software_versions(),
@@ -97,15 +149,16 @@ def write_plan(campaign: Campaign) -> Plan:
     """``covmocks plan``: create the campaign directory, check the k bins against every
     snapshot's box (``covmocks.workflow.k_bins``), then (re)write its metadata and manifest. Never
     touches catalogs, QA records or logs."""
-    check_science(campaign)
     layout = campaign.layout
     plan = make_plan(campaign, check_sizes=True)
+    record = science_record(campaign, plan)
+    check_science(campaign, record)
     k_bins.check(campaign, plan)  # before anything is written
     try:
         with umask(campaign.execution.umask):
             for sub in layout.subdirs():
                 sub.mkdir(parents=True, exist_ok=True)
-            _write_metadata(campaign, plan)
+            _write_metadata(campaign, plan, record)
     except OSError as exc:
         raise OutputError(f"cannot write campaign directory {layout.root}: {exc}") from None
     return plan

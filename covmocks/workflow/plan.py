@@ -52,6 +52,7 @@ class Task:
     resources: Resources
     state: str
     blocked_on: str | None = None  # the missing (or incomplete) input of a blocked task
+    catalog_lost: bool = False  # to do again: its QA record stays, its catalog is gone
 
     @property
     def output(self) -> Path:
@@ -91,10 +92,19 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Every task of a campaign, in realization-major order, and counts by state."""
+    """Every task of a campaign, in realization-major order, and counts by state.
+    ``set_aside``: the task ids of catalogs on disk that the campaign no longer plans (a
+    realization excluded or a snapshot dropped after its boxes were made): kept, never
+    deleted, and left out of every ensemble."""
 
     directory: Path
     tasks: tuple[Task, ...]
+    set_aside: tuple[str, ...] = ()
+
+    def catalogs_lost(self) -> list[str]:
+        """Task ids whose catalog is gone while their QA record stays (a scratch purge, a
+        hand): made again by the next run."""
+        return [t.task_id for t in self.tasks if t.catalog_lost]
 
     @functools.cached_property
     def counts(self) -> dict[str, int]:
@@ -236,12 +246,9 @@ def make_plan(campaign: Campaign, *, check_sizes: bool = False) -> Plan:
             stem = task_id(r, z)
             path, cleaning = sci.input_path(r, z), sci.cleaning_path(r, z)
             missing = None
-            record = f"{stem}.json"
-            if (
-                record in qa_names
-                and output in catalogs(rdir)
-                and record_written(layout.qa / record, parse=check_sizes)
-            ):
+            recorded = f"{stem}.json" in qa_names
+            made = output in catalogs(rdir)
+            if made and recorded and record_written(layout.qa / f"{stem}.json", check_sizes):
                 state = "done"
             elif missing := inputs.missing(path, cleaning):
                 state = "blocked"
@@ -250,9 +257,16 @@ def make_plan(campaign: Campaign, *, check_sizes: bool = False) -> Plan:
             tasks.append(Task(
                 task_id=stem, realization=r, redshift=z, snapshot=snap, source=sci.source,
                 input=path, cleaning=cleaning, layout=layout, resources=resources, state=state,
-                blocked_on=missing,
+                blocked_on=missing, catalog_lost=recorded and not made,
             ))  # fmt: skip
-    plan = Plan(layout.root, tuple(tasks))
+    planned = {t.task_id for t in tasks}
+    on_disk = (layout.task_of_catalog(rdir, name) for rdir in dir_names(layout.catalogs)
+               for name in catalogs(rdir))  # fmt: skip
+    set_aside = sorted(t for t in on_disk if t is not None and t not in planned)
+    if set_aside:
+        log.info("%d catalogs set aside (made, no longer planned): %s", len(set_aside),
+                 ", ".join(set_aside[:5]))  # fmt: skip
+    plan = Plan(layout.root, tuple(tasks), tuple(set_aside))
     missing = plan.missing_inputs()
     if missing:
         log.warning(

@@ -33,6 +33,8 @@ class Status:
     failed: list[dict]
     driver: str | None
     clustering: dict | None = None  # boxes measured, of those done; thresholds fixed
+    catalogs_lost: list[str] = dataclasses.field(default_factory=list)  # QA record, no catalog
+    set_aside: list[str] = dataclasses.field(default_factory=list)  # made, no longer planned
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -98,8 +100,10 @@ def campaign_status(campaign, plan=None) -> Status:
         for task in plan.tasks
         if states[(tid := task.task_id)] == "failed"
     ]
-    return Status(counts, dict(by_redshift), len(done_recent), eta, failed, driver,
-                  _clustering(campaign, plan))  # fmt: skip
+    return Status(
+        counts, dict(by_redshift), len(done_recent), eta, failed, driver,
+        _clustering(campaign, plan), plan.catalogs_lost(), list(plan.set_aside),
+    )  # fmt: skip
 
 
 def _clustering(campaign, plan) -> dict | None:
