@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from covmocks.box.spec import BoxSpec, halo_seed, snapshot_id
+from covmocks.box.spec import BoxSpec, snapshot_id
 from covmocks.cli import main
 from covmocks.core.errors import CovmocksError
 from covmocks.workflow.plan import find_task, make_plan
@@ -41,7 +41,11 @@ def test_defaults_and_derived_values():
                    seed=4, redshift=1.1)  # fmt: skip
     assert spec.snapshot == snapshot_id(1.1) == 1100
     assert spec.task_id == "r0003_z1.100"
-    assert spec.halo_seed == halo_seed(4, 3) != halo_seed(4, 2)
+    # the synthetic halos' stream: one per (campaign seed, realization), shared by its snapshots
+    seeds = {(s, r, z): dataclasses.replace(spec, seed=s, realization=r, redshift=z).halo_seed
+             for s in (4, 5) for r in (2, 3) for z in (0.5, 1.1)}  # fmt: skip
+    assert all(seeds[s, r, 0.5] == seeds[s, r, 1.1] for s in (4, 5) for r in (2, 3))
+    assert len(set(seeds.values())) == 4
     assert spec.mass_cut == 11.0
     assert BoxSpec(source="hdf5", output=Path("x"), input="h").mass_cut == -math.inf
 

@@ -56,8 +56,7 @@ def test_resolved_parameters_are_recorded():
     """Every parameter that changes the catalog is recorded; the batch sizes are not."""
     mdl = registry.get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 4096})
     assert set(mdl.params) == set(model_params.RECORDED)
-    assert mdl.params["n_t_table"] == model_params.N_T_TABLE
-    assert mdl.params["precision"] == model_params.PRECISION
+    assert (mdl.params["n_t_table"], mdl.params["precision"]) == (36, "float32")  # the defaults
     custom = model_params.resolve({"n_t_table": 100.0, "precision": "float64"},
                                   *_population_defaults())  # fmt: skip
     assert custom["n_t_table"] == 100 and isinstance(custom["n_t_table"], int)
@@ -128,9 +127,9 @@ def test_quenched_at_snapshot_uses_the_stored_float32_ssfr():
     log10_mstar = np.array([10.0, 10.0, 10.0, 10.0])
     log10_ssfr = np.array([-12.0, below, float(threshold), -9.5])
     is_q = diffsky.quenched_at_snapshot(log10_ssfr + log10_mstar, log10_mstar, t_obs)
-    stored = (log10_ssfr + log10_mstar - log10_mstar).astype(np.float32)  # as the catalog keeps it
-    np.testing.assert_array_equal(is_q, stored < threshold)
-    assert is_q[0] and not is_q[-1]
+    # float32 sSFR one step below the float32 threshold: quenched; at it: not (at t_obs 8.59
+    # the float32 threshold lies 1.2e-8 dex below the float64 one: a float64 test says quenched)
+    assert list(is_q) == [True, True, False, False]
 
 
 def test_model_version_and_columns_name_the_state_and_the_branch():

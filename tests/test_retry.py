@@ -1,7 +1,5 @@
 """The runner's retry policy: failure classes and the decision each failure leads to."""
 
-import dataclasses
-
 import pytest
 from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
 
@@ -63,13 +61,11 @@ def policy(retries=3, base=10.0, cap=1000.0, max_lost=retry.MAX_LOST):
     return RetryPolicy(retries, backoff_base_s=base, backoff_cap_s=cap, max_lost=max_lost)
 
 
-def test_defaults_and_decision_is_frozen():
+def test_defaults():
     p = RetryPolicy(2, 1.0, 5.0)
     assert p.max_lost == retry.MAX_LOST == 10
     d = p.decide("t", "transient")
     assert d == Decision(action="retry", delay_s=1.0, charged=1, lost=0, event="retry")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        d.action = "fail"
 
 
 def test_deterministic_fails_on_first_attempt():

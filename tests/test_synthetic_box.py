@@ -20,8 +20,11 @@ H = synthetic.SYNTHETIC_COSMOLOGY.h
 
 
 def _expected(box_size, fraction, redshift=0.5, cut=11.0):
-    """round(F n V), n per Mpc^3 from the mass function, V = (L / h)^3 in Mpc^3."""
-    density = synthetic._hmf_tables(cut, redshift)[2]
+    """round(F n V): n(>M) per comoving Mpc^3 from diffsky's cumulative mass function (M in
+    Msun), V = (L / h)^3 in Mpc^3."""
+    from diffsky.mass_functions.hmf_model import DEFAULT_HMF_PARAMS, predict_cuml_hmf
+
+    density = 10 ** float(predict_cuml_hmf(DEFAULT_HMF_PARAMS, cut, redshift))
     return round(fraction * density * (box_size / H) ** 3)
 
 
