@@ -250,6 +250,12 @@ def test_a_catalog_gone_behind_the_campaign_is_named(make_campaign, capsys):
     assert main.main(["status", str(c.path)]) == 0
     out = capsys.readouterr().out
     assert f"catalog gone (its QA record stays), to make again: {plan.tasks[1].task_id}" in out
+    from covmocks.report.page import _completion
+    from covmocks.workflow.status import campaign_status, task_states
+
+    status = campaign_status(c, plan)
+    html = _completion(plan, status, task_states(plan, [], None))
+    assert f"to be made again (1): {plan.tasks[1].task_id}.</p>" in html
 
 
 def test_estimate_from_profile_cost_figures(tmp_path, make_campaign):

@@ -261,9 +261,15 @@ def _completion(plan, status, states: dict) -> str:
     rows = [[f"z={k}", *(v[s] for s in STATUS_STATES)] for k, v in status.by_redshift.items()]
     rows.append(["all", *(status.counts[s] for s in STATUS_STATES)])
     eta = "n/a" if status.eta_s is None else f"{status.eta_s / 3600:.1f} h"
+    aside = [(status.catalogs_lost, "Catalogs gone while their QA records stay (a scratch "
+              "purge?), to be made again"),
+             (status.set_aside, "Set aside: made, no longer in the campaign, kept and left "
+              "out of every ensemble")]  # fmt: skip
     return (table(["snapshot", *STATUS_STATES], rows)
             + f"<p>Done in the last hour: {status.done_last_hour}; ETA at that rate: {eta}; "
             f"driver: {esc(status.driver or 'none running')}.</p>"
+            + "".join(f"<p>{what} ({len(ids)}): {esc(', '.join(ids))}.</p>"
+                      for ids, what in aside if ids)
             + (img(figures.completion_map(labels, realizations, grid), "completion map")
                if plan.tasks else ""))  # fmt: skip
 
