@@ -115,6 +115,17 @@ def test_perlmutter_gpu_profile_asks_for_gpus(make_campaign, slurm_calls, capsys
     assert worker.endswith("--available-accelerators 0 1 2 3")
     assert "4 worker(s) per node, one per accelerator 0 1 2 3" in out
     assert "monitoring=None" in out and "monitoring off" in out
+    assert script.count("--gpus-per-node") == 1  # from gpus_per_node, once
+    assert_nothing_started(campaign, slurm_calls)
+
+
+def test_gpus_per_node_asks_slurm_for_gpus(make_campaign, slurm_calls, capsys):
+    """The generic Slurm profile with ``gpus_per_node: 4``: the batch script asks for the GPUs
+    (the key once only made blocks exclusive); without it, no GPU line."""
+    campaign = make_campaign(DRY, SLURM, execution={"provider": {"gpus_per_node": 4}})
+    script = dry(campaign, capsys)[1]
+    assert "\n#SBATCH --gpus-per-node=4\n" in script and "\n#SBATCH --exclusive\n" in script
+    assert "gpus-per-node" not in dry(make_campaign(DRY, SLURM), capsys)[1]
     assert_nothing_started(campaign, slurm_calls)
 
 

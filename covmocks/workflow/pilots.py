@@ -96,6 +96,7 @@ def build_provider(provider: ProviderValues, launcher, *, worker_init: str = "")
         # a block asks for its CPUs (one Slurm task per node runs the workers, or an MPI
         # task's srun step): without cores_per_node or exclusive it would get one CPU
         cores_per_node=provider.cores_per_node,
+        gpus_per_node=provider.gpus_per_node or None,  # #SBATCH --gpus-per-node
         exclusive=_exclusive(provider),
         **common,
     )
