@@ -291,3 +291,17 @@ def test_status_names_the_outlier(campaign_with_records, capsys):
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("outlier ")]
     assert len(lines) == 2 and all(x.startswith(f"outlier {OUTLIER} z=0: ") for x in lines)
     assert ": number density " in lines[0] and ": SMF log10 M* " in lines[1]
+
+
+def test_status_says_when_a_snapshot_has_too_few_boxes_to_judge(make_campaign, capsys):
+    from covmocks.cli import main
+
+    campaign = make_campaign(science={"realizations": [0, 1, 2], "redshifts": [0.0]})
+    write_plan(campaign)
+    for tid, r, z in _tasks(campaign):
+        write_box(campaign.layout, tid, r, z, 300 + 7 * r, seed=r)
+        campaign.layout.catalog(r, z).parent.mkdir(parents=True, exist_ok=True)
+        campaign.layout.catalog(r, z).touch()
+    assert main.main(["status", "-q", "--outliers", str(campaign.path)]) == 0
+    out = capsys.readouterr().out
+    assert "outliers z=0.000: too few boxes to judge (3 done, 5 needed)" in out

@@ -146,9 +146,17 @@ def run_status(args: argparse.Namespace) -> int:
     if args.outliers:  # reads every box's statistics file: seconds per thousand boxes
         from covmocks.report import outliers, page
 
-        for f in outliers.find(page.load_records(campaign)[0]):
+        records = page.load_records(campaign)[0]
+        for z, group in outliers.by_snapshot(records):
+            if len(group) < outliers.MIN_BOXES:
+                print(f"outliers z={z}: too few boxes to judge ({len(group)} done, "
+                      f"{outliers.MIN_BOXES} needed)")  # fmt: skip
+        found = outliers.find(records)
+        for f in found:
             print(f"outlier {f.task_id} z={f.redshift:g}: {f.statistic} {f.value:.4g}, other "
                   f"boxes {f.mean:.4g} +- {f.std:.2g} ({f.sigmas:+.1f} std)")  # fmt: skip
+        if records and not found:
+            print(f"outliers: none beyond {outliers.N_SIGMA:g} std in the snapshots judged")
     return 0
 
 
@@ -297,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     _campaign_arguments(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--outliers", action="store_true",
-                        help="name boxes whose number density is off the ensemble")  # fmt: skip
+                        help="name boxes whose number density or stellar mass function "
+                        "lies more than 5 std off the other boxes of their snapshot "
+                        "(snapshots of at least 5 boxes)")  # fmt: skip
     status.set_defaults(func=run_status)
     retry = sub.add_parser("retry", help="run failed tasks again (all, or the ones named)")
     _campaign_arguments(retry)
