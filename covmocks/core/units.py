@@ -55,7 +55,12 @@ def physical_mpc_to_comoving_h(length_mpc, h, redshift):
 
 
 def wrap_periodic(pos, box_size):
-    """Wrap positions (any shape, same unit as ``box_size``) into [0, box_size)."""
+    """Wrap positions (any shape, same unit as ``box_size``) into [0, box_size), in float64
+    and once stored as float32 (the catalog's ``pos``): a position less than half a float32
+    step below ``box_size`` (1.5e-5 Mpc/h at 500 Mpc/h) would be stored as ``box_size``, so
+    it is put at 0, its periodic image. A 2e6-host box (7.3e6 galaxies, 340 Mpc/h) held one
+    such galaxy and failed ``positions_in_box``."""
     wrapped = np.mod(pos, box_size)
     # float rounding can map -tiny to exactly box_size
-    return np.where(wrapped >= box_size, wrapped - box_size, wrapped)
+    wrapped = np.where(wrapped >= box_size, wrapped - box_size, wrapped)
+    return np.where(wrapped.astype(np.float32) >= box_size, 0.0, wrapped)
