@@ -119,6 +119,23 @@ def test_perlmutter_gpu_profile_asks_for_gpus(make_campaign, slurm_calls, capsys
     assert_nothing_started(campaign, slurm_calls)
 
 
+def test_perlmutter_cpu_workers_hold_their_own_cores(make_campaign, slurm_calls, capsys):
+    """16 workers of 8 cores: Parsl pins each worker to its block of cores (and sets
+    OMP_NUM_THREADS); numba, which counts the node's cores, is sized to the worker's."""
+    campaign = make_campaign(
+        DRY, execution={"profile": "perlmutter-cpu", "provider": {"account": "m0000"}}
+    )
+    worker = worker_between_heredoc_and_srun(dry(campaign, capsys)[1], ntasks=1)
+    assert "--max_workers_per_node=16 " in worker and "--cpu-affinity block" in worker
+    code = ("import os; from covmocks.apps.box_task import threads_to_affinity; "
+            "threads_to_affinity(); print(os.environ.get('NUMBA_NUM_THREADS'))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], env=env,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert pinned.stdout.strip() == ("1" if os.cpu_count() > 1 else "None")
+    assert_nothing_started(campaign, slurm_calls)
+
+
 def test_gpus_per_node_asks_slurm_for_gpus(make_campaign, slurm_calls, capsys):
     """The generic Slurm profile with ``gpus_per_node: 4``: the batch script asks for the GPUs
     (the key once only made blocks exclusive); without it, no GPU line."""

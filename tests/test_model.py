@@ -75,6 +75,8 @@ def test_campaign_schema_knows_every_parameter():
     from covmocks.campaign.schema import model_parameters
 
     assert set(model_parameters("diffsky_sfh")) == set(model_params.DEFAULTS)
+    # the guide's table of parameters is made from these: each one has a meaning there
+    assert list(model_params.MEANINGS) == list(model_params.DEFAULTS)
 
 
 def test_bucket_sizes_are_few():

@@ -282,6 +282,16 @@ def _peak_rss_bytes() -> int:
     return max(peaks) * 1024  # Linux reports KiB
 
 
+def threads_to_affinity() -> None:
+    """Size numba's thread pool (the clustering's mesh painting) by the cores this worker
+    may run on: with Parsl's ``cpu_affinity`` a worker holds a node's share of its cores,
+    but numba counts every core of the node. OpenMP follows the affinity through Parsl's
+    ``OMP_NUM_THREADS`` and XLA's CPU pool through the affinity mask itself."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < (os.cpu_count() or cores):
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(cores))
+
+
 def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None = None) -> dict:
     """Run one task's box and validate it; returns the QA record.
 
@@ -293,6 +303,7 @@ def generate_and_validate(job: BoxJob, parsl_resource_specification: dict | None
     from covmocks.apps import faults
     from covmocks.catalog import validation
 
+    threads_to_affinity()
     os.umask(job.umask)  # a worker on a compute node starts with the node's
     output = job.box.output
     guard_s = job.walltime_s + 3 * MPI_GRACE_S if job.mpi else job.walltime_s
@@ -357,6 +368,7 @@ def measure_clustering(job: BoxJob, parsl_resource_specification: dict | None = 
     ``{"clustering": summary or error}``, logged to the task's logs."""
     import covmocks  # noqa: F401  (XLA flag before anything imports jax)
 
+    threads_to_affinity()
     os.umask(job.umask)
     with task_logs(job.log_stem):
         logging.getLogger("covmocks.apps.box_task").info("task %s: clustering only", job.task_id)

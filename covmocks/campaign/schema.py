@@ -254,6 +254,11 @@ class ExecutorValues(_Section):
     workers_per_node: PosInt = 1  # htex: tasks a node runs at once (workers)
     available_accelerators: NonNegInt | None = None  # htex: accelerators per node, one each
     mpi_tasks_per_block: PosInt = 1  # MPI executor: MPI tasks a block runs at once
+    # htex: Parsl's cpu_affinity: "block" gives each worker its own cores (a node's cores over
+    # its workers) and OMP_NUM_THREADS to match; "none": every worker sees every core
+    cpu_affinity: Annotated[
+        str, Field(pattern=r"^(none|block|block-reverse|alternating|list:.+)$")
+    ] = "none"
 
 
 class ProviderValues(_Section):

@@ -82,7 +82,8 @@ def run_estimate(args: argparse.Namespace) -> int:
     print(f"remaining   {est.remaining} tasks, {est.seconds_per_task:.0f} s each on average")
     print(f"node-hours  {est.node_hours:.1f}")
     print(f"GPU-hours   {est.gpu_hours:.1f}")
-    print(f"storage     {_size(est.storage_bytes)} to write ({_size(est.done_bytes)} written)")
+    print(f"storage     {_size(est.storage_bytes)} to write ({_size(est.done_bytes)} on disk "
+          "now; every file a box and the run write)")  # fmt: skip
     wall = f"{est.wall_s / 60:.0f} min" if est.wall_s < 7200 else f"{est.wall_s / 3600:.1f} h"
     print(f"wall-clock  {wall} on {est.nodes} node(s), {est.busy_nodes:.3g} busy with at most "
           f"{campaign.execution.max_in_flight} tasks in flight (no queue wait)")  # fmt: skip

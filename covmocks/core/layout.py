@@ -162,6 +162,15 @@ class Layout:
         """The galaxy catalog of one box."""
         return self.catalogs / self.realization_dir_name(realization) / self.catalog_name(redshift)
 
+    def box_files(self, realization: int, redshift: float) -> list[Path]:
+        """Every file of one box: its catalog, QA record, statistics, samples, clustering
+        record and logs."""
+        task = task_id(realization, redshift)
+        stem = self.log_stem(task)
+        return [self.catalog(realization, redshift), self.qa_record(task),
+                self.statistics(task), self.samples(task), self.clustering(task),
+                stem.with_name(f"{task}.out"), stem.with_name(f"{task}.err")]  # fmt: skip
+
     def qa_record(self, task: str) -> Path:
         """The QA record of task ``task`` (a task id)."""
         return self.qa / f"{task}.json"

@@ -39,6 +39,19 @@ DEFAULTS = {
 }
 # What the catalog records (the rest does not change a single bit of it).
 RECORDED = ("log10_msub_min_msun", "n_t_table", "precision", "diffmahpop", "diffstarpop")
+# What each parameter means (the guide's table of model parameters is made from these).
+MEANINGS = {
+    "log10_msub_min_msun": "subhalo (satellite) Mpeak cut, log10(Msun) without h",
+    "n_t_table": f"time steps of the star-formation-history table, {N_T_TABLE_RANGE[0]} to "
+    f"{N_T_TABLE_RANGE[1]} (the default keeps the 99.9th percentile of the error of log10 M* "
+    "within 0.005 dex, `bench/accuracy.py`)",
+    "precision": f"arithmetic of the history evaluation: {' or '.join(PRECISIONS)} (the "
+    "random draws are float64 in both)",
+    "diffmahpop": "overrides of DiffmahPop's population parameters, by name",
+    "diffstarpop": "overrides of DiffstarPop's population parameters, by name",
+    "batch_min": "fewest objects per kernel call (smaller batches are padded to it)",
+    "batch_max": "most objects per kernel call",
+}
 
 
 def _fail(key: str, message: str):

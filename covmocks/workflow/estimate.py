@@ -3,10 +3,13 @@ remaining tasks, from its own QA records or, before any task ran, the profile's 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import statistics
+from pathlib import Path
 
 from covmocks.campaign import Campaign
 from covmocks.catalog.validation import record_seconds
@@ -29,8 +32,8 @@ class Estimate:
     seconds_per_task: float  # mean over remaining tasks
     node_hours: float
     gpu_hours: float
-    storage_bytes: float
-    done_bytes: float
+    storage_bytes: float  # what the remaining tasks will write: every file, on disk
+    done_bytes: float  # what the campaign directory holds now (``Storage``)
     nodes: int
     busy_nodes: float  # nodes kept busy: fewer than ``nodes`` when max_in_flight binds
     wall_s: float
@@ -53,6 +56,62 @@ def _measured(tasks: list[Task]) -> tuple[dict[str, list[float]], list[float]]:
     if unreadable:
         log.warning("%d QA records without readable wall_s and file_bytes; ignored", unreadable)
     return wall, sizes
+
+
+SAMPLED = 50  # done boxes whose files are measured for the bytes of a box
+
+
+def _disk_bytes(path: Path) -> int:
+    """Bytes ``path`` takes on disk (blocks, as ``du`` and quotas count), a directory with
+    everything below it; 0 where it does not exist."""
+    try:
+        if not path.is_dir():
+            return path.stat().st_blocks * 512
+    except OSError:
+        return 0
+    total = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class Storage:
+    """What a campaign directory holds, on disk, from its done boxes: ``per_box``, the files
+    of one box (catalog, QA record, statistics, samples, clustering record, logs: medians
+    over up to ``SAMPLED`` boxes) and its share of what grows with the run (the monitoring
+    database, the journal, Parsl's run directories); ``fixed``, the rest (metadata, the
+    compilation cache where the campaign holds it, report, covariance, the driver's logs)."""
+
+    per_box: float
+    fixed: float
+    done: int
+
+    @property
+    def total(self) -> float:
+        return self.per_box * self.done + self.fixed
+
+
+def storage(layout, done: list[Task]) -> Storage | None:
+    """The campaign's bytes on disk, per box and fixed, measured; None before a box is done.
+    Reads up to ``SAMPLED`` boxes' files and the files that are no box's (not every
+    catalog)."""
+    if not done:
+        return None
+    step = max(1, len(done) // SAMPLED)
+    own = statistics.median(
+        sum(_disk_bytes(p) for p in layout.box_files(t.realization, t.redshift))
+        for t in done[::step]
+    )
+    growing = sum(_disk_bytes(p) for p in (layout.monitoring_db, layout.journal))
+    growing += _disk_bytes(layout.parsl_runs)
+    others = [layout.metadata, layout.report, layout.covariance, *layout.logs.glob("driver.*"),
+              *layout.logs.glob("*.log")]  # fmt: skip
+    fixed = sum(_disk_bytes(p) for p in dict.fromkeys(others))
+    fixed -= _disk_bytes(layout.monitoring_db) + _disk_bytes(layout.journal)  # in metadata/
+    return Storage(per_box=own + growing / len(done), fixed=fixed, done=len(done))
 
 
 def measurement_seconds(layout, tasks: list[Task]) -> dict[str, float]:
@@ -84,6 +143,7 @@ def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estima
     done = plan.select("done")
     remaining = [t for t in plan.tasks if t.state != "done"]
     wall, sizes = _measured(done)
+    held = storage(campaign.layout, done)
     measuring = measurement_seconds(campaign.layout, done) if campaign.clustering else {}
     for z, seconds in wall.items():
         wall[z] = [s + measuring.get(z, 0.0) for s in seconds]
@@ -92,7 +152,7 @@ def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estima
         basis = f"measured: medians of {len(all_wall)} QA records of this campaign"
         overall = statistics.median(all_wall)
         by_z = {z: statistics.median(v) for z, v in wall.items()}
-        bytes_per_task = statistics.median(sizes)
+        bytes_per_task = held.per_box if held else statistics.median(sizes)
     else:
         basis = f"profile {campaign.profile.name}: cost figures ({campaign.profile.path})"
         overall = cost.seconds_per_task
@@ -118,7 +178,7 @@ def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estima
         node_hours=node_s / 3600,
         gpu_hours=gpu_s / 3600,
         storage_bytes=bytes_per_task * len(remaining),
-        done_bytes=sum(sizes),
+        done_bytes=held.total if held else 0.0,
         nodes=nodes,
         busy_nodes=busy,
         wall_s=max(node_s / busy, max(seconds, default=0.0)),

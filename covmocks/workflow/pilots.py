@@ -153,6 +153,7 @@ def build_executor(execution: Execution, label: str = "covmocks", *, mpi: bool =
         max_workers_per_node=executor.workers_per_node,
         available_accelerators=executor.available_accelerators or (),
         cores_per_worker=1,
+        cpu_affinity=executor.cpu_affinity,
         **common,
     )
 

@@ -15,6 +15,7 @@ Directives:
   inputs (no model run). The page that holds the directive must name every dataset and
   attribute in backquotes; one it does not name is a build warning (an error under ``-W``).
 - ``covmocks-profiles``: the machine profiles shipped in ``covmocks/configs/``.
+- ``covmocks-model-parameters``: every registered model's parameters, defaults and meanings.
 - ``covmocks-api``: ``automodule`` of every module of the package (for an ``.rst`` page).
 
 At ``builder-inited`` the guide's key tables (``docs/campaigns.md``) are checked against
@@ -600,6 +601,27 @@ class Profiles(SphinxDirective):
                        rows, [2, 4, 4, 4, 2])]  # fmt: skip
 
 
+class ModelParameters(SphinxDirective):
+    """Each registered model's parameters (``covmocks.galaxies.registry.MODELS``): default,
+    whether it changes a catalog (recorded, and locked in ``metadata/science.json``), and
+    what it means (``covmocks.galaxies.params.MEANINGS``)."""
+
+    def run(self):
+        from covmocks.galaxies import params
+        from covmocks.galaxies.registry import MODELS
+
+        rows = []
+        for entry in MODELS.values():
+            for name in entry.parameters:
+                default = params.DEFAULTS[name]
+                shown = "none" if default is None else f"`{json.dumps(default)}`"
+                rows.append([f"`{entry.name}` {entry.version}", f"`{name}`", shown,
+                             "yes" if name in entry.recorded else "no",
+                             params.MEANINGS[name]])  # fmt: skip
+        headers = ["model", "parameter", "default", "changes catalogs", "meaning"]
+        return [_table(headers, rows, [2, 3, 2, 2, 6])]
+
+
 def api_modules() -> list[str]:
     import covmocks
 
@@ -663,6 +685,7 @@ def setup(app):
     app.add_directive("covmocks-campaign-reference", CampaignReference)
     app.add_directive("covmocks-file-layout", FileLayout)
     app.add_directive("covmocks-profiles", Profiles)
+    app.add_directive("covmocks-model-parameters", ModelParameters)
     app.add_directive("covmocks-api", Api)
     app.connect("builder-inited", check_guide)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
