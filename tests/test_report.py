@@ -34,6 +34,8 @@ def _box_statistics(rng, n_galaxies: int) -> BoxStatistics:
     stats = BoxStatistics()
     stats.add(_columns(mstar, sfr, mhalo, is_central, host,
                        quenched=rng.random(n_galaxies) < 0.3), 0)  # fmt: skip
+    n_probe = n_galaxies // 2  # galaxies of the halos below the cut: lighter
+    stats.add_probe({"log10_mstar": mstar[:n_probe] - 1.0, "log10_sfr": sfr[:n_probe] - 1.0})
     return stats
 
 
@@ -42,7 +44,7 @@ def write_box(layout, task_id: str, realization: int, redshift: float, n_galaxie
     """A box's statistics file (as generator.write_statistics writes it) and QA record."""
     stats = _box_statistics(np.random.default_rng(seed), n_galaxies)
     summary = stats.summary(box_size=50.0, h=0.7, log10_mhost_min_msun=11.0,
-                            log10_msub_min_msun=10.5)  # fmt: skip
+                            log10_msub_min_msun=10.5, probe_fraction=1.0)  # fmt: skip
     attrs = {"realization": realization, "snapshot": 7, "redshift": redshift,
              "snapshot_redshift": redshift, "seed": 1, "model_name": "diffsky_sfh",
              "model_version": "0.3.11", "box_size": 50.0, "h": 0.7, "Om0": 0.3,

@@ -27,3 +27,8 @@ COMPRESSIONS = ("gzip", "lzf", "none")
 # given.
 SYNTHETIC_MHOST_RANGE = (8.0, 16.0)
 SYNTHETIC_MHOST_MIN = 11.0
+
+# The completeness probe (covmocks.box.probe): the halos within PROBE_DEX (dex) below a box's
+# host cut, subsampled to fraction min(1, PROBE_HOSTS / the box's hosts).
+PROBE_DEX = 0.5
+PROBE_HOSTS = 50_000
