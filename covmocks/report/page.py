@@ -231,6 +231,15 @@ SECTIONS = (("completion", "Completion"), ("functions", "Mass and SFR functions"
             ("provenance", "Provenance"))  # fmt: skip
 
 
+def _sample_cuts(campaign, ens) -> dict:
+    """Redshift label -> the clustering samples' cuts of each snapshot in ``ens``
+    (``clustering.thresholds.cuts``: None while a threshold is not fixed)."""
+    from covmocks.clustering import thresholds
+
+    fixed = thresholds.load(campaign.layout)
+    return {e.label: thresholds.cuts(campaign.clustering, e.redshift, fixed) for e in ens}
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -311,7 +320,7 @@ def render(
     body = {"completion": _completion(plan, status, states)}
     if ens:
         body |= figures.science_sections(ens, flagged, n_sigma, MIN_BOXES)
-        body["completeness"] = figures.completeness_table(ens)
+        body["completeness"] = figures.completeness_table(ens, _sample_cuts(campaign, ens))
     done_times = np.array([e["t"] for e in events if e["event"] == "done"], np.float64)
     if ens or len(done_times):
         body["timing"] = img(figures.timing(ens, done_times), "durations and throughput") + (
