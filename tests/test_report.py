@@ -135,8 +135,10 @@ def test_report_shows_each_samples_threshold_against_the_completeness_limit(make
                {"name": "faint", "select": "mstar", "threshold": 6.0},
                {"name": "bright", "select": "mstar", "threshold": 12.0},
                {"name": "sfr_n", "select": "sfr", "number_density": 1e-3}]  # fmt: skip
-    campaign = make_campaign(science={"realizations": [0, 1, 2], "redshifts": [0.0]},
-                             clustering={"samples": samples, "calibration_boxes": 2})
+    campaign = make_campaign(
+        science={"realizations": [0, 1, 2], "redshifts": [0.0]},
+        clustering={"samples": samples, "calibration_boxes": 2},
+    )
     write_plan(campaign)
     for tid, r, z in _tasks(campaign):
         write_box(campaign.layout, tid, r, z, 400, seed=r)

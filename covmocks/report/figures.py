@@ -13,8 +13,8 @@ import numpy as np
 
 from covmocks.catalog.completeness import MISSING_MAX
 from covmocks.catalog.summary import MHALO_EDGES, MSTAR_EDGES, SFR_EDGES
-from covmocks.core.limits import PROBE_DEX
 from covmocks.core.layout import redshift_label
+from covmocks.core.limits import PROBE_DEX
 from covmocks.report.outliers import NUMBER_DENSITY, SMF_MIN_COUNT
 
 # state -> colour of the completion map, in legend order
