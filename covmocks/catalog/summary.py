@@ -127,12 +127,11 @@ class BoxStatistics:
 
     def add_probe(self, columns: dict) -> None:
         """Count the galaxies of a chunk of the completeness probe's halos (the model's
-        columns; ``covmocks.box.probe``) in ``probe_mstar`` and ``probe_sfr``."""
-        c = self.counts
-        for name, column, axis in (("probe_mstar", "log10_mstar", "mstar"),
-                                   ("probe_sfr", "log10_sfr", "sfr")):  # fmt: skip
-            index = _index(columns[column].astype(np.float64), axis)
-            c[name] += _count(_shape((axis,)), index)
+        columns; ``covmocks.box.probe``) in each selection variable's probe histogram."""
+        for select, (_, name) in complete.HISTOGRAM_OF.items():
+            (axis,) = HISTOGRAMS[name]
+            values = columns[complete.SELECT_COLUMN[select]].astype(np.float64)
+            self.counts[name] += _count(_shape((axis,)), _index(values, axis))
 
     def merge(self, other: BoxStatistics) -> None:
         """Add the counts of another part of the same box (another MPI rank's units)."""

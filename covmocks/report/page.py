@@ -29,7 +29,7 @@ import numpy as np
 from covmocks.catalog.summary import MHALO_EDGES, MSTAR_EDGES
 from covmocks.core import files
 from covmocks.core.layout import redshift_label
-from covmocks.report import clustering, figures
+from covmocks.report import clustering, completeness, figures
 from covmocks.report.figures import esc, img, table
 from covmocks.report.figures import md14_sfrd as md14_sfrd
 from covmocks.report.figures import md14_smd as md14_smd
@@ -320,7 +320,7 @@ def render(
     body = {"completion": _completion(plan, status, states)}
     if ens:
         body |= figures.science_sections(ens, flagged, n_sigma, MIN_BOXES)
-        body["completeness"] = figures.completeness_table(ens, _sample_cuts(campaign, ens))
+        body["completeness"] = completeness.section(ens, _sample_cuts(campaign, ens))
     done_times = np.array([e["t"] for e in events if e["event"] == "done"], np.float64)
     if ens or len(done_times):
         body["timing"] = img(figures.timing(ens, done_times), "durations and throughput") + (
