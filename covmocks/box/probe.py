@@ -8,7 +8,7 @@ Its halos and galaxies have streams of their own: the synthetic halos are drawn 
 ``probe_seed``, the subsample is a hash of halo id and ``probe_seed``, and galaxy draws are
 keyed by ``fold_in(snapshot key, PROBE_STREAM)`` then host id: the catalog's galaxies are the
 same draws with or without the probe. Subsampled to ``probe_fraction``, so that a box
-populates about ``PROBE_HOSTS`` x (window halos per host above the cut, about 1.8) of them at
+populates about ``PROBE_HOSTS`` x (window halos per host above the cut, about 2) of them at
 most, whatever its size.
 """
 
