@@ -59,7 +59,7 @@ def make_records(root: Path, realizations: int, redshifts: list[float], galaxies
     layout = campaign.layout
     stats = box_statistics(galaxies)
     summary = stats.summary(box_size=1000.0, h=0.6736, log10_mhost_min_msun=11.0,
-                            log10_msub_min_msun=10.5)  # fmt: skip
+                            log10_msub_min_msun=10.5, probe_fraction=float("nan"))  # fmt: skip
     template = root / "template.stats.hdf5"
     stats.write(template, {**summary, "realization": 0, "snapshot": 1, "redshift": 0.5,
                            "snapshot_redshift": 0.5, "seed": 1, "model_name": "diffsky_sfh",

@@ -12,7 +12,9 @@ import threading
 import numpy as np
 import pytest
 
+from covmocks.catalog import summary as statistics
 from covmocks.catalog.summary import BoxStatistics
+from covmocks.clustering import thresholds
 from covmocks.report import outliers
 from covmocks.report import page as report
 from covmocks.workflow.journal import Journal
@@ -34,6 +36,8 @@ def _box_statistics(rng, n_galaxies: int) -> BoxStatistics:
     stats = BoxStatistics()
     stats.add(_columns(mstar, sfr, mhalo, is_central, host,
                        quenched=rng.random(n_galaxies) < 0.3), 0)  # fmt: skip
+    n_probe = n_galaxies // 2  # galaxies of the halos below the cut: lighter
+    stats.add_probe({"log10_mstar": mstar[:n_probe] - 1.0, "log10_sfr": sfr[:n_probe] - 1.0})
     return stats
 
 
@@ -42,7 +46,7 @@ def write_box(layout, task_id: str, realization: int, redshift: float, n_galaxie
     """A box's statistics file (as generator.write_statistics writes it) and QA record."""
     stats = _box_statistics(np.random.default_rng(seed), n_galaxies)
     summary = stats.summary(box_size=50.0, h=0.7, log10_mhost_min_msun=11.0,
-                            log10_msub_min_msun=10.5)  # fmt: skip
+                            log10_msub_min_msun=10.5, probe_fraction=1.0)  # fmt: skip
     attrs = {"realization": realization, "snapshot": 7, "redshift": redshift,
              "snapshot_redshift": redshift, "seed": 1, "model_name": "diffsky_sfh",
              "model_version": "0.3.11", "box_size": 50.0, "h": 0.7, "Om0": 0.3,
@@ -124,6 +128,39 @@ def test_report_names_outlier_and_failure_and_embeds_every_figure(campaign_with_
         pixels = _decode(png)
         assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.std() > 0.01
     assert "0.3.11" in text and "diffsky_sfh" in text  # provenance: model version from a box
+
+
+def test_report_shows_each_samples_threshold_against_the_completeness_limit(make_campaign):
+    samples = [{"name": "all", "select": "all"},
+               {"name": "faint", "select": "mstar", "threshold": 6.0},
+               {"name": "bright", "select": "mstar", "threshold": 12.0},
+               {"name": "sfr_n", "select": "sfr", "number_density": 1e-3}]  # fmt: skip
+    campaign = make_campaign(
+        science={"realizations": [0, 1, 2], "redshifts": [0.0]},
+        clustering={"samples": samples, "calibration_boxes": 2},
+    )
+    write_plan(campaign)
+    for tid, r, z in _tasks(campaign):
+        write_box(campaign.layout, tid, r, z, 400, seed=r)
+
+    def section():
+        text = report.build_report(campaign).read_text(encoding="utf-8")
+        return text.split('id="completeness"')[1].split("<h2")[0]
+
+    assert "not fixed yet" in section()  # sfr_n: its ensemble threshold is not calibrated
+    assert thresholds.load(campaign.layout) == {}
+    campaign.layout.thresholds.write_text(json.dumps({"0.000": {"sfr_n": {"threshold": 9.0}}}))
+    limits = [statistics.read(campaign.layout.statistics(t))["attrs"]["log10_mstar_complete"]
+              for t, _, _ in _tasks(campaign)]  # fmt: skip
+    assert all(6.0 < limit < 12.0 for limit in limits)
+    rows = {m[0]: m[1:] for m in re.findall(
+        r"<tr><td class=l>z=[\d.]+</td><td class=l>(\w+)</td><td class=l>(\w+)</td>"
+        r"<td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>", section())}  # fmt: skip
+    assert rows["faint"] == ("mstar", "6.000", f"{np.median(limits):.2f} "
+                             f"[{min(limits):.2f}, {max(limits):.2f}]", "3 of 3")  # fmt: skip
+    assert rows["bright"][1:] == ("12.000", rows["faint"][2], "0 of 3")
+    assert rows["all"][3] == "every box"
+    assert rows["sfr_n"][:2] == ("sfr", "9.000") and rows["sfr_n"][3] == "0 of 3"
 
 
 def test_outliers_return_exactly_the_planted_box(campaign_with_records):

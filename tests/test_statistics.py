@@ -48,7 +48,7 @@ def test_counts_sums_and_occupation_of_a_hand_made_chunk():
     mstar_sum = sum(round(10 ** float(np.float32(m)) / 1e3) for m in (10.55, 9.25, 8.05, 9.55))
     assert st.mstar_sum == mstar_sum
     summary = st.summary(box_size=10.0, h=0.5, log10_mhost_min_msun=11.0,
-                         log10_msub_min_msun=10.5)  # fmt: skip
+                         log10_msub_min_msun=10.5, probe_fraction=float("nan"))  # fmt: skip
     assert summary["number_density_h3_mpc3"] == 4 / 1000
     assert summary["mstar_density_msun_mpc3"] == pytest.approx(mstar_sum * 1e3 / 8000)
 
@@ -93,16 +93,48 @@ def test_merging_parts_equals_counting_the_whole():
     assert (merged.mstar_sum, merged.sfr_sum) == (whole.mstar_sum, whole.sfr_sum)
 
 
-def test_completeness_limit_is_the_quantile_at_the_cut():
+def _probed(probe_mstar: dict) -> BoxStatistics:
+    """100 catalog galaxies in each 0.1 dex M* bin 8.0-10.0, and probe galaxies (mid-bin M*:
+    count) counted by ``add_probe``."""
     st = BoxStatistics()
-    # 100 centrals in the host bin at the cut (11.0-11.1), M* spread over 8.0-9.9
-    mstar = np.repeat(np.round(np.arange(8.05, 10.0, 0.1), 2), 5)
+    mstar = np.repeat(np.round(np.arange(8.05, 10.0, 0.1), 2), 100)
     n = len(mstar)
-    st.add(_columns(mstar, np.zeros(n), np.full(n, 11.05), np.ones(n), np.arange(n)), 0)
-    limits = st.completeness(log10_mhost_min_msun=11.0, log10_msub_min_msun=10.5)
-    assert limits["log10_mstar_complete"] == pytest.approx(9.9)  # 95 of the 100 lie below 9.9
-    # a cut below the catalog's lowest halos: the lowest populated bin answers
-    assert st.completeness(-np.inf, -np.inf)["log10_mstar_complete"] == pytest.approx(9.9)
+    st.add(_columns(mstar, np.zeros(n), np.full(n, 12.0), np.ones(n), np.arange(n)), 0)
+    probe = np.repeat(list(probe_mstar), list(probe_mstar.values()))
+    st.add_probe({"log10_mstar": np.asarray(probe, "f4"), "log10_sfr": np.zeros(len(probe), "f4")})
+    return st
+
+
+def test_completeness_limit_is_where_halos_below_the_cut_add_less_than_one_percent():
+    # probe at fraction 1/2: 100, 20 and 2 galaxies weighted at 8.05, 8.55 and 9.05
+    limits = _probed({8.05: 50, 8.55: 10, 9.05: 1}).completeness(probe_fraction=0.5)
+    # above 8.5: 22 of 1522 missing (1.4%); above 8.6: 2 of 1402 (0.14%)
+    assert limits["log10_mstar_complete"] == pytest.approx(8.6)
+    assert limits["log10_mstar_complete_missing"] == pytest.approx(2 / 1402)
+    assert limits["log10_mstar_complete_missing_err"] == pytest.approx(1400 * 1 / 0.5 / 1402**2)
+    # every SFR is 0 (bin 0.0-0.1), the probe's too: 122 of 2122 missing at every edge
+    # below; the limit is the bin's upper edge, where nothing is left
+    assert limits["log10_sfr_complete"] == pytest.approx(0.1)
+    # a higher bin missing more than 1% (2 of 102 above 9.9) moves the limit above it
+    high = _probed({8.05: 50, 9.95: 1}).completeness(probe_fraction=0.5)
+    assert high["log10_mstar_complete"] == pytest.approx(10.0)
+    # nothing below the cut at all: complete down to the lowest galaxy
+    assert _probed({}).completeness(1.0)["log10_mstar_complete"] == pytest.approx(8.0)
+    # no probe (no host cut, or a part of a box): no limit
+    assert np.isnan(_probed({}).completeness(float("nan"))["log10_mstar_complete"])
+
+
+def test_probe_subsample_is_a_fraction_of_the_ids_whatever_the_blocks():
+    from covmocks.halos.probe import keep_fraction
+
+    ids = np.arange(200_000, dtype=np.uint64) * np.uint64(7919) + np.uint64(2**40)
+    kept = keep_fraction(ids, 0.1, salt=5)
+    assert abs(kept.mean() - 0.1) < 0.003  # 10% within 4.5 sigma
+    np.testing.assert_array_equal(
+        np.concatenate([keep_fraction(ids[:777], 0.1, 5), keep_fraction(ids[777:], 0.1, 5)]), kept
+    )
+    assert (kept != keep_fraction(ids, 0.1, salt=6)).mean() > 0.15  # another salt, another set
+    assert keep_fraction(ids, 1.0, 5).all() and not keep_fraction(ids, 0.0, 5).any()
 
 
 def _synthetic(tmp_path, name, model, chunk_hosts):

@@ -81,10 +81,10 @@ def generate_box_mpi(comm, source, model, spec) -> dict:
         shard_dir = comm.bcast(shard_dir, root=0)
         mine = rank_share(n_units, size, rank)
         limits = _unit_host_limits(comm, source, spec, n_units, mine)
-        counts, stats, samples = _populate_units(comm, source, model, spec, n_units, mine,
-                                                  limits, shard_dir)  # fmt: skip
+        counts, stats, samples, fraction = _populate_units(comm, source, model, spec, n_units,
+                                                            mine, limits, shard_dir)  # fmt: skip
         source.cleaning_tally = halos.add_tallies(comm.allgather(source.cleaning_tally))
-        stats_summary = populate.statistics_summary(stats, source, model)
+        stats_summary = populate.statistics_summary(stats, source, model, fraction)
         attrs = _attrs(source, model, spec, counts, stats_summary) if rank == 0 else None
         attrs = comm.bcast(attrs, root=0)  # one creation time for every rank
         guard = Guard(comm, name_rank=False)
@@ -162,9 +162,10 @@ def _shard_path(shard_dir: Path, unit: int) -> Path:
 
 
 def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir):
-    """Populate this rank's units into shards; return every unit's counts, the box's
-    statistics, every rank's merged, and (on rank 0; None elsewhere) the galaxies the box
-    keeps for its samples (collective).
+    """Populate this rank's units into shards, then its share of the completeness probe's
+    units; return every unit's counts, the box's statistics, every rank's merged, (on rank
+    0; None elsewhere) the galaxies the box keeps for its samples, and the probe's sampling
+    fraction (collective).
 
     Units run in rounds, one unit per rank per round, with an error check after each, so
     a failing rank stops the others after at most one unit.
@@ -197,6 +198,13 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
     finally:
         stream.close()
     counts = allgather_dict(comm, local)
+    guard = Guard(comm)
+    with guard:
+        guard.context = "completeness probe"
+        probed = populate.probe_box(spec, source, model, snap, root, stats,
+                                    [counts[u] for u in range(n_units)],
+                                    lambda n: rank_share(n, comm.size, comm.rank))  # fmt: skip
+    guard.check()
     box_stats = BoxStatistics()
     for part in comm.allgather(stats):
         box_stats.merge(part)
@@ -212,7 +220,7 @@ def _populate_units(comm, source, model, spec, n_units, mine, limits, shard_dir)
         for part in parts:
             if part is not None:
                 samples.merge(part)
-    return [counts[u] for u in range(n_units)], box_stats, samples
+    return [counts[u] for u in range(n_units)], box_stats, samples, probed["fraction"]
 
 
 def _attrs(source, model, spec, counts: list[dict], stats_summary: dict) -> dict:

@@ -15,14 +15,19 @@ import time
 import numpy as np
 
 from covmocks.box.overlap import BehindWriter, prefetched
+from covmocks.box.probe import open_probe, probe_fraction, run_probe
 from covmocks.catalog import hdf5
+from covmocks.catalog.completeness import HISTOGRAM_OF, limit_name
 from covmocks.catalog.summary import BoxStatistics
 from covmocks.clustering.samples import SampleCollector
 from covmocks.core import provenance
 from covmocks.galaxies.diffsky import CosmicTimes, snapshot_key
 
-# Statistics summary values that the catalog's attributes carry too.
-COMPLETENESS_ATTRS = ("log10_mstar_complete", "log10_sfr_complete", "completeness_definition")
+# Statistics summary values that the catalog's attributes (and the sample files) carry too.
+COMPLETENESS_ATTRS = (
+    *(f"{limit_name(x)}{end}" for x in HISTOGRAM_OF for end in ("", "_missing", "_missing_err")),
+    "completeness_probe_fraction", "completeness_probe_dex", "completeness_definition",
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +169,25 @@ def catalog_attrs(source, model, snap: CosmicTimes, spec) -> dict:
     }
 
 
-def statistics_summary(stats: BoxStatistics, source, model) -> dict:
-    """``BoxStatistics.summary`` of a box of ``source`` populated by ``model``."""
+def probe_box(spec, source, model, snap, root, stats: BoxStatistics, counts: list[dict],
+              units=None) -> dict:  # fmt: skip
+    """Run the box's completeness probe (``covmocks.box.probe``; this process's probe units
+    ``units(n_units)``, None: all) into ``stats``, after the box's hosts are ``counts``.
+    Returns ``run_probe``'s counts and ``fraction``, the probe's sampling fraction (NaN: no
+    probe), which ``statistics_summary`` takes."""
+    probe = open_probe(spec, source, probe_fraction(totals(counts)["n_hosts"]))
+    done = run_probe(probe, model, snap, root, stats, spec, units)
+    return done | {"fraction": np.nan if probe is None else probe.fraction}
+
+
+def statistics_summary(stats: BoxStatistics, source, model, fraction: float) -> dict:
+    """``BoxStatistics.summary`` of a box of ``source`` populated by ``model``, its
+    completeness probe sampled at ``fraction`` (``probe_box``)."""
     hdr = source.header
     return stats.summary(
         box_size=hdr.box_size, h=hdr.cosmology.h, log10_mhost_min_msun=source.log10_mhost_min_msun,
         log10_msub_min_msun=model.params.get("log10_msub_min_msun", -np.inf),
+        probe_fraction=fraction,
     )  # fmt: skip
 
 
@@ -193,7 +211,7 @@ def generate_box(source, model, spec) -> dict:
     """Populate every host of ``source`` with ``model`` and write one catalog to
     ``spec.output``. ``spec``: a resolved ``box.spec.BoxSpec`` (``spec.resolved(source.header)``).
 
-    Returns a summary: counts, wall time and the output path.
+    Returns a summary: counts, wall time, the output path and ``probe`` (``probe_box``).
     """
     t_start = time.perf_counter()
     check_resolved(spec)
@@ -210,7 +228,8 @@ def generate_box(source, model, spec) -> dict:
             blocks = source.iter_blocks(spec.chunk_hosts)
             counts = [populate(blocks, model, snap, root, writer, stats, spec.host_limit,
                                samples)]  # fmt: skip
-            stats_summary = statistics_summary(stats, source, model)
+            probed = probe_box(spec, source, model, snap, root, stats, counts)
+            stats_summary = statistics_summary(stats, source, model, probed["fraction"])
             writer.attrs.update(totals(counts), halo_cleaning=source.cleaning_record(),
                                 **{k: stats_summary[k] for k in COMPLETENESS_ATTRS})  # fmt: skip
             # before the catalog is published: a catalog on disk always has its statistics
@@ -221,7 +240,7 @@ def generate_box(source, model, spec) -> dict:
                 if path is not None:
                     path.unlink(missing_ok=True)
         raise
-    result = summary(spec, counts) | {"wall_s": time.perf_counter() - t_start}
+    result = summary(spec, counts) | {"wall_s": time.perf_counter() - t_start, "probe": probed}
     log.info("wrote %s: %d galaxies from %d hosts in %.1f s", spec.output,
              result["n_galaxies"], result["n_hosts"], result["wall_s"])  # fmt: skip
     return result

@@ -6,13 +6,10 @@ statistics of a box are bit-identical whatever the chunk size or the number of M
 (a float sum would depend on the order of addition). Masses log10(Msun), SFR log10(Msun/yr),
 no h; volumes and densities comoving, per (Mpc/h)^3 and per Mpc^3 where said.
 
-Completeness (``completeness``): hosts are cut at one mass and subhalos (satellites' Mpeak) at
-another, so below some stellar mass the catalog holds galaxies whose centrals were cut. The
-limit above which a box is complete is the 95th percentile of the stellar mass (or SFR) of
-the galaxies whose halo mass lies in the 0.1 dex bin at the cut (the catalog's lowest
-populated bin when the cut is lower), for centrals (host mass) and satellites (Mpeak), the
-larger of the two: above it, at least 95% of the galaxies at the cut itself are counted, and
-more above it. Stored per box in ``qa/<task>.stats.hdf5`` (``write``; ``read`` loads it).
+Completeness (``completeness``, ``covmocks.catalog.completeness``): the limits above which the
+halos just below the host cut would add less than 1% of the galaxies, from the galaxies of a
+subsample of those halos (``add_probe``: the ``probe_*`` histograms; never in the catalog).
+Stored per box in ``qa/<task>.stats.hdf5`` (``write``; ``read`` loads it).
 """
 
 from __future__ import annotations
@@ -22,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from covmocks.catalog import completeness as complete
+from covmocks.core.limits import PROBE_DEX
+
 MSTAR_EDGES = np.round(np.arange(5.0, 13.0 + 1e-9, 0.1), 1)  # log10 Msun, 0.1 dex
 SFR_EDGES = np.round(np.arange(-6.0, 4.0 + 1e-9, 0.1), 1)  # log10 Msun/yr
 SSFR_EDGES = np.round(np.arange(-15.0, -7.0 + 1e-9, 0.1), 1)  # log10 1/yr
@@ -29,7 +29,6 @@ MHALO_EDGES = np.round(np.arange(9.0, 16.0 + 1e-9, 0.1), 1)  # log10 Msun
 OCCUPATION_THRESHOLDS = (8.0, 9.0, 10.0, 11.0)  # log10 Msun: N(> M*) per host
 MSTAR_QUANTUM = 1e3  # Msun: fixed-point unit of the stellar mass sum
 SFR_QUANTUM = 1e-6  # Msun/yr: fixed-point unit of the SFR sum
-COMPLETENESS_QUANTILE = 0.95
 
 # name -> (edges along each axis); all int64 counts
 HISTOGRAMS = {
@@ -45,6 +44,8 @@ HISTOGRAMS = {
     "satellites_mpeak_sfr": ("mhalo", "sfr"),
     "hosts_mhalo": ("mhalo",),
     "occupation_mhalo": ("threshold", "mhalo"),
+    "probe_mstar": ("mstar",),
+    "probe_sfr": ("sfr",),
 }
 EDGES = {"mstar": MSTAR_EDGES, "sfr": SFR_EDGES, "ssfr": SSFR_EDGES, "mhalo": MHALO_EDGES}
 
@@ -124,6 +125,14 @@ class BoxStatistics:
         self.mstar_sum += _quanta(mstar, MSTAR_QUANTUM)
         self.sfr_sum += _quanta(sfr, SFR_QUANTUM)
 
+    def add_probe(self, columns: dict) -> None:
+        """Count the galaxies of a chunk of the completeness probe's halos (the model's
+        columns; ``covmocks.box.probe``) in each selection variable's probe histogram."""
+        for select, (_, name) in complete.HISTOGRAM_OF.items():
+            (axis,) = HISTOGRAMS[name]
+            values = columns[complete.SELECT_COLUMN[select]].astype(np.float64)
+            self.counts[name] += _count(_shape((axis,)), _index(values, axis))
+
     def merge(self, other: BoxStatistics) -> None:
         """Add the counts of another part of the same box (another MPI rank's units)."""
         for key in self.counts:
@@ -133,24 +142,16 @@ class BoxStatistics:
         self.mstar_sum += other.mstar_sum
         self.sfr_sum += other.sfr_sum
 
-    def completeness(self, log10_mhost_min_msun: float, log10_msub_min_msun: float) -> dict:
-        """Stellar-mass and SFR limits above which the box is complete (module docstring)."""
-        c = self.counts
-        limits = {}
-        for name, axis, cen_key, sat_key in (
-            ("log10_mstar_complete", "mstar", "centrals_mhalo_mstar", "satellites_mpeak_mstar"),
-            ("log10_sfr_complete", "sfr", "centrals_mhalo_sfr", "satellites_mpeak_sfr"),
-        ):
-            found = [_quantile_at_cut(c[cen_key], log10_mhost_min_msun, axis),
-                     _quantile_at_cut(c[sat_key], log10_msub_min_msun, axis)]  # fmt: skip
-            found = [f for f in found if f is not None]
-            limits[name] = max(found) if found else float("nan")
-        return limits
+    def completeness(self, probe_fraction: float) -> dict:
+        """Stellar-mass and SFR limits (``covmocks.catalog.completeness.limits``), the probe
+        subsampled at ``probe_fraction`` (NaN: no probe)."""
+        return complete.limits(self.counts, probe_fraction, EDGES)
 
     def summary(self, *, box_size: float, h: float, log10_mhost_min_msun: float,
-                log10_msub_min_msun: float) -> dict:  # fmt: skip
+                log10_msub_min_msun: float, probe_fraction: float) -> dict:  # fmt: skip
         """Derived numbers of the box: counts, number densities per (Mpc/h)^3, cosmic SFR
-        density (Msun/yr/Mpc^3) and stellar mass density (Msun/Mpc^3), completeness limits."""
+        density (Msun/yr/Mpc^3) and stellar mass density (Msun/Mpc^3), completeness limits
+        (the probe subsampled at ``probe_fraction``, NaN: none)."""
         volume_h = box_size**3  # (Mpc/h)^3
         volume = volume_h / h**3  # Mpc^3
         n = self.n_centrals + self.n_satellites
@@ -166,10 +167,10 @@ class BoxStatistics:
             "mstar_density_msun_mpc3": self.mstar_sum * MSTAR_QUANTUM / volume,
             "log10_mhost_min_msun": log10_mhost_min_msun,
             "log10_msub_min_msun": log10_msub_min_msun,
-            **self.completeness(log10_mhost_min_msun, log10_msub_min_msun),
-            "completeness_definition": f"{COMPLETENESS_QUANTILE:.0%} of the galaxies in the 0.1 "
-            "dex halo-mass bin at the host (centrals) or subhalo Mpeak (satellites) cut lie "
-            "below the limit; the larger limit of the two",
+            **self.completeness(probe_fraction),
+            "completeness_probe_fraction": probe_fraction,
+            "completeness_probe_dex": PROBE_DEX,
+            "completeness_definition": complete.DEFINITION,
         }
 
     def write(self, path: Path, attrs: dict) -> None:
@@ -188,21 +189,6 @@ class BoxStatistics:
                             "sfr_sum_quanta": self.sfr_sum,
                             "mstar_quantum_msun": MSTAR_QUANTUM,
                             "sfr_quantum_msun_yr": SFR_QUANTUM})  # fmt: skip
-
-
-def _quantile_at_cut(counts2d: np.ndarray, cut: float, axis: str) -> float | None:
-    """Upper edge of the ``axis`` bin where the distribution of the galaxies in the halo-mass
-    bin at ``cut`` (or the lowest populated bin above it) reaches COMPLETENESS_QUANTILE."""
-    populated = np.flatnonzero(counts2d.sum(axis=1))
-    if not len(populated):
-        return None
-    at_cut = max(int(np.searchsorted(MHALO_EDGES, cut, side="right")) - 1, 0)
-    rows = populated[populated >= at_cut]
-    if not len(rows):
-        return None
-    dist = counts2d[rows[0]]
-    cum = np.cumsum(dist)
-    return float(EDGES[axis][int(np.searchsorted(cum, COMPLETENESS_QUANTILE * cum[-1])) + 1])
 
 
 def read(path) -> dict:

@@ -26,10 +26,11 @@ import math
 
 import numpy as np
 
+from covmocks.catalog.completeness import SELECT_COLUMN, limit_name
+
 COLUMNS = {"pos": "f4", "vel": "f4", "log10_mstar": "f4", "log10_sfr": "f4",
            "is_central": "?", "row": "i8"}  # fmt: skip
-SELECT_COLUMN = {"sfr": "log10_sfr", "mstar": "log10_mstar"}
-COMPLETE_ATTR = {"sfr": "log10_sfr_complete", "mstar": "log10_mstar_complete"}
+COMPLETE_ATTR = {select: limit_name(select) for select in SELECT_COLUMN}
 
 
 @dataclasses.dataclass(frozen=True)

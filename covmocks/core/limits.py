@@ -27,3 +27,11 @@ COMPRESSIONS = ("gzip", "lzf", "none")
 # given.
 SYNTHETIC_MHOST_RANGE = (8.0, 16.0)
 SYNTHETIC_MHOST_MIN = 11.0
+
+# The completeness probe (covmocks.box.probe): the halos within PROBE_DEX (dex) below a box's
+# host cut, subsampled to fraction min(1, PROBE_HOSTS / the box's hosts). A box has about one
+# galaxy above its M* (SFR) limit per host and misses 0.3-0.5% there, so a box of more than
+# PROBE_HOSTS hosts counts about 200 probe galaxies above it: the missing fraction at the
+# limit to about 7% of itself, at a cost of about 2 x PROBE_HOSTS small halos per box.
+PROBE_DEX = 0.5
+PROBE_HOSTS = 50_000

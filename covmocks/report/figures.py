@@ -357,19 +357,3 @@ def science_sections(ens, flagged: list, n_sigma: float, min_boxes: int) -> dict
         "the mass function's deviation at least Poisson's). Number densities per "
         "(Mpc/h)^3, the mass function per dex per (Mpc/h)^3.</p>" + named,
     }
-
-
-def completeness_table(ens) -> str:
-    """HTML table of the completeness limits per snapshot."""
-
-    def span(a):
-        a = a[np.isfinite(a)]
-        return "n/a" if not len(a) else f"{np.median(a):.2f} [{a.min():.2f}, {a.max():.2f}]"
-
-    rows = [[f"z={e.label}", e.n, span(e.mstar_complete), span(e.sfr_complete),
-             span(e.mhost_cut), span(e.msub_cut)] for e in ens]  # fmt: skip
-    return table(["snapshot", "boxes", "log10 M* complete", "log10 SFR complete",
-                   "log10 host cut", "log10 subhalo cut"], rows) + (
-        "<p class=note>Median [min, max] over boxes, log10 Msun and log10 Msun/yr: above the "
-        "limit at least 95% of the galaxies in the halo-mass bin at the cut are counted "
-        "(<code>covmocks.catalog.summary</code>).</p>")  # fmt: skip

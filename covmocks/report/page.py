@@ -30,7 +30,7 @@ from covmocks.catalog.summary import MHALO_EDGES, MSTAR_EDGES
 from covmocks.catalog.validation import record_seconds
 from covmocks.core import files
 from covmocks.core.layout import redshift_label
-from covmocks.report import clustering, figures
+from covmocks.report import clustering, completeness, figures
 from covmocks.report.figures import esc, img, table
 from covmocks.report.figures import md14_sfrd as md14_sfrd
 from covmocks.report.figures import md14_smd as md14_smd
@@ -240,6 +240,15 @@ SECTIONS = (("completion", "Completion"), ("functions", "Mass and SFR functions"
             ("provenance", "Provenance"))  # fmt: skip
 
 
+def _sample_cuts(campaign, ens) -> dict:
+    """Redshift label -> the clustering samples' cuts of each snapshot in ``ens``
+    (``clustering.thresholds.cuts``: None while a threshold is not fixed)."""
+    from covmocks.clustering import thresholds
+
+    fixed = thresholds.load(campaign.layout)
+    return {e.label: thresholds.cuts(campaign.clustering, e.redshift, fixed) for e in ens}
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -326,7 +335,7 @@ def render(
     body = {"completion": _completion(plan, status, states)}
     if ens:
         body |= figures.science_sections(ens, flagged, n_sigma, MIN_BOXES)
-        body["completeness"] = figures.completeness_table(ens)
+        body["completeness"] = completeness.section(ens, _sample_cuts(campaign, ens))
     done_times = np.array([e["t"] for e in events if e["event"] == "done"], np.float64)
     if ens or len(done_times):
         body["timing"] = img(figures.timing(ens, done_times), "durations and throughput") + (

@@ -469,7 +469,7 @@ def _stand_in_box_files(tmp: Path):
 
     stats = BoxStatistics()
     summary = stats.summary(box_size=100.0, h=0.7, log10_mhost_min_msun=11.0,
-                            log10_msub_min_msun=10.5)  # fmt: skip
+                            log10_msub_min_msun=10.5, probe_fraction=1.0)  # fmt: skip
     attrs = dict.fromkeys(populate.IDENTITY, 0)
     spec = SimpleNamespace(statistics=tmp / "box.stats.hdf5", samples=tmp / "box.samples.hdf5",
                            output=tmp / "box.hdf5", task_id="r0000_z0.500")  # fmt: skip
