@@ -27,6 +27,7 @@ import yaml
 from covmocks.campaign import Campaign
 from covmocks.catalog.summary import BoxStatistics
 from covmocks.report import page
+from covmocks.report.records import load_records
 from covmocks.workflow.metadata import write_plan
 from covmocks.workflow.plan import make_plan
 
@@ -108,7 +109,7 @@ def main() -> None:
         plan = make_plan(campaign)
         for workers in args.workers:
             t0, c0 = time.perf_counter(), cpu_s()
-            records, skipped = page.load_records(campaign, plan, workers=workers)
+            records, skipped = load_records(campaign, plan, workers=workers)
             print(f"load_records, workers={workers}: {len(records)} records "
                   f"({len(skipped)} skipped) in {time.perf_counter() - t0:.1f} s "
                   f"(CPU {cpu_s() - c0:.1f} s)")  # fmt: skip

@@ -13,7 +13,7 @@ BINS = len(MSTAR_EDGES) - 1
 
 
 def _box(i: int, smf_counts: np.ndarray, complete: float = 8.0, z: float = 0.5):
-    """A record as ``report.BoxRecord`` has it, for the fields the outlier search reads."""
+    """A record as ``report.records.BoxRecord`` has it, for the fields the outlier search reads."""
     counts = np.asarray(smf_counts, np.int64)
     return SimpleNamespace(
         task_id=f"r{i:04d}_z{z:.3f}", redshift=z, number_density=counts.sum() / VOLUME,

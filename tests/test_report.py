@@ -17,6 +17,7 @@ from covmocks.catalog.summary import BoxStatistics
 from covmocks.clustering import thresholds
 from covmocks.report import outliers
 from covmocks.report import page as report
+from covmocks.report import records as records_module
 from covmocks.workflow.journal import Journal
 from covmocks.workflow.metadata import write_plan
 from tests.test_statistics import _columns
@@ -164,7 +165,7 @@ def test_report_shows_each_samples_threshold_against_the_completeness_limit(make
 
 
 def test_outliers_return_exactly_the_planted_box(campaign_with_records):
-    records, skipped = report.load_records(campaign_with_records)
+    records, skipped = records_module.load_records(campaign_with_records)
     assert skipped == [PARTIAL]
     assert {r.task_id for r in records} >= {OUTLIER} and len(records) == 13
     found = outliers.find(records)
@@ -180,28 +181,28 @@ def test_outliers_return_exactly_the_planted_box(campaign_with_records):
 
 
 def test_records_carry_wall_time_and_peak_memory(campaign_with_records):
-    records, _ = report.load_records(campaign_with_records)
+    records, _ = records_module.load_records(campaign_with_records)
     for r in records:
         assert r.wall_s == 20.0 + r.realization and r.peak_rss_bytes == (1 + r.realization) * 2**30
-    z0 = report.ensembles(records)[0]
+    z0 = records_module.ensembles(records)[0]
     np.testing.assert_array_equal(z0.peak_rss_bytes, [(1 + r) * 2**30 for r in range(8)])
     text = report.build_report(campaign_with_records).read_text()
     assert "peak_rss_bytes" in text.split('id="timing"')[1].split("<h2")[0]
 
 
 def test_pool_reads_the_same_records_as_one_process(campaign_with_records, monkeypatch):
-    serial, skipped = report.load_records(campaign_with_records, workers=1)
-    monkeypatch.setattr(report, "POOL_MIN_FILES", 1)
+    serial, skipped = records_module.load_records(campaign_with_records, workers=1)
+    monkeypatch.setattr(records_module, "POOL_MIN_FILES", 1)
     pools = []
 
-    class Spy(report.ProcessPoolExecutor):
+    class Spy(records_module.ProcessPoolExecutor):
         def __init__(self, *args, **kwargs):
             pools.append(kwargs["mp_context"].get_start_method())
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(report, "ProcessPoolExecutor", Spy)
+    monkeypatch.setattr(records_module, "ProcessPoolExecutor", Spy)
     single = threading.active_count() == 1
-    pooled, skipped_pooled = report.load_records(campaign_with_records, workers=2)
+    pooled, skipped_pooled = records_module.load_records(campaign_with_records, workers=2)
     assert pools == (["fork"] if single else [])  # never forks a process with other threads
     assert skipped == skipped_pooled and len(pooled) == len(serial) == 13
     for a, b in zip(serial, pooled, strict=True):
@@ -211,8 +212,8 @@ def test_pool_reads_the_same_records_as_one_process(campaign_with_records, monke
 
 
 def test_ensemble_units_and_md14(campaign_with_records):
-    records, _ = report.load_records(campaign_with_records)
-    (z0, z1) = report.ensembles(records)
+    records, _ = records_module.load_records(campaign_with_records)
+    (z0, z1) = records_module.ensembles(records)
     assert (z0.n, z1.n) == (8, 5) and z0.label == "0.000"
     volume = 50.0**3
     at_z0 = [r for r in records if r.redshift == 0.0]
@@ -239,8 +240,9 @@ def test_report_while_nothing_has_finished(make_campaign):
 def test_watch_rebuilds_until_stopped_and_reuses_unchanged_records(campaign_with_records,
                                                                   monkeypatch):  # fmt: skip
     reads = []
-    original = report._read_box
-    monkeypatch.setattr(report, "_read_box", lambda *a: reads.append(a[0]) or original(*a))
+    original = records_module._read_box
+    monkeypatch.setattr(records_module, "_read_box",
+                        lambda *a: reads.append(a[0]) or original(*a))  # fmt: skip
     # the unreadable box is read at every build: stop after the second
     path = report.watch(campaign_with_records, 0.01, stop=lambda: reads.count(PARTIAL) >= 2)
     assert path.is_file() and 'http-equiv="refresh"' in path.read_text()

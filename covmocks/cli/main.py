@@ -145,9 +145,10 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"clustering measured for {c['measured']} of {c['done']} done boxes; "
               f"thresholds fixed: {fixed or 'none yet'}")  # fmt: skip
     if args.outliers:  # reads every box's statistics file: seconds per thousand boxes
-        from covmocks.report import outliers, page
+        from covmocks.report import outliers
+        from covmocks.report.records import load_records
 
-        records = page.load_records(campaign)[0]
+        records = load_records(campaign)[0]
         for z, group in outliers.by_snapshot(records):
             if len(group) < outliers.MIN_BOXES:
                 print(f"outliers z={z}: too few boxes to judge ({len(group)} done, "

@@ -1,7 +1,7 @@
 """The figures of the campaign report (``covmocks.report.page``), the Madau & Dickinson (2014)
 reference curves, and the HTML of the science sections. Figures: matplotlib with the Agg
 backend, each returned as a base64 PNG for an ``<img src="data:...">``. Inputs are the
-report's per-snapshot ensembles (``report.page.Ensemble``); masses log10(Msun), no h."""
+report's per-snapshot ensembles (``report.records.Ensemble``); masses log10(Msun), no h."""
 
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ def _mass_function(group) -> list[Outlier]:
 
 
 def find(records, n_sigma: float = N_SIGMA, min_boxes: int = MIN_BOXES) -> list[Outlier]:
-    """The statistics of ``records`` (``report.page.BoxRecord``: ``task_id``, ``redshift``,
+    """The statistics of ``records`` (``report.records.BoxRecord``: ``task_id``, ``redshift``,
     ``number_density``, ``smf_all`` counts, ``values``) more than ``n_sigma`` deviations from
     the other boxes of their snapshot, in snapshots of at least ``min_boxes`` boxes; by
     snapshot, then box, number density before mass function."""
