@@ -48,13 +48,6 @@ def test_verbs_that_read_a_finished_campaign_import_no_model_stack(demo):
         assert _imported(argv, demo.root) == [], argv
 
 
-@pytest.mark.slow
-def test_generate_imports_the_model_stack(tmp_path):
-    imported = _imported(["generate", "--source", "synthetic", "--n-hosts", "50", "--redshift",
-                          "0", "--output", str(tmp_path / "box.hdf5")], tmp_path)  # fmt: skip
-    assert set(imported) == set(MODEL_STACK)
-
-
 def test_the_cache_is_the_environments_then_the_campaigns_then_the_users(tmp_path):
     env = {"HOME": str(tmp_path / "home")}
     assert jaxenv.cache_dir(None, env) == str(tmp_path / "home" / ".cache" / "covmocks" / "jax")
