@@ -75,6 +75,18 @@ def test_the_campaign_key_is_expanded_relative_to_the_campaign_file(tmp_path, mo
         assert BoxJob.for_task(campaign, task).jax_cache == cache
 
 
+def test_the_least_recently_used_kernels_go_past_the_bound(tmp_path):
+    for age, name in enumerate(["new", "middle", "old"]):
+        entry = tmp_path / f"jit_{name}-cache"
+        entry.write_bytes(b"x" * 100)
+        os.utime(entry, (1e9 - age * 1000, 1e9 - age * 1000))
+    assert jaxenv.prune(tmp_path, max_bytes=300) == 0
+    assert jaxenv.prune(tmp_path, max_bytes=150) == 200
+    assert [p.name for p in tmp_path.iterdir()] == ["jit_new-cache"]
+    assert jaxenv.cache_usage(tmp_path) == (1, 100)
+    assert jaxenv.prune(tmp_path / "absent") == 0
+
+
 CACHE_LINE = re.compile(r"compilation cache (\S+): (\d+) kernels")
 
 

@@ -13,7 +13,11 @@ The compilation cache is one directory per user, shared by every campaign and ev
 the compile options and the devices: a new jax, diffsky or covmocks version, another backend
 or other XLA flags make new entries and never load stale ones. The key does not hold the host
 CPU's instruction set: a directory shared by machines of different CPU generations should be
-one per generation. The least recently used entries are evicted past ``CACHE_MAX_BYTES``.
+one per generation. Past ``CACHE_MAX_BYTES`` the least recently used entries are removed
+(``prune``). JAX's own bound (``jax_compilation_cache_max_size``) is not used: in jax 0.10 it
+needs an ``-atime`` file beside every entry, and one entry written without it (by a process
+without the bound: an older covmocks, any JAX user of the directory) makes every later write
+fail ("Error writing persistent compilation cache entry").
 """
 
 import os
@@ -49,15 +53,30 @@ def cache_dir(configured=None, environ=os.environ) -> str:
     return environ.get(CACHE_VARIABLE) or str(configured or user_cache_dir(environ))
 
 
-def enable_compilation_cache(cache_dir, max_bytes: int = CACHE_MAX_BYTES) -> None:
-    """Persist compiled kernels in ``cache_dir`` (every kernel, however quick to compile), at
-    most ``max_bytes`` of them, so a new process loads rather than compiles them."""
+def enable_compilation_cache(cache_dir) -> None:
+    """Persist compiled kernels in ``cache_dir`` (every kernel, however quick to compile), so
+    a new process loads rather than compiles them."""
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", max_bytes)
+
+
+def prune(cache_dir, max_bytes: int = CACHE_MAX_BYTES) -> int:
+    """Remove the least recently used files of ``cache_dir`` (last access or change, whichever
+    is later) until it holds at most ``max_bytes``; returns the bytes removed. A process that
+    meanwhile misses a removed kernel compiles it again."""
+    path = Path(cache_dir)
+    files = [(max(s.st_atime, s.st_mtime), s.st_size, p) for p in path.iterdir()
+             if p.is_file() and (s := p.stat())] if path.is_dir() else []  # fmt: skip
+    excess, removed = sum(size for _, size, _ in files) - max_bytes, 0
+    for _, size, p in sorted(files):
+        if removed >= excess:
+            break
+        p.unlink(missing_ok=True)
+        removed += size
+    return removed
 
 
 def cache_usage(cache_dir) -> tuple[int, int]:
@@ -74,11 +93,12 @@ def describe(cache_dir) -> str:
 
 
 def use_cache(configured=None) -> str:
-    """Enable the compilation cache ``cache_dir(configured)`` in this process and log what it
-    holds (an empty one: the kernels are compiled now, once); returns the directory."""
+    """Enable the compilation cache ``cache_dir(configured)`` in this process, ``prune`` it, and
+    log what it holds (an empty one: the kernels are compiled now, once); returns it."""
     import logging
 
     cache = cache_dir(configured)
+    prune(cache)
     enable_compilation_cache(cache)
     logging.getLogger(__name__).info("compilation cache %s", describe(cache))
     return cache
