@@ -12,7 +12,10 @@ The compilation cache is one directory per user, shared by every campaign and ev
 (StableHLO), the jaxlib version, the backend and its version, the XLA flags in ``$XLA_FLAGS``,
 the compile options and the devices: a new jax, diffsky or covmocks version, another backend
 or other XLA flags make new entries and never load stale ones. The key does not hold the host
-CPU's instruction set: a directory shared by machines of different CPU generations should be
+CPU's instruction set. They do hold the directory's path: JAX puts XLA's GPU autotuning cache
+(``jax_persistent_cache_enable_xla_caches``) in a subdirectory and its path in the compile
+options, on every backend, so a cache copied or moved to another path is not found (measured:
+a copied directory compiled every kernel again). A directory shared by machines of different CPU generations should be
 one per generation. Past ``CACHE_MAX_BYTES`` the least recently used entries are removed
 (``prune``). JAX's own bound (``jax_compilation_cache_max_size``) is not used: in jax 0.10 it
 needs an ``-atime`` file beside every entry, and one entry written without it (by a process
@@ -55,10 +58,11 @@ def cache_dir(configured=None, environ=os.environ) -> str:
 
 def enable_compilation_cache(cache_dir) -> None:
     """Persist compiled kernels in ``cache_dir`` (every kernel, however quick to compile), so
-    a new process loads rather than compiles them."""
+    a new process loads rather than compiles them. The directory is named by its real path:
+    JAX's keys hold it (below), so a link or a relative name reaches the same kernels."""
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    jax.config.update("jax_compilation_cache_dir", os.path.realpath(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
