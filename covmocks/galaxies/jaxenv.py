@@ -11,16 +11,17 @@ The compilation cache is one directory per user, shared by every campaign and ev
 ``covmocks generate`` (``cache_dir``). JAX keys each entry by a SHA-256 of the lowered program
 (StableHLO), the jaxlib version, the backend and its version, the XLA flags in ``$XLA_FLAGS``,
 the compile options and the devices: a new jax, diffsky or covmocks version, another backend
-or other XLA flags make new entries and never load stale ones. The key does not hold the host
-CPU's instruction set. They do hold the directory's path: JAX puts XLA's GPU autotuning cache
-(``jax_persistent_cache_enable_xla_caches``) in a subdirectory and its path in the compile
-options, on every backend, so a cache copied or moved to another path is not found (measured:
-a copied directory compiled every kernel again). A directory shared by machines of different CPU generations should be
-one per generation. Past ``CACHE_MAX_BYTES`` the least recently used entries are removed
-(``prune``). JAX's own bound (``jax_compilation_cache_max_size``) is not used: in jax 0.10 it
-needs an ``-atime`` file beside every entry, and one entry written without it (by a process
-without the bound: an older covmocks, any JAX user of the directory) makes every later write
-fail ("Error writing persistent compilation cache entry").
+or other XLA flags make new entries and never load stale ones. The keys also hold the
+directory's path: JAX puts XLA's GPU autotuning cache (``jax_persistent_cache_enable_xla_caches``)
+in a subdirectory and its path in the compile options, on every backend, so a cache copied or
+moved to another path is not found (measured: a copied directory compiled every kernel
+again). The keys do not hold the host CPU's instruction set: a directory shared by machines of
+different CPU generations should be one per generation. Past ``CACHE_MAX_BYTES`` the least
+recently used entries are removed (``prune``). JAX's own bound
+(``jax_compilation_cache_max_size``) is not used: in jax 0.10 it needs an ``-atime`` file
+beside every entry, and one entry written without it (by a process without the bound: an
+older covmocks, any JAX user of the directory) makes every later write fail ("Error writing
+persistent compilation cache entry").
 """
 
 import os
