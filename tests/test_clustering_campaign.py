@@ -104,11 +104,8 @@ def test_campaign_measures_every_box_at_one_ensemble_threshold(make_campaign):
         changed = layout.clustering(f"r{r:04d}_z0.500").stat().st_mtime_ns != stamps.get(r)
         assert changed == (r == 4), r
 
-    # the workers compiled into the cache the environment names (tests/conftest.py), not
-    # into the campaign's own metadata/jax-cache
-    assert not layout.jax_cache.exists() and any(
-        Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).iterdir()
-    )
+    # the workers compiled into the cache the environment names (tests/conftest.py)
+    assert any(Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).iterdir())
 
     from covmocks.cli import main
     from covmocks.report import page as report

@@ -724,10 +724,10 @@ def _campaign(tmp_path, jax_cache, rng, *layers, sleep_s=(0.5, 2.0), **sections)
     """A tiny campaign sharing the module's JAX cache. Each box first sleeps a random
     ``sleep_s`` (a ``sleep`` fault, ``covmocks.apps.faults``: its first attempt only), so that a
     warm worker's boxes (0.1 s) last long enough to be found and killed."""
-    campaign = write_campaign(tmp_path, LOCAL_RUN, TINY, *layers, **sections)
+    cache = {"execution": {"compilation_cache": str(jax_cache)}}
+    campaign = write_campaign(tmp_path, LOCAL_RUN, TINY, cache, *layers, **sections)
     layout = campaign.layout
     layout.metadata.mkdir(parents=True, exist_ok=True)
-    layout.jax_cache.symlink_to(jax_cache, target_is_directory=True)
     if sleep_s:
         faults = {t.task_id: {"action": "sleep", "seconds": round(rng.uniform(*sleep_s), 2)}
                   for t in make_plan(campaign).tasks}  # fmt: skip

@@ -47,6 +47,7 @@ def slurm_campaign(cluster, tmp_path, jax_cache, *, n=3, walltime="00:10:00", po
         "science": {"realizations": list(range(n))},
         "execution": {
             "profile": "slurm",
+            "compilation_cache": str(jax_cache),
             "max_in_flight": 4,
             "retries": 1,
             "executor": {"workers_per_node": cluster.cpus},
@@ -60,9 +61,6 @@ def slurm_campaign(cluster, tmp_path, jax_cache, *, n=3, walltime="00:10:00", po
             },
         },
     })  # fmt: skip
-    cache = campaign.layout.jax_cache
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.symlink_to(jax_cache, target_is_directory=True)
     if faults:
         write_faults(campaign, faults)
     return campaign

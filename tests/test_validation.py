@@ -486,7 +486,7 @@ def box_job(tmp_path, output) -> box_task.BoxJob:
         walltime_s=120.0,
         mpi=False,
         ranks=1,
-        jax_cache=campaign / "jax_cache",
+        jax_cache=None,
         faults=campaign / "metadata" / "faults.json",
     )
 

@@ -1,8 +1,8 @@
 """Generate and validate one box inside a Parsl worker.
 
 The worker stays warm between boxes: JAX, the diffsky stack and the compiled kernels are
-loaded once per worker process, and JAX's persistent compilation cache (in the campaign
-directory) spares new workers most of the compile time.
+loaded once per worker process, and JAX's persistent compilation cache (one per user, shared
+by campaigns: ``covmocks.galaxies.jaxenv.cache_dir``) spares new workers most of the compile time.
 
 Walltime is enforced from outside the Python interpreter: a watchdog process kills the
 worker with SIGKILL when the box overruns (a Python-level timeout cannot interrupt a long
@@ -54,7 +54,7 @@ class BoxJob:
     walltime_s: float
     mpi: bool
     ranks: int
-    jax_cache: Path
+    jax_cache: Path | None  # execution.compilation_cache resolved (None: jaxenv.cache_dir's)
     faults: Path
     clustering: object = None
     umask: int = 0o022  # the campaign's execution.umask
@@ -66,7 +66,7 @@ class BoxJob:
         return cls(
             task_id=task.task_id, box=BoxSpec.for_task(campaign, task), qa_record=task.qa_record,
             log_stem=task.log_stem, walltime_s=task.resources.walltime_s, mpi=mpi,
-            ranks=task.resources.ranks, jax_cache=layout.jax_cache, faults=layout.faults,
+            ranks=task.resources.ranks, jax_cache=campaign.compilation_cache, faults=layout.faults,
             clustering=clustering, umask=int(campaign.execution.umask, 8),
         )  # fmt: skip
 
@@ -221,8 +221,7 @@ def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
     err.flush()
     env = {
         **os.environ,
-        jaxenv.CACHE_VARIABLE: jaxenv.cache_dir(job.jax_cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        jaxenv.CACHE_VARIABLE: jaxenv.cache_dir(job.jax_cache),  # jaxenv.use_cache of the ranks
     }
     offset = err.tell()
     guarded = lifeline.command("group", str(MPI_GRACE_S), *cmd)
@@ -258,7 +257,7 @@ def _generate_here(job: BoxJob) -> None:
     from covmocks.core.files import OutputExistsError
     from covmocks.galaxies import registry
 
-    jaxenv.enable_compilation_cache(jaxenv.cache_dir(job.jax_cache))
+    jaxenv.use_cache(job.jax_cache)
     source = job.box.open_source()
     box = job.box.resolved(source.header)
     try:

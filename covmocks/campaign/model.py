@@ -67,6 +67,13 @@ class Campaign:
         """The paths of the campaign directory."""
         return Layout(self.directory)
 
+    @property
+    def compilation_cache(self) -> Path | None:
+        """``execution.compilation_cache`` expanded (environment, ``~``; relative to the
+        campaign file); None where unset (``covmocks.galaxies.jaxenv.cache_dir`` chooses)."""
+        configured = self.execution.compilation_cache
+        return Path(resolve_path(configured, self.path.resolve().parent)) if configured else None
+
     def resources_for(self, redshift: float) -> Resources:
         return self.by_redshift.get(redshift_label(redshift), self.resources)
 

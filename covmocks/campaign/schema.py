@@ -236,6 +236,8 @@ class ExecutionValues(_Section):
     chunk_hosts: PosInt = CHUNK_HOSTS
     # files are created 0666 & ~umask (directories 0777 & ~umask) by the driver and tasks
     umask: Annotated[str, Field(pattern=r"^0?[0-7]{3}$")] = "0022"
+    # JAX's compilation cache, shared by campaigns ("": the user's, covmocks.galaxies.jaxenv)
+    compilation_cache: str = ""
 
     @field_validator("umask")
     @classmethod

@@ -124,10 +124,11 @@ def generate_parser(prog: str, description: str | None = None) -> argparse.Argum
 
 def run_generate(args: argparse.Namespace) -> int:
     from covmocks.box import populate
-    from covmocks.galaxies import registry
+    from covmocks.galaxies import jaxenv, registry
 
     spec = box_spec(args)
     check_outputs(spec)
+    jaxenv.use_cache()
     source = spec.open_source()
     spec = spec.resolved(source.header)
     with kept_aside(spec) as fresh:

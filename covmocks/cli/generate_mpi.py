@@ -14,6 +14,7 @@ import sys
 import covmocks  # noqa: F401  (configures XLA before anything imports jax)
 from covmocks.box.mpi import generate_box_mpi
 from covmocks.box.mpisync import Guard, RankFailure, abort
+from covmocks.galaxies import jaxenv
 
 log = logging.getLogger("covmocks.box.mpi")
 
@@ -67,6 +68,7 @@ def _run(comm, argv) -> int:
     if status is not None:
         return status
     _setup_logging(args, rank, comm.size)
+    jaxenv.use_cache()
 
     guard = Guard(comm, name_rank=False)
     source = spec = None

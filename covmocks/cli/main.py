@@ -19,6 +19,7 @@ from covmocks.cli.generate import (  # noqa: F401 (the generate verb; mpibox, ge
 from covmocks.core.errors import ConfigError, CovmocksError
 from covmocks.core.interrupts import sigterm_interrupts
 from covmocks.core.oneline import OneLineParser, escape_breaks
+from covmocks.galaxies import jaxenv
 
 log = logging.getLogger("covmocks")
 
@@ -217,13 +218,18 @@ def run_campaign(args: argparse.Namespace, retry: list[str] | None = None) -> in
         from covmocks.workflow.dryrun import dry_run
 
         return dry_run(campaign, monitoring=not args.no_monitoring, retry=retry)
+    cache = jaxenv.cache_dir(campaign.compilation_cache)
+    if not jaxenv.cache_usage(cache)[0]:
+        log.info("compiling the model's kernels once (minutes on a small CPU): they are "
+                 "cached in %s for every later box and campaign", cache)  # fmt: skip
     with sigterm_interrupts():
         outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
     status = campaign_status(campaign)
     print(" ".join(f"{k}={v}" for k, v in status.counts.items() if v))
     layout = campaign.layout
     print(f"catalogs  {layout.catalogs}\nstatus    covmocks status {campaign.path}\n"
-          f"report    covmocks report {campaign.path}  (writes {layout.report})")  # fmt: skip
+          f"report    covmocks report {campaign.path}  (writes {layout.report})\n"
+          f"kernels   {jaxenv.describe(cache)}")  # fmt: skip
     return 1 if outcome["failed"] else 0
 
 

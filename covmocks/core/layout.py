@@ -13,7 +13,6 @@ Every other module asks this one for a path; none spells out a directory name it
                  driver.lock        the driver's flock
                  faults.json        fault injection (tests and rehearsals only)
                  monitoring.db      Parsl's monitoring database
-                 jax-cache/         JAX's persistent compilation cache
                  thresholds.json    sample thresholds fixed per snapshot (clustering)
       catalogs/rNNNN/mock_zZ.ZZZ.hdf5
       qa/rNNNN_zZ.ZZZ.json          written last: with the catalog, marks the task done
@@ -120,10 +119,6 @@ class Layout:
     @property
     def monitoring_db(self) -> Path:
         return self.metadata / "monitoring.db"
-
-    @property
-    def jax_cache(self) -> Path:
-        return self.metadata / "jax-cache"
 
     # logs/
     @property
