@@ -26,9 +26,11 @@ import math
 
 import numpy as np
 
-COLUMNS = {"pos": "f4", "vel": "f4", "log10_mstar": "f4", "log10_sfr": "f4",
+COLUMNS = {"pos": "f4", "vel": "f4", "log10_mstar_surviving": "f4", "log10_sfr": "f4",
            "is_central": "?", "row": "i8"}  # fmt: skip
-SELECT_COLUMN = {"sfr": "log10_sfr", "mstar": "log10_mstar"}
+# A stellar-mass threshold is an observer's: on the surviving mass, as the statistics'
+# completeness limit (covmocks.catalog.summary).
+SELECT_COLUMN = {"sfr": "log10_sfr", "mstar": "log10_mstar_surviving"}
 COMPLETE_ATTR = {"sfr": "log10_sfr_complete", "mstar": "log10_mstar_complete"}
 
 
@@ -143,7 +145,7 @@ class SampleCollector:
             write_attrs(f, {**attrs, "rules": json.dumps(rules),
                             "floors": json.dumps(self.floors()),
                             "units": "pos comoving Mpc/h in [0, box_size); vel km/s; "
-                            "log10_mstar log10 Msun; log10_sfr log10 Msun/yr; row: "
+                            "log10_mstar_surviving log10 Msun; log10_sfr log10 Msun/yr; row: "
                             "the galaxy's row in its catalog"})  # fmt: skip
 
 

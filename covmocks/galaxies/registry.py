@@ -34,7 +34,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "diffsky_sfh": ModelEntry(
         name="diffsky_sfh",
-        version="1.2",
+        version="1.3",
         parameters=tuple(params.DEFAULTS),
         target="covmocks.galaxies.diffsky:DiffskySFH",
     ),
