@@ -41,7 +41,8 @@ def box_statistics(n: int) -> BoxStatistics:
     mstar = np.clip(mhalo - 2.0 + rng.normal(0, 0.25, n), 6, 12.5).astype("f4")
     sfr = (mstar - 10.0 + rng.normal(0, 0.6, n)).astype("f4")
     stats = BoxStatistics()
-    stats.add({"log10_mstar": mstar, "log10_sfr": sfr, "log10_ssfr": sfr - mstar,
+    stats.add({"log10_mstar": mstar + np.float32(0.2), "log10_mstar_surviving": mstar,
+               "log10_sfr": sfr, "log10_ssfr": sfr - mstar,
                "log10_mhalo": mhalo, "log10_mpeak": mhalo, "is_central": is_central,
                "host_index": host, "is_quenched": rng.random(n) < 0.3}, 0)  # fmt: skip
     return stats

@@ -92,6 +92,7 @@ def fake_populate(self, hosts, snap, root_key) -> dict:
     return {"pos": hosts.pos.astype(np.float32), "vel": hosts.vel.astype(np.float32),
             "is_central": np.ones(n, bool), "host_local": np.arange(n), "log10_mhalo": lgm,
             "log10_mpeak": lgm, "log10_mstar": mstar, "log10_sfr": sfr,
+            "log10_mstar_surviving": mstar - np.float32(0.2),
             "is_quenched": quenched, "diffstar_quenched_branch": np.zeros(n, bool)}  # fmt: skip
 
 

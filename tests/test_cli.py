@@ -130,6 +130,7 @@ def _nan_populate(self, hosts, snap, root_key):
 
     galaxies = fake_populate(self, hosts, snap, root_key)
     galaxies["log10_mstar"] = np.full_like(galaxies["log10_mstar"], np.nan)
+    galaxies["log10_mstar_surviving"] = galaxies["log10_mstar"]
     return galaxies
 
 

@@ -28,7 +28,7 @@ def _sample_file(campaign, task, seed: int, n: int = 3000) -> None:
     rng = np.random.default_rng(seed)
     kept = SampleCollector(rules_for(campaign.clustering, task.redshift), 100.0)
     kept.add({"pos": rng.uniform(0, 100, (n, 3)), "vel": rng.normal(0, 300, (n, 3)),
-              "log10_mstar": rng.normal(9.5, 0.8, n), "log10_sfr": rng.normal(-0.5, 1, n),
+              "log10_mstar_surviving": rng.normal(9.5, 0.8, n), "log10_sfr": rng.normal(-0.5, 1, n),
               "is_central": rng.random(n) < 0.7}, 0)  # fmt: skip
     kept.write(campaign.layout.samples(task.task_id), {"box_size": 100.0, "redshift": 0.5,
                                                        "task_id": task.task_id})  # fmt: skip

@@ -71,6 +71,9 @@ def test_galaxies_are_physical(mini_mock):
     assert np.all(d["log10_mpeak"][~cen] < host_mass[~cen] + 0.05)
     # sSFR = SFR / Mstar
     np.testing.assert_allclose(d["log10_ssfr"], d["log10_sfr"] - d["log10_mstar"], atol=1e-5)
+    # stellar mass loss at z = 0: the surviving mass lies 0.1-0.35 dex below the mass formed
+    offset = d["log10_mstar_surviving"].astype(float) - d["log10_mstar"]
+    assert np.all(offset < 0) and 0.1 < -np.median(offset) < 0.35
 
 
 def test_satellites_lie_within_their_host_radius(mini_mock, mini_catalog_dir):
@@ -136,6 +139,8 @@ def test_default_histories_within_tolerance_of_a_fine_float64_reference(
         np.testing.assert_array_equal(d[name], f[name], err_msg=name)  # the same galaxies
     dm = np.abs(d["log10_mstar"].astype(float) - f["log10_mstar"])
     assert np.quantile(dm, 0.999) < 0.01, np.quantile(dm, [0.5, 0.999, 1.0])
+    ds = np.abs(d["log10_mstar_surviving"].astype(float) - f["log10_mstar_surviving"])
+    assert np.quantile(ds, 0.999) < 0.01, np.quantile(ds, [0.5, 0.999, 1.0])
     assert np.max(np.abs(d["log10_sfr"].astype(float) - f["log10_sfr"])) < 1e-4
 
 

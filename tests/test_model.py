@@ -136,9 +136,11 @@ def test_quenched_at_snapshot_uses_the_stored_float32_ssfr():
 
 def test_model_version_and_columns_name_the_state_and_the_branch():
     """1.1: is_quenched is the state at the snapshot; diffstarpop's branch has its own name.
-    1.2: the histories' steps and precision are parameters (36, float32 by default)."""
-    assert registry.MODELS["diffsky_sfh"].version == "1.2"
+    1.2: the histories' steps and precision are parameters (36, float32 by default).
+    1.3: the surviving stellar mass beside the mass formed."""
+    assert registry.MODELS["diffsky_sfh"].version == "1.3"
     assert {"is_quenched", "diffstar_quenched_branch"} <= set(diffsky.GALAXY_COLUMNS)
+    assert {"log10_mstar", "log10_mstar_surviving"} <= set(diffsky.GALAXY_COLUMNS)
 
 
 # --- kernels -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def _columns(rng, n: int) -> dict:
     sfr = np.round(rng.normal(-0.5, 1.0, n), 2).astype("f4")  # ties at any floor
     return {
         "pos": rng.uniform(0, BOX, (n, 3)).astype("f4"), "vel": rng.normal(0, 300, (n, 3)),
-        "log10_mstar": np.round(rng.normal(9.5, 0.8, n), 1).astype("f4"),  # many ties
+        "log10_mstar_surviving": np.round(rng.normal(9.5, 0.8, n), 1).astype("f4"),  # many ties
         "log10_sfr": sfr, "is_central": rng.random(n) < 0.7,
     }  # fmt: skip
 
@@ -72,7 +72,7 @@ def test_kept_galaxies_are_exactly_what_each_rule_needs():
     kth = np.sort(whole["log10_sfr"])[::-1][k - 1]
     floors = c.floors()
     assert floors["sfr_top"] == kth and floors["massive"] == 10.0
-    want = (whole["log10_sfr"] >= kth) | (whole["log10_mstar"] >= np.float32(10.0))
+    want = (whole["log10_sfr"] >= kth) | (whole["log10_mstar_surviving"] >= np.float32(10.0))
     np.testing.assert_array_equal(np.sort(c.kept["row"]), np.flatnonzero(want))
     assert (c.kept["log10_sfr"] >= kth).sum() >= k  # ties at the floor kept
     # a collector keeps everything for "all", nothing without rules
@@ -123,7 +123,7 @@ def _synthetic_box(tmp_path, name, model, chunk_hosts) -> dict:
 
 
 def _assert_same_samples(a: dict, b: dict) -> None:
-    for key in ("pos", "vel", "log10_mstar", "log10_sfr", "is_central", "row"):
+    for key in ("pos", "vel", "log10_mstar_surviving", "log10_sfr", "is_central", "row"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert a["floors"] == b["floors"]
 

@@ -19,7 +19,8 @@ def _columns(mstar, sfr, mhalo, is_central, host_index, mpeak=None, quenched=Non
     mstar, sfr = np.asarray(mstar, "f4"), np.asarray(sfr, "f4")
     n = len(mstar)
     return {
-        "log10_mstar": mstar, "log10_sfr": sfr, "log10_ssfr": sfr - mstar,
+        "log10_mstar_surviving": mstar, "log10_mstar": mstar + np.float32(0.2),
+        "log10_sfr": sfr, "log10_ssfr": sfr - mstar,
         "log10_mhalo": np.asarray(mhalo, "f4"),
         "log10_mpeak": np.asarray(mhalo if mpeak is None else mpeak, "f4"),
         "is_central": np.asarray(is_central, bool), "host_index": np.asarray(host_index),
@@ -51,6 +52,12 @@ def test_counts_sums_and_occupation_of_a_hand_made_chunk():
                          log10_msub_min_msun=10.5, probe_fraction=float("nan"))  # fmt: skip
     assert summary["number_density_h3_mpc3"] == 4 / 1000
     assert summary["mstar_density_msun_mpc3"] == pytest.approx(mstar_sum * 1e3 / 8000)
+    # the mass formed (0.2 dex above the surviving mass here) is summed on its own
+    formed = cols["log10_mstar"].astype(np.float64)
+    assert st.mstar_formed_sum == sum(round(10**m / 1e3) for m in formed)
+    assert summary["mstar_formed_density_msun_mpc3"] == pytest.approx(
+        st.mstar_formed_sum * 1e3 / 8000
+    )
 
 
 def test_non_finite_galaxies_add_nothing_to_the_sums():
@@ -170,9 +177,12 @@ def test_statistics_identical_for_any_chunking_and_recorded_in_the_catalog(tmp_p
     with h5py.File(tmp_path / "one.hdf5") as f:
         assert f.attrs["log10_mstar_complete"] == attrs["log10_mstar_complete"]
         assert f.attrs["n_galaxies"] == attrs["n_galaxies"]
-        total = float(np.sum(10 ** f["log10_mstar"][...].astype(np.float64)))
+        total = float(np.sum(10 ** f["log10_mstar_surviving"][...].astype(np.float64)))
+        formed = float(np.sum(10 ** f["log10_mstar"][...].astype(np.float64)))
     volume = attrs["volume_mpc3_per_h3"] / attrs["h"] ** 3
     assert attrs["mstar_density_msun_mpc3"] == pytest.approx(total / volume, rel=1e-6)
+    assert attrs["mstar_formed_density_msun_mpc3"] == pytest.approx(formed / volume, rel=1e-6)
+    assert 0.5 < total / formed < 0.8  # z = 0.5: stellar mass loss of an old population
     assert os.path.getsize(tmp_path / "one.stats.hdf5") < 100_000
 
 

@@ -52,6 +52,7 @@ def good_columns() -> dict:
         "log10_mhalo": LOG10_MHALO,
         "log10_mpeak": LOG10_MPEAK,
         "log10_mstar": mstar,
+        "log10_mstar_surviving": np.asarray(mstar) - 0.2,
         "log10_sfr": sfr,
         "log10_ssfr": sfr - mstar,
         "is_quenched": [False, True, False, False, True, False],

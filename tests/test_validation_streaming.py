@@ -254,8 +254,8 @@ def synthetic_columns(n_hosts: int, rng, first_row: int = 0, box: float = 500.0)
     sfr = rng.uniform(-2, 1, n)
     columns = {"pos": pos, "vel": vel, "is_central": cen, "host_index": first_row + first[host],
                "halo_id": (np.arange(n_hosts) + 10**12 + first_row)[host], "log10_mhalo": lgm,
-               "log10_mpeak": lgm, "log10_mstar": mstar, "log10_sfr": sfr,
-               "log10_ssfr": sfr - mstar, "is_quenched": rng.random(n) < 0.3,
+               "log10_mpeak": lgm, "log10_mstar": mstar, "log10_mstar_surviving": mstar - 0.2,
+               "log10_sfr": sfr, "log10_ssfr": sfr - mstar, "is_quenched": rng.random(n) < 0.3,
                "diffstar_quenched_branch": rng.random(n) < 0.5}  # fmt: skip
     return {k: np.asarray(v, dtype=hdf5.SCHEMA[k][0]) for k, v in columns.items()}
 

@@ -59,6 +59,7 @@ def catalog_columns(galaxies: dict, hosts, first_row: int) -> dict:
         "log10_mhalo": galaxies["log10_mhalo"],
         "log10_mpeak": galaxies["log10_mpeak"],
         "log10_mstar": log10_mstar,
+        "log10_mstar_surviving": galaxies["log10_mstar_surviving"],
         "log10_sfr": galaxies["log10_sfr"],
         "log10_ssfr": galaxies["log10_sfr"] - log10_mstar,
         "is_quenched": galaxies["is_quenched"],

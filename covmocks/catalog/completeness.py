@@ -18,8 +18,9 @@ from covmocks.core.limits import PROBE_DEX
 
 MISSING_MAX = 0.01  # the promise: halos below the cut add less than this fraction above a limit
 
-# selection variable (the samples' ``select``) -> its catalog column
-SELECT_COLUMN = {"sfr": "log10_sfr", "mstar": "log10_mstar"}
+# selection variable (the samples' ``select``) -> its catalog column: a stellar-mass threshold
+# is an observer's, on the surviving mass (``covmocks.catalog.summary``)
+SELECT_COLUMN = {"sfr": "log10_sfr", "mstar": "log10_mstar_surviving"}
 # selection variable -> (the statistics' histogram of its column, the probe's histogram)
 HISTOGRAM_OF = {"mstar": ("smf_all", "probe_mstar"), "sfr": ("sfr_all", "probe_sfr")}
 

@@ -34,12 +34,21 @@ from covmocks.core.oneline import reason
 QUENCHED_DESCRIPTION = (
     "True where the galaxy is quenched at the snapshot: specific star formation rate below "
     "1/(5 t_obs), log10_ssfr < log10(0.2 / t_obs), t_obs the cosmic age at the snapshot in yr "
-    "(file attribute t_obs_gyr x 1e9), compared in float32 as stored (Franx et al. 2008; "
-    "Pacifici et al. 2016); covmocks.galaxies.diffsky.quenched_log_ssfr_threshold"
+    "(file attribute t_obs_gyr x 1e9), compared in float32 as stored (Pacifici et al. 2016, "
+    "ApJ 832, 79: sSFR < 0.2/t_U); covmocks.galaxies.diffsky.quenched_log_ssfr_threshold"
 )
 BRANCH_DESCRIPTION = (
     "diffstarpop's Monte-Carlo branch choice (quenched-branch SFH); NOT the state: the galaxy "
     "may still be star-forming at the snapshot; see is_quenched"
+)
+MSTAR_DESCRIPTION = (
+    "stellar mass formed by the snapshot (the integral of the star-formation history, no "
+    "stellar mass loss): the quantity diffstarpop was calibrated against"
+)
+SURVIVING_DESCRIPTION = (
+    "stellar mass surviving at the snapshot, the observers' stellar mass: the mass formed "
+    "less stellar mass loss, DSPS surviving_mstar for a Chabrier IMF "
+    "(covmocks.galaxies.mass_loss)"
 )
 # name: (dtype, trailing shape, units, description)
 SCHEMA = {
@@ -50,9 +59,15 @@ SCHEMA = {
     "halo_id": ("u8", (), "dimensionless", "id of the host halo in the input catalog"),
     "log10_mhalo": ("f4", (), "log10(Msun)", "(sub)halo mass at the snapshot"),
     "log10_mpeak": ("f4", (), "log10(Msun)", "peak (sub)halo mass up to the snapshot"),
-    "log10_mstar": ("f4", (), "log10(Msun)", "stellar mass formed by the snapshot"),
+    "log10_mstar": ("f4", (), "log10(Msun)", MSTAR_DESCRIPTION),
+    "log10_mstar_surviving": ("f4", (), "log10(Msun)", SURVIVING_DESCRIPTION),
     "log10_sfr": ("f4", (), "log10(Msun/yr)", "star formation rate at the snapshot"),
-    "log10_ssfr": ("f4", (), "log10(1/yr)", "specific star formation rate SFR/Mstar"),
+    "log10_ssfr": (
+        "f4",
+        (),
+        "log10(1/yr)",
+        "specific star formation rate SFR/Mstar, Mstar the mass formed (log10_sfr - log10_mstar)",
+    ),
     "is_quenched": ("bool", (), "dimensionless", QUENCHED_DESCRIPTION),
     "diffstar_quenched_branch": ("bool", (), "dimensionless", BRANCH_DESCRIPTION),
 }

@@ -6,6 +6,12 @@ statistics of a box are bit-identical whatever the chunk size or the number of M
 (a float sum would depend on the order of addition). Masses log10(Msun), SFR log10(Msun/yr),
 no h; volumes and densities comoving, per (Mpc/h)^3 and per Mpc^3 where said.
 
+Stellar mass here is the observers' (``log10_mstar_surviving``: the mass formed less stellar
+mass loss), what observed mass functions, M* thresholds and stellar mass densities count: the
+mass functions, the stellar-to-halo histograms, the occupation thresholds, the completeness
+limit and ``mstar_density_msun_mpc3``. The mass formed (``log10_mstar``) is summed too, for
+``mstar_formed_density_msun_mpc3``.
+
 Completeness (``completeness``, ``covmocks.catalog.completeness``): the limits above which the
 halos just below the host cut would add less than 1% of the galaxies, from the galaxies of a
 subsample of those halos (``add_probe``: the ``probe_*`` histograms; never in the catalog).
@@ -90,14 +96,15 @@ class BoxStatistics:
     )
     n_centrals: int = 0
     n_satellites: int = 0
-    mstar_sum: int = 0  # units of MSTAR_QUANTUM Msun
+    mstar_sum: int = 0  # surviving mass, units of MSTAR_QUANTUM Msun
+    mstar_formed_sum: int = 0  # mass formed, units of MSTAR_QUANTUM Msun
     sfr_sum: int = 0  # units of SFR_QUANTUM Msun/yr
 
     def add(self, columns: dict, first_row: int) -> None:
         """Count one chunk of catalog columns (``box.populate.catalog_columns``) whose first
         galaxy is row ``first_row`` of its file (host indices are file rows)."""
         cen = columns["is_central"]
-        mstar = columns["log10_mstar"].astype(np.float64)
+        mstar = columns["log10_mstar_surviving"].astype(np.float64)
         sfr = columns["log10_sfr"].astype(np.float64)
         mhalo = columns["log10_mhalo"].astype(np.float64)
         sat, quenched = ~cen, columns["is_quenched"]
@@ -123,6 +130,7 @@ class BoxStatistics:
         self.n_centrals += int(cen.sum())
         self.n_satellites += int((~cen).sum())
         self.mstar_sum += _quanta(mstar, MSTAR_QUANTUM)
+        self.mstar_formed_sum += _quanta(columns["log10_mstar"].astype(np.float64), MSTAR_QUANTUM)
         self.sfr_sum += _quanta(sfr, SFR_QUANTUM)
 
     def add_probe(self, columns: dict) -> None:
@@ -140,6 +148,7 @@ class BoxStatistics:
         self.n_centrals += other.n_centrals
         self.n_satellites += other.n_satellites
         self.mstar_sum += other.mstar_sum
+        self.mstar_formed_sum += other.mstar_formed_sum
         self.sfr_sum += other.sfr_sum
 
     def completeness(self, probe_fraction: float) -> dict:
@@ -150,8 +159,8 @@ class BoxStatistics:
     def summary(self, *, box_size: float, h: float, log10_mhost_min_msun: float,
                 log10_msub_min_msun: float, probe_fraction: float) -> dict:  # fmt: skip
         """Derived numbers of the box: counts, number densities per (Mpc/h)^3, cosmic SFR
-        density (Msun/yr/Mpc^3) and stellar mass density (Msun/Mpc^3), completeness limits
-        (the probe subsampled at ``probe_fraction``, NaN: none)."""
+        density (Msun/yr/Mpc^3) and stellar mass densities (Msun/Mpc^3: surviving, formed),
+        completeness limits (the probe subsampled at ``probe_fraction``, NaN: none)."""
         volume_h = box_size**3  # (Mpc/h)^3
         volume = volume_h / h**3  # Mpc^3
         n = self.n_centrals + self.n_satellites
@@ -165,6 +174,7 @@ class BoxStatistics:
             "number_density_satellites_h3_mpc3": self.n_satellites / volume_h,
             "sfr_density_msun_yr_mpc3": self.sfr_sum * SFR_QUANTUM / volume,
             "mstar_density_msun_mpc3": self.mstar_sum * MSTAR_QUANTUM / volume,
+            "mstar_formed_density_msun_mpc3": self.mstar_formed_sum * MSTAR_QUANTUM / volume,
             "log10_mhost_min_msun": log10_mhost_min_msun,
             "log10_msub_min_msun": log10_msub_min_msun,
             **self.completeness(probe_fraction),
@@ -186,6 +196,7 @@ class BoxStatistics:
                 f[f"edges_{axis}"] = edges
             f["occupation_thresholds"] = np.asarray(OCCUPATION_THRESHOLDS)
             write_attrs(f, {**attrs, "mstar_sum_quanta": self.mstar_sum,
+                            "mstar_formed_sum_quanta": self.mstar_formed_sum,
                             "sfr_sum_quanta": self.sfr_sum,
                             "mstar_quantum_msun": MSTAR_QUANTUM,
                             "sfr_quantum_msun_yr": SFR_QUANTUM})  # fmt: skip

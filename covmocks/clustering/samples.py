@@ -28,7 +28,7 @@ import numpy as np
 
 from covmocks.catalog.completeness import SELECT_COLUMN, limit_name
 
-COLUMNS = {"pos": "f4", "vel": "f4", "log10_mstar": "f4", "log10_sfr": "f4",
+COLUMNS = {"pos": "f4", "vel": "f4", "log10_mstar_surviving": "f4", "log10_sfr": "f4",
            "is_central": "?", "row": "i8"}  # fmt: skip
 COMPLETE_ATTR = {select: limit_name(select) for select in SELECT_COLUMN}
 
@@ -144,7 +144,7 @@ class SampleCollector:
             write_attrs(f, {**attrs, "rules": json.dumps(rules),
                             "floors": json.dumps(self.floors()),
                             "units": "pos comoving Mpc/h in [0, box_size); vel km/s; "
-                            "log10_mstar log10 Msun; log10_sfr log10 Msun/yr; row: "
+                            "log10_mstar_surviving log10 Msun; log10_sfr log10 Msun/yr; row: "
                             "the galaxy's row in its catalog"})  # fmt: skip
 
 

@@ -53,8 +53,10 @@ class CosmicTimes:
 
 
 # A galaxy is quenched at the snapshot where its specific star formation rate is below this
-# many times 1 / t_obs (t_obs: the cosmic age at the snapshot): sSFR < 1 / (5 t_H), the
-# definition of Franx et al. (2008) and Pacifici et al. (2016).
+# many times 1 / t_obs (t_obs: the cosmic age at the snapshot): sSFR < 0.2 / t_U, the
+# definition of Pacifici et al. (2016, ApJ 832, 79), t_U the age of the universe at the
+# galaxy's redshift. (Franx et al. 2008, ApJ 688, 770, used the looser sSFR < 0.3 / t_H.)
+# sSFR is SFR over the mass formed (log10_sfr - log10_mstar), as the catalog's log10_ssfr.
 QUENCHED_SSFR_TIMES_T_OBS = 0.2
 
 
@@ -84,7 +86,8 @@ GALAXY_COLUMNS = (
     "host_local",  # (n,) index of the host halo within the block
     "log10_mhalo",  # (n,) log10 Msun at the snapshot
     "log10_mpeak",  # (n,) log10 Msun
-    "log10_mstar",  # (n,) log10 Msun, stellar mass formed by t_obs
+    "log10_mstar",  # (n,) log10 Msun, stellar mass formed by t_obs (diffstarpop's calibration)
+    "log10_mstar_surviving",  # (n,) log10 Msun, of it still in stars at t_obs (mass_loss)
     "log10_sfr",  # (n,) log10 Msun/yr at t_obs
     "is_quenched",  # (n,) bool, quenched at t_obs: quenched_at_snapshot (the sSFR state)
     "diffstar_quenched_branch",  # (n,) bool, diffstarpop's Monte Carlo branch: NOT the state
@@ -102,10 +105,14 @@ class DiffskySFH:
       t_peak at infall; phase space from ``covmocks.galaxies.phase_space`` (NFW radii out to the
       host radius, isotropic directions, Gaussian velocities about the host velocity);
     - star formation: diffstarpop (``diffstar.diffstarpop``) main-sequence/quenched draw
-      with lgt0 and fb from the simulation's cosmology; stellar mass is the mass formed
+      with lgt0 and fb from the simulation's cosmology; ``log10_mstar`` is the mass formed
       by t_obs (no mass loss, trapezoid rule on ``n_t_table`` linear steps from
-      T_TABLE_MIN to t_obs), SFR is the instantaneous rate at t_obs (exact: it does not
-      depend on the steps).
+      T_TABLE_MIN to t_obs): the quantity diffstarpop was calibrated against (its loss
+      integrates the histories with ``cumulative_mstar_formed``, as diffsky's ``logsm_obs``
+      does); ``log10_mstar_surviving`` is the part of it still in stars at t_obs, the
+      observers' stellar mass (the same history weighted by DSPS's surviving fraction for a
+      Chabrier IMF, ``covmocks.galaxies.mass_loss``); SFR is the instantaneous rate at t_obs
+      (exact: it does not depend on the steps).
     - ``is_quenched`` is the galaxy's state at t_obs, sSFR < 0.2 / t_obs
       (``quenched_log_ssfr_threshold``); diffstarpop's Monte Carlo branch is kept as
       ``diffstar_quenched_branch``.
@@ -116,7 +123,9 @@ class DiffskySFH:
     mass function's table once per host, and by default integrates on 36 steps in float32
     (1.1: 100 steps, float64). The random draws are 1.1's (to float rounding, ~1e-14 in the
     subhalo mass ratio): with ``{"n_t_table": 100, "precision": "float64"}`` 1.2 reproduces
-    1.1's catalog to the last bit of its float32 columns or one unit in it.
+    1.1's catalog to the last bit of its float32 columns or one unit in it. 1.3 adds
+    ``log10_mstar_surviving`` (the mass formed less stellar mass loss); every 1.2 column
+    keeps its name, meaning and bits (``log10_mstar`` is still the mass formed).
 
     Tolerance of the default (``bench/accuracy.py``: 1e4 synthetic hosts at z = 0, 1, 3,
     the same draws integrated on 400 float64 steps as the reference): log10 M* within
@@ -184,8 +193,9 @@ class DiffskySFH:
         }
 
     def histories(self, d: dict) -> dict:
-        """log10 M* and log10 SFR at t_obs of every galaxy of ``draw``'s output ``d``, in one
-        stream: centrals, then satellites (``kernels.evaluate_sfh``, padded batches)."""
+        """log10 M* (formed and surviving) and log10 SFR at t_obs of every galaxy of
+        ``draw``'s output ``d``, in one stream: centrals, then satellites
+        (``kernels.evaluate_sfh``, padded batches)."""
         from covmocks.galaxies import kernels
 
         mah, sfh_params = d["cen"]["mah"], d["cen"]["sfh_params"]
@@ -292,8 +302,8 @@ class DiffskySFH:
         cen_cols = {**cen, "log10_mhalo": d["lgm_host"],
                     **{k: v[:n_host] for k, v in sfh.items()}}  # fmt: skip
         sat_cols = {**sat, **{k: v[n_host:] for k, v in sfh.items()}}
-        for name in ("log10_mhalo", "log10_mpeak", "log10_mstar", "log10_sfr",
-                     "diffstar_quenched_branch"):  # fmt: skip
+        for name in ("log10_mhalo", "log10_mpeak", "log10_mstar", "log10_mstar_surviving",
+                     "log10_sfr", "diffstar_quenched_branch"):  # fmt: skip
             col = np.empty(n_gal, dtype=cen_cols[name].dtype)
             col[offset] = cen_cols[name]
             col[sat_slot] = sat_cols[name] if has_sats else []

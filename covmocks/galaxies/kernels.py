@@ -14,7 +14,8 @@ Four kernels, each jitted once per process and per setting (``build_draw_kernels
 - ``satellite``: a satellite's infall time, mass assembly and diffstarpop parameters, and
   the uniforms and normals of its phase space;
 - ``sfh``: the star-formation history of any galaxy on ``n_t`` time steps, integrated to the
-  stellar mass formed by t_obs, and the SFR at t_obs, in float32 or float64 arithmetic.
+  stellar mass formed by t_obs and to the mass surviving at t_obs (``galaxies.mass_loss``),
+  and the SFR at t_obs, in float32 or float64 arithmetic.
 
 The random draws are always float64 (diffsky switches on JAX's 64-bit mode), so both
 precisions draw the same galaxies and differ only in the arithmetic of the histories. Only the
@@ -194,14 +195,17 @@ def time_table(t_obs, n_t: int, dtype):
 @functools.cache
 def build_sfh_kernel(n_t: int, precision: str):
     """The ``sfh`` kernel for ``n_t`` time steps in ``precision`` ("float32" or "float64"):
-    ``fn(mah (n, 5), sfh_params (n, 8), t_obs, lgt0, fb) -> (log10_mstar, log10_sfr)``.
+    ``fn(mah (n, 5), sfh_params (n, 8), t_obs, lgt0, fb, weights (n_t + 1,)) ->
+    (log10_mstar, log10_mstar_surviving, log10_sfr)``.
 
     Call it through ``evaluate_sfh``, which casts the inputs and sets JAX's 64-bit mode for
     the call (a float32 kernel is traced with 64-bit mode off).
 
     Stellar mass formed by t_obs: diffstar's ``cumulative_mstar_formed`` at its last time,
     as one trapezoid sum (constant SFR_MIN from T_BIRTH_MIN to the first time) instead of a
-    cumulative scan; SFR: the history at t_obs, the last time of the table.
+    cumulative scan; surviving mass: the same history summed with
+    ``mass_loss.surviving_weights`` (SFR_MIN's weight first), in time order; SFR: the history
+    at t_obs, the last time of the table.
     """
     import jax
     from diffmah.diffmah_kernels import DiffmahParams
@@ -210,7 +214,7 @@ def build_sfh_kernel(n_t: int, precision: str):
     from diffstar.utils import YEAR_PER_GYR
     from jax import numpy as jnp
 
-    def one(mah, params, t_obs, lgt0, fb):
+    def one(mah, params, t_obs, lgt0, fb, weights):
         tarr = time_table(t_obs, n_t, mah.dtype)
         sfh = _sfh_singlegal_kern(tarr, DiffmahParams(*mah), params[:4], params[4:], lgt0, fb)
         terms = (tarr[1:] - tarr[:-1]) * (sfh[1:] + sfh[:-1])
@@ -220,22 +224,30 @@ def build_sfh_kernel(n_t: int, precision: str):
         for k in range(n_t - 1):
             total = total + terms[k]
         mstar = 0.5 * total * YEAR_PER_GYR
-        return jnp.log10(mstar), jnp.log10(sfh[-1])
+        surviving = weights[0] * SFR_MIN
+        for k in range(n_t):
+            surviving = surviving + weights[k + 1] * sfh[k]
+        return jnp.log10(mstar), jnp.log10(surviving * YEAR_PER_GYR), jnp.log10(sfh[-1])
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
 
 
 def evaluate_sfh(n_t: int, precision: str, mah, sfh_params, t_obs, lgt0, fb):
-    """``build_sfh_kernel(n_t, precision)`` on one padded batch; outputs float64 NumPy."""
+    """``build_sfh_kernel(n_t, precision)`` on one padded batch, with the surviving-mass
+    weights of ``t_obs`` (``mass_loss.surviving_weights``); outputs float64 NumPy."""
     import jax
+
+    from covmocks.galaxies.mass_loss import surviving_weights
 
     dtype = np.dtype(precision)
     kernel = build_sfh_kernel(n_t, precision)
+    weights = surviving_weights(float(t_obs), n_t).astype(dtype)
     with jax.enable_x64(precision == "float64"):
         args = [np.asarray(a, dtype) for a in (mah, sfh_params)]
         scalars = [np.asarray(s, dtype) for s in (t_obs, lgt0, fb)]
-        lgm, lgsfr = kernel(*args, *scalars)
+        lgm, lgm_surviving, lgsfr = kernel(*args, *scalars, weights)
         return {
             "log10_mstar": np.asarray(lgm).astype(np.float64),
+            "log10_mstar_surviving": np.asarray(lgm_surviving).astype(np.float64),
             "log10_sfr": np.asarray(lgsfr).astype(np.float64),
         }

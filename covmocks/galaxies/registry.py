@@ -37,7 +37,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "diffsky_sfh": ModelEntry(
         name="diffsky_sfh",
-        version="1.2",
+        version="1.3",
         parameters=tuple(params.DEFAULTS),
         recorded=params.RECORDED,
         target="covmocks.galaxies.diffsky:DiffskySFH",

@@ -14,6 +14,12 @@ import numpy as np
 from covmocks.catalog.summary import MHALO_EDGES, MSTAR_EDGES, SFR_EDGES
 from covmocks.core.layout import redshift_label
 from covmocks.report.outliers import NUMBER_DENSITY, SMF_MIN_COUNT
+from covmocks.report.reference import (
+    MD14_RETURN_FRACTION,
+    MD14_SALPETER_TO_CHABRIER,
+    md14_sfrd,
+    md14_smd,
+)
 
 # state -> colour of the completion map, in legend order
 STATE_COLOURS = {
@@ -22,12 +28,6 @@ STATE_COLOURS = {
 }  # fmt: skip
 MIN_COUNT = 10  # galaxies in a bin below which a fraction or a quantile is not drawn
 WRAP = 200  # realizations per row of the completion map
-# Madau & Dickinson (2014, ARA&A 52, 415), eq. 15 (SFRD, Salpeter IMF) and eq. 2 (stellar mass
-# density: the SFRD integrated over time, less the return fraction R), in the cosmology of the fit
-MD14_SALPETER_TO_CHABRIER = 0.63
-MD14_RETURN_FRACTION = 0.27
-MD14_H, MD14_OM0, MD14_OL0 = 0.7, 0.3, 0.7
-_KM_PER_MPC, _S_PER_YR = 3.0856775814913673e19, 3.15576e7
 
 
 def _plt():
@@ -111,7 +111,9 @@ def mass_and_sfr_functions(ensembles) -> tuple[str, str]:
         if kind == "smf":
             ax.set_xlabel(r"$\log_{10} M_\star$ [M$_\odot$]")
             ax.set_ylabel(r"$\Phi$ [dex$^{-1}$ (Mpc/$h$)$^{-3}$]")
-            ax.set_title("Stellar mass function: mean, 16-84% (dotted: completeness limit)")
+            ax.set_title(
+                "Stellar mass function (surviving mass): mean, 16-84% (dotted: completeness limit)"
+            )
         else:
             ax.set_xlabel(r"$\log_{10}$ SFR [M$_\odot$ yr$^{-1}$]")
             ax.set_ylabel(r"$n(>\mathrm{SFR})$ [(Mpc/$h$)$^{-3}$]")
@@ -176,22 +178,27 @@ def fractions(ensembles) -> str:
     return _png(fig)
 
 
-def cosmic_densities(ensembles, z_curve, curves: dict) -> str:
+def cosmic_densities(ensembles, z_curve, curves: tuple[dict, dict]) -> str:
     """SFR and stellar-mass densities per box (points), ensemble means, and reference
-    ``curves``: {label: (sfrd, smd, style)} on ``z_curve``."""
+    ``curves`` on ``z_curve``: ({label: (sfrd, style)}, {label: (smd, colour, style)}). The
+    stellar mass panel shows the surviving mass (red) and the mass formed (grey)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     rng = np.random.default_rng(0)
-    for ax, name, k in ((axes[0], "sfr_density", 0), (axes[1], "mstar_density", 1)):
-        for label, (sfrd, smd, style) in curves.items():
-            ax.plot(z_curve, (sfrd, smd)[k], style, color="k", lw=1, label=label)
+    for label, (sfrd, style) in curves[0].items():
+        axes[0].plot(z_curve, sfrd, style, color="k", lw=1, label=label)
+    for label, (smd, colour, style) in curves[1].items():
+        axes[1].plot(z_curve, smd, style, color=colour, lw=1, label=label)
+    panels = ((axes[0], "sfr_density", "tab:red", ""), (axes[1], "mstar_density", "tab:red",
+              " (surviving)"), (axes[1], "mstar_formed_density", "0.4", " (formed)"))  # fmt: skip
+    for ax, name, colour, what in panels:
         for e in ensembles:
             values = getattr(e, name)
             jitter = rng.uniform(-0.01, 0.01, e.n)
             ax.plot(e.redshift + jitter, values, ".", color="tab:blue", ms=2, alpha=0.4)
         means = [getattr(e, name).mean() for e in ensembles]
-        ax.plot([e.redshift for e in ensembles], means, "o", color="tab:red", ms=6,
-                label="boxes: ensemble mean (points: each box)")  # fmt: skip
+        ax.plot([e.redshift for e in ensembles], means, "o", color=colour, ms=6,
+                label=f"boxes{what}: ensemble mean (points: each box)")  # fmt: skip
         ax.set_yscale("log")
         ax.set_xlabel("redshift")
     axes[0].set_ylabel(r"$\psi$ [M$_\odot$ yr$^{-1}$ Mpc$^{-3}$]")
@@ -199,6 +206,7 @@ def cosmic_densities(ensembles, z_curve, curves: dict) -> str:
     axes[1].set_ylabel(r"$\rho_\star$ [M$_\odot$ Mpc$^{-3}$]")
     axes[1].set_title("Stellar mass density")
     axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=6)
     return _png(fig)
 
 
@@ -277,29 +285,6 @@ def timing(ensembles, done_times: np.ndarray) -> str:
 # ---------------------------------------------------------------- reference and page pieces
 
 
-def md14_sfrd(z, chabrier: bool = True) -> np.ndarray:
-    """Madau & Dickinson (2014) cosmic SFR density, Msun/yr/Mpc^3 (Salpeter, x0.63 for
-    Chabrier)."""
-    zp1 = 1.0 + np.asarray(z, np.float64)
-    psi = 0.015 * zp1**2.7 / (1.0 + (zp1 / 2.9) ** 5.6)
-    return psi * (MD14_SALPETER_TO_CHABRIER if chabrier else 1.0)
-
-
-def md14_smd(z, chabrier: bool = True) -> np.ndarray:
-    """Stellar mass density (Msun/Mpc^3) of MD14 eq. 2: (1 - R) times the integral of the
-    SFRD over cosmic time before ``z``, integrated numerically (h=0.7, Om0=0.3, OL=0.7)."""
-    from scipy.integrate import quad
-
-    h0_per_yr = 100.0 * MD14_H * _S_PER_YR / _KM_PER_MPC
-
-    def integrand(x):
-        hz = h0_per_yr * np.sqrt(MD14_OM0 * (1.0 + x) ** 3 + MD14_OL0)
-        return md14_sfrd(x, chabrier) / ((1.0 + x) * hz)
-
-    values = [quad(integrand, zi, np.inf, limit=200)[0] for zi in np.atleast_1d(z)]
-    return (1.0 - MD14_RETURN_FRACTION) * np.array(values).reshape(np.shape(z))
-
-
 def esc(value) -> str:
     return html.escape(str(value))
 
@@ -321,10 +306,13 @@ def science_sections(ens, flagged: list, n_sigma: float, min_boxes: int) -> dict
     """HTML of the science sections: figures with their captions, the outlier table."""
     smf, sfr = mass_and_sfr_functions(ens)
     z = np.linspace(0.0, max(max(e.redshift for e in ens), 1.0) * 1.1, 60)
-    curves = {
-        "MD14 x 0.63 (Chabrier)": (md14_sfrd(z), md14_smd(z), "-"),
-        "MD14 (Salpeter, as published)": (md14_sfrd(z, False), md14_smd(z, False), ":"),
-    }
+    curves = (
+        {"MD14 x 0.63 (Chabrier)": (md14_sfrd(z), "-"),
+         "MD14 (Salpeter, as published)": (md14_sfrd(z, False), ":")},
+        {"MD14 x 0.63, surviving (DSPS, Chabrier)": (md14_smd(z, mass="surviving"), "tab:red", "-"),
+         "MD14 x 0.63, formed (R = 0)": (md14_smd(z, mass="formed"), "0.4", "--"),
+         f"MD14 (Salpeter, eq. 2, R = {MD14_RETURN_FRACTION})": (md14_smd(z, False), "k", ":")},
+    )  # fmt: skip
     rows = [[f.task_id, redshift_label(f.redshift), f.statistic, f"{f.value:.4g}",
              f"{f.mean:.4g}", f"{f.std:.3g}", f"{f.sigmas:+.1f}"] for f in flagged]  # fmt: skip
     header = ["task", "z", "statistic", "value", "mean of others", "std of others",
@@ -344,11 +332,15 @@ def science_sections(ens, flagged: list, n_sigma: float, min_boxes: int) -> dict
         + "<p class=note>Madau &amp; Dickinson (2014, ARA&amp;A 52, 415): psi(z) = 0.015 "
         "(1+z)^2.7 / (1 + ((1+z)/2.9)^5.6) Msun/yr/Mpc^3 for a Salpeter IMF (0.1-100 Msun). "
         "diffsky/DSPS masses and SFRs assume a Chabrier-like IMF, so the fit is multiplied by "
-        f"{MD14_SALPETER_TO_CHABRIER} (Salpeter to Chabrier; dotted: as published). The stellar "
-        "mass density is their eq. 2, (1-R) times the SFRD integrated over cosmic time, with "
-        f"return fraction R = {MD14_RETURN_FRACTION}, computed numerically in the fit's "
-        "cosmology (h=0.7, Om=0.3, OL=0.7). Box densities are per comoving Mpc^3 (the boxes' "
-        "h) and count only the galaxies of the catalogs' halos: lower bounds.</p>",
+        f"{MD14_SALPETER_TO_CHABRIER} (Salpeter to Chabrier; dotted: as published). Stellar "
+        "mass density, like with like: the boxes' surviving mass (log10_mstar_surviving, red) "
+        "against the Chabrier SFRD integrated over cosmic time with the same surviving "
+        "fraction (DSPS, Chabrier IMF; solid red), and their mass formed (log10_mstar, grey) "
+        "against the plain integral (R = 0, dashed grey); dotted: their eq. 2 as published, "
+        f"(1-R) times the Salpeter integral with R = {MD14_RETURN_FRACTION}. Integrals computed "
+        "numerically in the fit's cosmology (h=0.7, Om=0.3, OL=0.7). Box densities are per "
+        "comoving Mpc^3 (the boxes' h) and count only the galaxies of the catalogs' halos: "
+        "lower bounds.</p>",
         "density": img(number_density(ens, flagged), "number density")
         + f"<p>A box is an outlier when its number density, or its stellar mass function in "
         f"any 0.1 dex bin above the completeness limit where the others average at least "

@@ -23,10 +23,10 @@ from covmocks.core import files
 from covmocks.core.layout import redshift_label
 from covmocks.report import clustering, completeness, figures
 from covmocks.report.figures import esc, img, table
-from covmocks.report.figures import md14_sfrd as md14_sfrd
-from covmocks.report.figures import md14_smd as md14_smd
 from covmocks.report.outliers import MIN_BOXES, N_SIGMA, find
 from covmocks.report.records import BoxRecord, ensembles, load_records
+from covmocks.report.reference import md14_sfrd as md14_sfrd
+from covmocks.report.reference import md14_smd as md14_smd
 
 log = logging.getLogger(__name__)
 

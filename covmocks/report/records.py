@@ -27,8 +27,8 @@ POOL_MIN_FILES = 2000  # files to read above which a process pool reads them
 MSTAR_DEX = float(MSTAR_EDGES[1] - MSTAR_EDGES[0])
 
 _ATTRS = ("volume_mpc3_per_h3", "number_density_h3_mpc3", "sfr_density_msun_yr_mpc3",
-          "mstar_density_msun_mpc3", "log10_mstar_complete", "log10_sfr_complete",
-          "log10_mhost_min_msun", "log10_msub_min_msun")  # fmt: skip
+          "mstar_density_msun_mpc3", "mstar_formed_density_msun_mpc3", "log10_mstar_complete",
+          "log10_sfr_complete", "log10_mhost_min_msun", "log10_msub_min_msun")  # fmt: skip
 _HISTS = ("smf_all", "smf_satellites", "smf_quenched", "sfr_all", "centrals_mhalo_mstar")
 
 
@@ -163,7 +163,8 @@ class Ensemble:
     volume: np.ndarray
     number_density: np.ndarray
     sfr_density: np.ndarray
-    mstar_density: np.ndarray
+    mstar_density: np.ndarray  # surviving mass
+    mstar_formed_density: np.ndarray
     mstar_complete: np.ndarray
     sfr_complete: np.ndarray
     mhost_cut: np.ndarray
@@ -195,6 +196,7 @@ def ensembles(records: list[BoxRecord]) -> list[Ensemble]:
         out.append(Ensemble(
             label, g[0].redshift, [r.task_id for r in g], volume, col["number_density_h3_mpc3"],
             col["sfr_density_msun_yr_mpc3"], col["mstar_density_msun_mpc3"],
+            col["mstar_formed_density_msun_mpc3"],
             col["log10_mstar_complete"], col["log10_sfr_complete"], col["log10_mhost_min_msun"],
             col["log10_msub_min_msun"], np.array([r.wall_s for r in g]),
             np.array([r.peak_rss_bytes for r in g]),
