@@ -152,7 +152,11 @@ def test_executor_provider_launcher_are_typed_sections_with_sources(tmp_path):
     assert "execution.provider.launcher" not in src and "execution.provider.mpi_launcher" not in src
     config = c.config()["execution"]
     assert config["executor"] == dict(
-        kind="htex", workers_per_node=3, available_accelerators=None, mpi_tasks_per_block=2
+        kind="htex",
+        workers_per_node=3,
+        available_accelerators=None,
+        mpi_tasks_per_block=2,
+        cpu_affinity="none",
     )
     assert config["launcher"] == {"kind": "srun", "mpi_launcher": "srun"}
 

@@ -38,7 +38,8 @@ def _box_statistics(rng, n_galaxies: int) -> BoxStatistics:
     stats.add(_columns(mstar, sfr, mhalo, is_central, host,
                        quenched=rng.random(n_galaxies) < 0.3), 0)  # fmt: skip
     n_probe = n_galaxies // 2  # galaxies of the halos below the cut: lighter
-    stats.add_probe({"log10_mstar": mstar[:n_probe] - 1.0, "log10_sfr": sfr[:n_probe] - 1.0})
+    stats.add_probe({"log10_mstar_surviving": mstar[:n_probe] - 1.0,
+                     "log10_sfr": sfr[:n_probe] - 1.0})  # fmt: skip
     return stats
 
 

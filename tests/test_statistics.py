@@ -108,7 +108,8 @@ def _probed(probe_mstar: dict) -> BoxStatistics:
     n = len(mstar)
     st.add(_columns(mstar, np.zeros(n), np.full(n, 12.0), np.ones(n), np.arange(n)), 0)
     probe = np.repeat(list(probe_mstar), list(probe_mstar.values()))
-    st.add_probe({"log10_mstar": np.asarray(probe, "f4"), "log10_sfr": np.zeros(len(probe), "f4")})
+    st.add_probe({"log10_mstar_surviving": np.asarray(probe, "f4"),
+                  "log10_sfr": np.zeros(len(probe), "f4")})  # fmt: skip
     return st
 
 
