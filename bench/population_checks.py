@@ -4,7 +4,16 @@
 Usage: python bench/population_checks.py smhm [--hosts 8000] [--redshifts 0,0.5,1,1.5,2,3]
            [--between 0.25,0.75,2.5] [--out DIR]
        python bench/population_checks.py satellites --catalogs A.hdf5,B.hdf5 [--draws 1000]
-           [--fractions 1,0.1,0.01]
+           [--fractions 1,0.1,0.01] [--halos A.hdf5=ABACUS_DIR]
+
+The figures in ``catalog.population`` and docs/schema.md came from (2 shared cores, about
+25 minutes in all):
+    smhm --hosts 2000 --redshifts 0,0.5,1,2,3 --between 0.25,0.75,1.5,2.5 --out ref
+    satellites --draws 300 --fractions 1,0.1 --halos mini.hdf5=.../Mini_N64_L32/halos/z0.000
+        --catalogs mini.hdf5,syn05.hdf5,ref/smhm_z*.hdf5 (comma-separated)
+mini.hdf5: the Mini box (seed 7, z = 0); syn05.hdf5: 30,000 synthetic hosts above 10^11 Msun
+at z = 0.5 (seed 3); the table's redshifts are then the grid and the ``--between`` ones.
+A catalog whose input radius is not R200m (AbacusSummit) needs its halos (``--halos``).
 
 ``smhm``: generates one synthetic box per redshift (``--hosts`` hosts above 10^11.7 Msun,
 the default model) and prints the median log10(M*/M_halo) of the centrals in the peak bin

@@ -13,14 +13,15 @@ from covmocks.box.spec import BoxSpec
 from covmocks.catalog import hdf5, population, validation
 from covmocks.halos import blocks, sources
 
-H = 0.6774  # the synthetic box's h (checked below)
+H = 0.6736  # the synthetic box's h (checked below)
 Z = 0.5
 
 
 @pytest.fixture(scope="module")
 def good_boxes(tmp_path_factory, mini_catalog_dir, model):
     """Good catalogs: synthetic at z=0.5 (3000 hosts above 10^11 Msun, in 3 chunks), the Mini
-    AbacusSummit box, and an HDF5 halo file (the synthetic hosts) in chunks of 500."""
+    AbacusSummit box in chunks of 150 hosts, and an HDF5 halo file (the synthetic hosts above
+    10^11.3 Msun) in chunks of 500."""
     out = tmp_path_factory.mktemp("population")
     halos = out / "halos.hdf5"
     synthetic = sources.open_source("synthetic", n_hosts=3000, seed=3, redshift=Z,
@@ -32,10 +33,11 @@ def good_boxes(tmp_path_factory, mini_catalog_dir, model):
         "abacus": BoxSpec(source="abacus", input=mini_catalog_dir, output=out / "mini.hdf5",
                           seed=7, redshift=0.0, chunk_hosts=150),
         "hdf5": BoxSpec(source="hdf5", input=halos, output=out / "hdf5.hdf5", seed=1,
-                        chunk_hosts=500),
+                        log10_mhost_min_msun=11.3, chunk_hosts=500),
     }  # fmt: skip
     for spec in specs.values():
-        populate.generate_box(spec.open_source(), model, spec)
+        source = spec.open_source()
+        populate.generate_box(source, model, spec.resolved(source.header))
     return {name: spec.output for name, spec in specs.items()}
 
 
