@@ -11,6 +11,7 @@ import pytest
 from covmocks.box import populate
 from covmocks.box.spec import BoxSpec
 from covmocks.catalog import hdf5, population, validation
+from covmocks.core import nfw
 from covmocks.halos import blocks, sources
 
 H = 0.6736  # the synthetic box's h (checked below)
@@ -131,3 +132,14 @@ def test_overridden_population_parameters_are_not_judged():
     checks.add_centrals(lgm, lgm - 5)  # far below the model
     ok, why = checks.results("", "")["central_smhm_peak"]
     assert ok and "population parameters" in why
+
+
+def test_nfw_quantiles_are_the_models():
+    """The checks' NFW (``core.nfw``, NumPy) is diffsky's ``_qnfw``, which places satellites."""
+    from diffsky.fake_sats.nfw_config_space import _qnfw
+
+    c = 10 ** np.linspace(-0.5, 2.5, 200)
+    np.testing.assert_allclose(nfw.median_radius_fraction(c), _qnfw(np.full(200, 0.5), c),
+                               atol=1e-5)  # fmt: skip
+    p = np.random.default_rng(0).random(200)
+    np.testing.assert_allclose(nfw.radius_fraction_quantile(p, c), _qnfw(p.copy(), c), atol=1e-12)
