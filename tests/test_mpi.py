@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covmocks.catalog import hdf5
+from covmocks.catalog import hdf5, validation
 from covmocks.core.errors import InputError, OutputError, TransientInputError
 from covmocks.halos import blocks, sources
 from tests.conftest import require_or_skip
@@ -223,6 +223,7 @@ def test_mini_catalog_identical_for_any_rank_count(
     got = hdf5.read_catalog(out)
     assert_same_catalog(got, mini_reference)
     assert_global_host_index(got)
+    assert validation.check_file(out) == []
     # Rows of the second and third slabs point past the first slab's rows.
     assert got.data["host_index"].max() > len(got) // 2
     assert f'"n_ranks": {n_ranks}' in stdout
@@ -253,6 +254,7 @@ def test_synthetic_box_identical_for_any_rank_count(n_ranks, tmp_path, synthetic
     got = hdf5.read_catalog(out)
     assert_same_catalog(got, synthetic_reference)
     assert_global_host_index(got)
+    assert validation.check_file(out) == []  # the population checks too, on MPI ranks
     assert_clean_directory(tmp_path, {"mock.hdf5"})
     print(f"synthetic box, {n_ranks} ranks ({stack.name}): {wall:.1f} s")
 
@@ -282,6 +284,7 @@ def test_hdf5_source_with_mass_cut(tmp_path, tmp_path_factory, mpi_env):
     rc, _, stderr, _ = mpibox(2, [*args, "--output", out], mpi_env)
     assert rc == 0, stderr
     assert_same_catalog(hdf5.read_catalog(out), want)
+    assert validation.check_file(out) == []
 
 
 # -- each rank reads only its share ---------------------------------------------------------

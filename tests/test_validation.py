@@ -19,12 +19,14 @@ import pytest
 from covmocks.apps import box_task
 from covmocks.box import populate
 from covmocks.box.spec import BoxSpec
-from covmocks.catalog import hdf5, validation
+from covmocks.catalog import hdf5, population, validation
 from covmocks.galaxies.diffsky import quenched_log_ssfr_threshold
 from covmocks.galaxies.registry import MODELS
 from covmocks.halos import synthetic
 
 BOX = 10.0
+# the population checks of satellites (they fail with the per-galaxy checks' missing attributes)
+POPULATION_SATELLITES = population.CHECKS[:3]
 IS_CENTRAL = [True, False, False, True, False, True]
 HOST_INDEX = [0, 0, 0, 3, 3, 5]
 HALO_ID = [100, 100, 100, 200, 200, 300]
@@ -221,7 +223,13 @@ CASES = {
     "position_beyond_box": (col("pos", 5, BOX + 3, axis=1), {"positions_in_box"}),
     "box_size_missing": (
         attr("box_size", None),
-        {"positions_in_box", "attributes_complete", "satellites_near_host"},
+        {
+            "positions_in_box",
+            "attributes_complete",
+            "satellites_near_host",
+            "satellite_radius_max",
+            "satellite_radius_median",
+        },
     ),
     "seed_missing": (attr("seed", None), {"attributes_complete"}),
     "model_version_missing": (attr("model_version", None), {"attributes_complete"}),
@@ -251,9 +259,15 @@ CASES = {
     "fb_missing": (attr("fb", None), {"mstar_below_baryon_budget", "attributes_complete"}),
     "fb_zero": (attr("fb", 0.0), {"mstar_below_baryon_budget"}),
     # satellite 4 moved 5 Mpc/h from its host (24 R200m)
-    "satellite_far_from_host": (col("pos", 4, 7.0, axis=0), {"satellites_near_host"}),
+    "satellite_far_from_host": (
+        col("pos", 4, 7.0, axis=0),
+        {"satellites_near_host", "satellite_radius_max"},
+    ),
     # satellite 2 at 3.1 R200m of its 1e13 Msun host (R200m 0.451 Mpc/h)
-    "satellite_just_beyond_3_r200m": (col("pos", 2, 5.0 + 1.4, axis=1), {"satellites_near_host"}),
+    "satellite_just_beyond_3_r200m": (
+        col("pos", 2, 5.0 + 1.4, axis=1),
+        {"satellites_near_host", "satellite_radius_max"},
+    ),
     # satellite 4 at 11 V_vir (V_vir 144 km/s) relative to its host
     "satellite_at_11_vvir": (
         sat_speed(4, 11.0),
@@ -262,15 +276,30 @@ CASES = {
     "satellite_far_too_fast": (col("vel", 4, 5000.0, axis=0), {"satellite_velocities_near_host"}),
     "h_missing": (
         attr("h", None),
-        {"attributes_complete", "satellites_near_host", "satellite_velocities_near_host"},
+        {
+            "attributes_complete",
+            "satellites_near_host",
+            "satellite_velocities_near_host",
+            *POPULATION_SATELLITES,
+        },
     ),
     "Om0_missing": (
         attr("Om0", None),
-        {"attributes_complete", "satellites_near_host", "satellite_velocities_near_host"},
+        {
+            "attributes_complete",
+            "satellites_near_host",
+            "satellite_velocities_near_host",
+            *POPULATION_SATELLITES,
+        },
     ),
     "redshift_missing": (
         attr("redshift", None),
-        {"attributes_complete", "satellite_velocities_near_host"},
+        {
+            "attributes_complete",
+            "satellite_velocities_near_host",
+            "satellite_radius_median",
+            "satellite_velocity_rms",
+        },
     ),
     "n_galaxies_disagrees": (set_file_attr("n_galaxies", 7), {"counts_match_attributes"}),
     "n_centrals_disagrees": (attr("n_centrals", 2), {"counts_match_attributes"}),
@@ -380,13 +409,14 @@ def test_virial_velocity_matches_diffsky():
 
 
 def test_satellites_just_inside_the_limits_pass(tmp_path):
-    """2.9 R200m away, 9.9 V_vir fast, and a stellar mass just below fb Mpeak still pass."""
+    """2.9 R200m away, 9.9 V_vir fast, and a stellar mass just below fb Mpeak pass the
+    per-galaxy limits; 2.9 R200m is beyond the largest r/R200m of any input radius."""
     columns, attrs = good_columns(), good_attrs()
     col("pos", 2, 5.0 + 2.9 * 0.4513, axis=1)(columns, attrs)  # R200m(1e13 Msun) 0.4513
     sat_speed(4, 9.9)(columns, attrs)
     col("log10_mstar", 4, 11.2 + np.log10(FB) - 1e-4)(columns, attrs)
     checks = validation.check_catalog(hdf5.read_catalog(write(tmp_path / "m.hdf5", columns, attrs)))
-    assert failed_checks(checks) == set()
+    assert failed_checks(checks) == {"satellite_radius_max"}
 
 
 def test_check_file_passes_a_good_catalog(tmp_path):
@@ -407,6 +437,7 @@ def test_check_file_lists_failed_checks_with_reasons(tmp_path):
         " (worst 0.0558 dex above at row 4))",
         "satellites_near_host (1 of 3 satellites beyond 3 R200m of their host"
         " (worst 23.9 R200m at row 4))",
+        "satellite_radius_max (a satellite at 23.9 R200m of its host: beyond 1.6)",
     ]
 
 

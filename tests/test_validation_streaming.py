@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from covmocks.catalog import checks, hdf5, validation
+from covmocks.catalog import checks, hdf5, population, validation
+from covmocks.core import nfw, units
 from tests.test_validation import (
     CASES,
     UNREADABLE,
@@ -207,10 +208,14 @@ def streamed(path) -> tuple[dict, dict, str]:
 
 
 def assert_same_as_whole_file(path):
+    """The oracle's checks as it gave them; the population checks (which came after it) the
+    same streamed as in memory."""
     cat = hdf5.read_catalog(path)
     new, summary, digest = streamed(path)
-    assert new == old_check_reasons(cat)
-    assert validation.check_reasons(cat) == old_check_reasons(cat)  # in memory, chunked too
+    old = old_check_reasons(cat)
+    assert list(new) == [*old, *population.CHECKS]
+    assert {name: new[name] for name in old} == old
+    assert validation.check_reasons(cat) == new  # in memory, chunked too
     assert summary == old_summarize(cat)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -242,13 +247,19 @@ def synthetic_columns(n_hosts: int, rng, first_row: int = 0, box: float = 500.0)
     host = np.repeat(np.arange(n_hosts), n_sat + 1)
     lgm_host = rng.uniform(11, 14, n_hosts)
     lgm = np.where(cen, lgm_host[host], lgm_host[host] - 1)
+    # satellites where the model puts them: NFW radii within R200m, isotropic directions,
+    # Gaussian velocities of 1D dispersion V_vir / sqrt(3) (the population checks' model)
     r200m = checks.r200m_comoving(lgm_host, 0.6736, 0.315192)[host]
-    offset = np.where(cen[:, None], 0, rng.normal(0, 0.4, (n, 3)) * r200m[:, None])
+    c = nfw.concentration_dm14(units.log_mass_msun_to_h(lgm_host, 0.6736), 0.5)[host]
+    direction = rng.normal(0, 1, (n, 3))
+    direction /= np.linalg.norm(direction, axis=1)[:, None]
+    x = nfw.radius_fraction_quantile(rng.random(n), c)
+    offset = np.where(cen[:, None], 0, direction * (x * r200m)[:, None])
     pos = ((rng.uniform(0, box, (n_hosts, 3))[host] + offset) % box).astype("f4")
     pos[pos >= box] = 0
     vvir = checks.virial_velocity_r200m(lgm_host, 0.6736, 0.315192, 0.5)[host]
     vel = rng.normal(0, 300, (n_hosts, 3))[host] + np.where(
-        cen[:, None], 0, rng.normal(0, 1, (n, 3)) * vvir[:, None]
+        cen[:, None], 0, rng.normal(0, 1, (n, 3)) * vvir[:, None] / np.sqrt(3)
     )
     mstar = lgm - 2.5
     sfr = rng.uniform(-2, 1, n)
@@ -265,7 +276,7 @@ def write_synthetic(path, n_hosts, seed=0, chunk_rows=hdf5.CHUNK_ROWS, compressi
     """A synthetic catalog of ``n_hosts`` hosts (about 2.45 galaxies each) in blocks of
     50,000 hosts; ``edit(columns, rng)`` may break a block. Returns its rows."""
     rng = np.random.default_rng(seed)
-    attrs = {**good_attrs(), "box_size": 500.0}
+    attrs = {**good_attrs(), "box_size": 500.0, "radius_definition": units.R200M_DEFINITION}
     del attrs["n_hosts"], attrs["n_satellites"], attrs["n_centrals"]
     n_cen = 0
     writer = hdf5.CatalogWriter(path, attrs, compression=compression, chunk_rows=chunk_rows)
@@ -400,7 +411,8 @@ def test_record_is_the_whole_file_record(tmp_path):
     cat = hdf5.read_catalog(path)
     expected = {
         "task_id": "t0", "output": str(path),
-        "checks": {k: ok for k, (ok, _) in old_check_reasons(cat).items()},
+        "checks": {k: ok for k, (ok, _) in old_check_reasons(cat).items()}
+        | dict.fromkeys(population.CHECKS, True),
         "summary": old_summarize(cat), "wall_s": 2.0, "stages": record["stages"],
         "peak_rss_bytes": 7,
         "file_bytes": path.stat().st_size,

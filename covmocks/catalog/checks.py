@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from covmocks.catalog import hdf5
+from covmocks.catalog.population import PopulationChecks
 from covmocks.core import units
 
 # count attribute -> which rows it counts (from n galaxies and n centrals); n_hosts and
@@ -168,6 +169,13 @@ class CatalogChecks:
         self.slow = Worst(f"satellites faster than {limit_v:g} V_vir relative to their host",
                           "V_vir")  # fmt: skip
         self.budget = Worst("galaxies with log10_mstar >= log10(fb) + log10_mpeak", "dex above")
+        h_z = _floats(a, ("h", "redshift")) if not missing(a, ("h", "redshift")) else None
+        self.population = PopulationChecks(
+            *(h_z or (None, None)),
+            a.get("model_name"),
+            a.get("model_params"),
+            a.get("radius_definition") == units.R200M_DEFINITION,
+        )
 
     def add(self, c: dict) -> None:
         """The next rows: ``c[name]`` for every SCHEMA column, of one length."""
@@ -181,6 +189,7 @@ class CatalogChecks:
         self.n_cen += int(cen.sum())
         self.n_quenched += int(c["is_quenched"].sum())
         self.central_ids.append(hid[cen])
+        self.population.add_centrals(c["log10_mhalo"][cen], c["log10_mstar"][cen])
         ok = self.ok
         ok["finite"] &= all(bool(np.all(np.isfinite(c[k]))) for k in FLOATS)
         if self.box is not None:
@@ -220,6 +229,7 @@ class CatalogChecks:
             return
         rows, at, pos, vel = rows[sat], at[sat], pos[sat], vel[sat]
         lgm = hosts["log10_mhalo"][at]
+        dist = speed = None
         if self.position is not None:
             box, h, om0 = self.position
             delta = pos.astype(np.float64) - hosts["pos"][at]
@@ -231,6 +241,7 @@ class CatalogChecks:
             dv = vel.astype(np.float64) - hosts["vel"][at]
             speed = np.linalg.norm(dv, axis=1) / virial_velocity_r200m(lgm, h, om0, z)
             self.slow.add(speed, ~(speed < SATELLITE_MAX_SPEED_VVIR), rows)
+        self.population.add_satellites(dist, speed, lgm)
 
     def resolve_far(self) -> None:
         """The rows whose host was outside the window: their hosts' rows read again, chunk by
@@ -314,6 +325,7 @@ class CatalogChecks:
             "mstar_below_baryon_budget": budget,
             "satellites_near_host": (False, position) if position else self.near.result(),
             "satellite_velocities_near_host": (False, velocity) if velocity else self.slow.result(),
+            **self.population.results(position, velocity),
         }
         return {
             name: (bool(c[0]), c[1]) if isinstance(c, tuple) else (bool(c), "")

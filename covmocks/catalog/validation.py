@@ -2,7 +2,9 @@
 
 Checks run on the file as written (read back from disk): its structure (schema, units,
 attributes, counts, host links) and its physics (stellar mass within the baryon budget,
-one central per host, satellites near their host in position and velocity). The record
+one central per host, satellites near their host in position and velocity; and, over the
+box, satellites' radii and velocities and centrals' stellar-to-halo mass ratio as the model
+gives them). The record
 exists only for a catalog that passed every check; it also carries summary statistics
 (counts, satellite fraction, stellar-mass percentiles) so a campaign report can be built
 from ``qa/`` without reopening catalogs, and the file's SHA-256. ``check_file`` checks a
@@ -68,8 +70,11 @@ def check_catalog(cat: hdf5.Catalog) -> dict[str, bool]:
     ``satellites_near_host`` (periodic distance to the host central within
     ``SATELLITE_MAX_DISTANCE_R200M`` R200m of its log10_mhalo) and
     ``satellite_velocities_near_host`` (|v - v_host| below ``SATELLITE_MAX_SPEED_VVIR``
-    V_vir), both on the satellites whose host_index is valid. A check whose attributes are
-    missing fails. (``catalog.checks.CatalogChecks`` runs them, chunk by chunk.)
+    V_vir), both on the satellites whose host_index is valid. Population (to catch a unit
+    error, ``catalog.population``): ``satellite_radius_max``, ``satellite_radius_median``,
+    ``satellite_velocity_rms`` and ``central_smhm_peak`` (each passes as not judged with
+    fewer than ``population.MIN_MEMBERS`` members; ``check_reasons`` says so). A check whose
+    attributes are missing fails. (``catalog.checks.CatalogChecks`` runs them, chunk by chunk.)
     """
     return {name: ok for name, (ok, _) in check_reasons(cat).items()}
 

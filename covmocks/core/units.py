@@ -23,6 +23,11 @@ UNITS = {
 }
 
 
+# A halo source's ``radius_definition`` where the host radius is R200m of its mass exactly
+# (the population checks of a catalog then expect no shift from the input radius).
+R200M_DEFINITION = "R200m from the mass"
+
+
 def r200m_h(mass_msun_h, Om0: float) -> np.ndarray:
     """R200m (comoving Mpc/h) of halos of mass ``mass_msun_h`` (Msun/h): the radius within
     which the mean density is 200 times the mean matter density."""

@@ -11,13 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from covmocks.core import units
-
-
-def concentration_dm14(log10_mass_msun_h, redshift):
-    """NFW concentration from Dutton & Maccio (2014), their c200c-M200c fit (M in Msun/h)."""
-    b = -0.101 + 0.026 * redshift
-    a = 0.520 + (0.905 - 0.520) * np.exp(-0.617 * redshift**1.21)
-    return 10 ** (a + b * (log10_mass_msun_h - 12.0))
+from covmocks.core.nfw import concentration_dm14
 
 
 def satellite_phase_space(hosts, sat_host, u_pos, n_vel, header) -> tuple[np.ndarray, np.ndarray]:

@@ -83,7 +83,7 @@ class SyntheticSource(_RowBlocks):
             sim_name=f"{name}_seed{self.seed}",
             mass_definition="diffsky SMDPL-calibrated host HMF draw (Msun/h)",
             position_definition="uniform in the box",
-            radius_definition="R200m from the mass",
+            radius_definition=units.R200M_DEFINITION,
         )
 
     def _block(self, b: int) -> HaloBlock:
