@@ -124,15 +124,16 @@ def _satellites_near_host(d: dict, a: dict, sat: np.ndarray, host: np.ndarray):
 
 
 def _mstar_below_baryon_budget(d: dict, a: dict) -> tuple[bool, str]:
-    """Every galaxy's stellar mass below fb times its peak halo mass."""
+    """Every galaxy's stellar mass below fb times its peak halo mass, 0.3 dex of margin."""
     if "fb" not in a:
         return False, _missing(a, ("fb",))
     fb = float(a["fb"])
     if not fb > 0:
         return False, f"fb = {fb} is not positive"
     excess = d["log10_mstar"].astype(np.float64) - (np.log10(fb) + d["log10_mpeak"])
-    return _worst(excess, ~(excess < 0), np.arange(len(excess)), len(excess),
-                  "galaxies with log10_mstar >= log10(fb) + log10_mpeak", "dex above")  # fmt: skip
+    return _worst(excess, ~(excess < 0.3), np.arange(len(excess)), len(excess),
+                  "galaxies with log10_mstar >= log10(fb) + log10_mpeak + 0.3",
+                  "dex above the budget")  # fmt: skip
 
 
 def old_check_reasons(cat: hdf5.Catalog) -> dict[str, tuple[bool, str]]:
