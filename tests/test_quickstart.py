@@ -36,11 +36,11 @@ QUICKSTART = REPO / "docs" / "quickstart.md"
 pytestmark = [pytest.mark.slow, pytest.mark.docs]
 
 
-def code_blocks(text: str) -> list[tuple[str | None, str, str]]:
+def code_blocks(text: str, tag: str = "quickstart") -> list[tuple[str | None, str, str]]:
     """(marker, language, code) of every fenced block, in order; the marker is the
-    ``<!-- quickstart: X -->`` comment on the line before the fence, if any."""
+    ``<!-- <tag>: X -->`` comment on the line before the fence, if any."""
     blocks = []
-    pattern = r"(?:<!-- quickstart: ([\w-]+) -->\n)?^```(\w*)\n(.*?)^```$"
+    pattern = rf"(?:<!-- {tag}: ([\w-]+) -->\n)?^```(\w*)\n(.*?)^```$"
     for m in re.finditer(pattern, text, flags=re.M | re.S):
         blocks.append((m.group(1), m.group(2), m.group(3)))
     return blocks
