@@ -2,6 +2,7 @@
 could need, the same whatever the chunking or the MPI ranks; number-density thresholds are
 fixed for the ensemble, never per box."""
 
+import json
 import os
 import sys
 
@@ -192,3 +193,27 @@ def test_sample_file_identical_on_one_and_two_ranks(tmp_path):
     floors = got[1]["floors"]
     _assert_same_records(_record(tmp_path / "ranks1.samples.hdf5", floors),
                          _record(tmp_path / "ranks2.samples.hdf5", floors))  # fmt: skip
+
+
+def test_sample_files_hold_strict_json_that_the_reader_decodes(tmp_path):
+    """``rules`` and ``floors`` are listed JSON attributes a strict parser reads (no
+    -Infinity: ``all`` has no floor, null); the package's reader decodes them."""
+    import h5py
+
+    c = samples.SampleCollector([samples.Rule("everything", "all"),
+                                 samples.Rule("top", "sfr", density=1e-3)], 50.0)  # fmt: skip
+    rng = np.random.default_rng(2)
+    n = 400
+    c.add({"pos": rng.random((n, 3), np.float32) * 50, "vel": rng.random((n, 3), np.float32),
+           "log10_mstar_surviving": rng.normal(10, 0.5, n).astype("f4"),
+           "log10_sfr": rng.normal(0, 0.5, n).astype("f4"), "is_central": np.ones(n, bool)},
+          0)  # fmt: skip
+    path = tmp_path / "box.samples.hdf5"
+    c.write(path, {"task_id": "r0000_z0.500"})
+    with h5py.File(path) as f:
+        listed = json.loads(f.attrs["json_attributes"])
+        strict = {k: json.loads(f.attrs[k], parse_constant=lambda x: 1 / 0) for k in listed}
+    assert {"rules", "floors"} <= set(listed) and strict["floors"]["everything"] is None
+    box = samples.read(path)
+    assert box["floors"]["everything"] == -np.inf and box["floors"]["top"] == c.floors()["top"]
+    assert [r["name"] for r in box["attrs"]["rules"]] == ["everything", "top"]

@@ -141,21 +141,28 @@ class SampleCollector:
             for name, values in self.kept.items():
                 f.create_dataset(name, data=values[order], compression="gzip", shuffle=True)
             rules = [dataclasses.asdict(r) for r in self.rules]
-            write_attrs(f, {**attrs, "rules": json.dumps(rules),
-                            "floors": json.dumps(self.floors()),
+            floors = {k: None if v == -np.inf else v for k, v in self.floors().items()}
+            write_attrs(f, {**attrs, "rules": rules, "floors": floors,  # strict JSON
                             "units": "pos comoving Mpc/h in [0, box_size); vel km/s; "
                             "log10_mstar_surviving log10 Msun; log10_sfr log10 Msun/yr; row: "
                             "the galaxy's row in its catalog"})  # fmt: skip
 
 
 def read(path) -> dict:
-    """A sample file: ``{"attrs": {...}, "floors": {name: floor}, column: array}``."""
+    """A sample file: ``{"attrs": {...}, "floors": {name: floor}, column: array}``; its JSON
+    attributes decoded (``rules``, ``floors``: strict JSON, null for no floor, which is
+    -inf here; files written before held -Infinity in text)."""
     import h5py
+
+    from covmocks.catalog.hdf5 import read_attrs
 
     with h5py.File(path, "r") as f:
         out = {name: f[name][...] for name in f}
-        out["attrs"] = dict(f.attrs)
-    out["floors"] = json.loads(out["attrs"]["floors"], parse_constant=float)
+        out["attrs"] = read_attrs(f)
+    floors = out["attrs"]["floors"]
+    if isinstance(floors, str):
+        floors = json.loads(floors, parse_constant=float)
+    out["floors"] = {k: -np.inf if v is None else float(v) for k, v in floors.items()}
     return out
 
 
