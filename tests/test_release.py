@@ -94,6 +94,11 @@ def test_release_of_the_demo(released, capsys):
 
     assert main.main(["verify", "-q", str(release.root)]) == 0
     assert "all match" in capsys.readouterr().out
+    argv = ["release", str(yaml), "--dry-run", "--bundle-min-gb", "0.0004", "--bundle-max-gb",
+            "0.002"]  # fmt: skip
+    assert main.main(argv) == 0  # prints the bundles, released or not; writes nothing
+    planned = (release.htar / "bundles.txt").read_text().splitlines()
+    assert capsys.readouterr().out.splitlines()[:-1] == planned[:-1]  # the release's own grew
 
 
 def test_a_released_version_refuses_changes(released, tmp_path, capsys):

@@ -77,7 +77,7 @@ def payload_root(release: ReleaseLayout, payload: Path | None = None) -> Path:
         record = json.loads(release.record.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CovmocksError(f"{release.record}: no such file: not a release directory") from None
-    return release.root / record["payload"]
+    return Path(os.path.normpath(release.root / record["payload"]))
 
 
 def verify(release_dir: Path, payload: Path | None = None, workers: int | None = None,

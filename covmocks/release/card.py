@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from pathlib import Path
+
+import numpy as np
 
 from covmocks.catalog.hdf5 import SCHEMA
 from covmocks.catalog.structure import layout_rows
@@ -57,7 +58,7 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
 
 def _median(values) -> str:
     values = [v for v in values if isinstance(v, int | float)]
-    return f"{statistics.median(values):.4g}" if values else "n/a"
+    return f"{float(np.median(values)):.4g}" if values else "n/a"
 
 
 def card(campaign, release: ReleaseLayout, rows: list[dict], info: dict) -> str:

@@ -206,6 +206,6 @@ def write_plan(directory: Path, bundles: list[Bundle], what: str, hpss: str,
     script = directory / "htar.sh"
     text = SCRIPT.format(what=what, n=len(bundles), gb=sum(b.n_bytes for b in bundles) / GB,
                          hpss=shlex.quote(hpss), logs=rel(logs))  # fmt: skip
-    files.write_text(script, text + calls + 'echo "all bundles archived"\n')
+    files.write_text(script, text + calls + '[ $dry = 1 ] || echo "all bundles archived"\n')
     script.chmod(0o755)
     return script
