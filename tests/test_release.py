@@ -20,6 +20,7 @@ from covmocks.cli import main
 from covmocks.core.layout import Layout, ReleaseLayout, redshift_label
 from covmocks.release import bag, card, htar
 from covmocks.release.build import TAG_FILES
+from covmocks.workflow.driver_lock import DriverLock
 from covmocks.workflow.estimate import estimate
 from covmocks.workflow.journal import Journal
 from covmocks.workflow.plan import make_plan
@@ -154,6 +155,9 @@ def test_allow_incomplete_lists_a_failed_box(demo, tmp_path, capsys):
     layout = Campaign.load(yaml).layout
     layout.qa_record("r0004_z1.000").unlink()  # the box's done mark gone: it failed
     Journal(layout.journal).write("r0004_z1.000", "failed", error="ValidationError: test")
+    with DriverLock(layout.lock, "covmocks run"):  # never beside a running driver
+        assert main.main(["release", "-q", str(yaml), "--allow-incomplete"]) == 2
+    assert "is already being run by covmocks run" in capsys.readouterr().err
     assert main.main(["release", "-q", str(yaml)]) == 2
     err = capsys.readouterr().err
     assert "1 of 12 boxes are not done (e.g. r0004_z1.000: failed" in err and "--allow" in err

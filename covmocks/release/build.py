@@ -27,9 +27,10 @@ from covmocks.core.layout import Layout, ReleaseLayout, redshift_label
 from covmocks.release import bag, card, htar
 from covmocks.release.digest import Job, hash_files
 from covmocks.workflow.driver_lock import DriverLock
+from covmocks.workflow.journal import Journal, last_events
 from covmocks.workflow.metadata import record_release, released, science_digest
 from covmocks.workflow.plan import make_plan
-from covmocks.workflow.status import campaign_status, task_states
+from covmocks.workflow.status import task_states
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +64,24 @@ class HtarSettings:
     hpss_dir: str = ""
 
 
-def _missing(campaign, plan) -> list[dict]:
+def _missing(layout: Layout, plan) -> list[dict]:
     """The planned boxes that are not done: task, state, and why."""
-    status = campaign_status(campaign, plan)
-    from covmocks.workflow.journal import Journal
-
-    states = task_states(plan, Journal(campaign.layout.journal).read(), status.driver)
-    errors = {f["task"]: f"{f['error']} (log {f['log']})" for f in status.failed}
-    why = {"todo": "never made", "running": "in progress", "queued": "in progress"}
-    return [{"task": t.task_id, "state": states[t.task_id],
-             "why": errors.get(t.task_id) or t.blocked_on and f"input missing: {t.blocked_on}"
-             or why.get(states[t.task_id], states[t.task_id])}
-            for t in plan.tasks if t.state != "done"]  # fmt: skip
+    events = Journal(layout.journal).read()
+    states = task_states(plan, events, None)  # no driver runs: the release holds its lock
+    latest = last_events(events)
+    missing = []
+    for task in plan.tasks:
+        if task.state == "done":
+            continue
+        state, last = states[task.task_id], latest.get(task.task_id)
+        if state == "failed":
+            why = f"{last.get('error', '')} (log {task.log_stem}.err)"
+        elif task.blocked_on:
+            why = f"input missing: {task.blocked_on}"
+        else:
+            why = f"unfinished (last event: {last['event']})" if last else "never made"
+        missing.append({"task": task.task_id, "state": state, "why": why})
+    return missing
 
 
 RELATIVE = Layout(Path())  # paths from the campaign directory, as the manifest has them
@@ -251,7 +258,7 @@ def release(campaign, to: Path | None = None, allow_incomplete: bool = False,
                 f"campaign {campaign.name} version {campaign.version} is already released ({where})"
             )
         plan = make_plan(campaign)
-        missing = _missing(campaign, plan)
+        missing = _missing(layout, plan)
         if missing and not allow_incomplete:
             first = missing[0]
             raise CovmocksError(
