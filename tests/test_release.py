@@ -129,6 +129,11 @@ def test_verify_names_a_changed_a_missing_and_an_extra_file(released, tmp_path, 
     shutil.copytree(Campaign.load(yaml).layout.root, copy)
     rel = copy / "release" / "demo_1"
     assert main.main(["verify", "-q", str(rel)]) == 0
+    alone = tmp_path / "alone"  # the release directory without its campaign directory
+    shutil.copytree(rel, alone)
+    assert main.main(["verify", "-q", str(alone)]) == 2
+    assert "its payload (the campaign directory) is not at" in capsys.readouterr().err
+    assert main.main(["verify", "-q", str(alone), "--payload", str(copy)]) == 0
     capsys.readouterr()
     changed, removed = copy / "catalogs/r0001/mock_z1.000.hdf5", copy / "qa/r0003_z0.000.json"
     added = copy / "catalogs/r0001/notes.txt"

@@ -86,6 +86,9 @@ def verify(release_dir: Path, payload: Path | None = None, workers: int | None =
     files checked, bytes hashed). Sizes first (a file of the wrong size is not hashed)."""
     release = ReleaseLayout(Path(release_dir))
     root = payload_root(release, payload)
+    if not all((root / top).is_dir() for top in RELEASED):
+        raise CovmocksError(f"{release.root}: its payload (the campaign directory) is not at "
+                            f"{root}; name it with --payload DIR")  # fmt: skip
     manifest = read_manifest(release.manifest)
     sizes = {name: int(size) for name, size in read_manifest(release.root / SIZES).items()}
     tags = read_manifest(release.tagmanifest)
