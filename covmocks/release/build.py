@@ -122,7 +122,7 @@ def _verify_payload(layout: Layout, plan, workers, progress) -> dict[str, object
     return results
 
 
-def _box_rows(layout: Layout, plan, results, missing) -> list[dict]:
+def _box_rows(plan, results, missing) -> list[dict]:
     why = {m["task"]: m for m in missing}
     rows = []
     for task in plan.tasks:
@@ -202,7 +202,7 @@ def _write_release(campaign, release: ReleaseLayout, results, rows, missing, inf
         for n, w in TAG_FILES.items()
         if (release.root / n).exists() or n.endswith(".md") or (n == "htar/" and to_tape)
     }
-    files.write_text(release.datamodel, card.datamodel(campaign, layout.root, release, names, tags))
+    files.write_text(release.datamodel, card.datamodel(campaign, layout.root, names, tags))
 
 
 def _tagmanifest(release: ReleaseLayout) -> None:
@@ -275,7 +275,7 @@ def release(campaign, to: Path | None = None, allow_incomplete: bool = False,
         t0 = time.perf_counter()
         results = _verify_payload(layout, plan, workers, progress)
         log.info("verified %d files in %.1f s", len(results), time.perf_counter() - t0)
-        rows = _box_rows(layout, plan, results, missing)
+        rows = _box_rows(plan, results, missing)
         umask = int(campaign.execution.umask, 8)
         release_dir.root.mkdir(parents=True)
         info = {

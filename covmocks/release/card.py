@@ -159,7 +159,7 @@ def _json(path: Path) -> dict:
         return {}
 
 
-def datamodel(campaign, root: Path, release: ReleaseLayout, payload: list[str],
+def datamodel(campaign, root: Path, payload: list[str],
               tag_files: dict[str, str]) -> str:  # fmt: skip
     """The data model: each file type's name pattern and what it is; for HDF5 files every
     group, dataset and attribute, for JSON records every key, for the index every column.
