@@ -34,11 +34,11 @@ def test_site_builds_without_warnings(tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     pages = {p.relative_to(out).as_posix() for p in out.rglob("*.html")}
     for page in ("index.html", "quickstart.html", "concepts.html", "campaigns.html",
-                 "profiles.html", "running.html", "perlmutter.html", "demo_campaign.html",
-                 "reference/campaign-file.html", "schema.html", "performance.html",
-                 "reliability.html", "api.html", "input-data.html", "reading-outputs.html",
-                 "clustering-settings.html", "failed-box.html", "disk-budget.html",
-                 "citing.html"):  # fmt: skip
+                 "profiles.html", "running.html", "releases.html", "perlmutter.html",
+                 "demo_campaign.html", "reference/campaign-file.html", "schema.html",
+                 "performance.html", "reliability.html", "api.html", "input-data.html",
+                 "reading-outputs.html", "clustering-settings.html", "failed-box.html",
+                 "disk-budget.html", "citing.html"):  # fmt: skip
         assert page in pages, sorted(pages)
     reference = (out / "reference" / "campaign-file.html").read_text()
     for key in ("log10_mhost_min_msun", "mpi_tasks_per_block", "calibration_boxes", "umask"):

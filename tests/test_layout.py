@@ -26,6 +26,7 @@ LAYERS = (
     ("workflow",),  # plan, metadata, driver, state, Parsl configuration, notebook
     ("covariance",),  # the ensemble of a campaign's clustering records
     ("report",),  # the campaign report
+    ("release",),  # a released version: verification, manifest, data card, plan to tape
     ("cli",),  # the command line
 )
 ENTRY_POINTS = {"__init__", "run", "generate"}  # covmocks/<name>.py: the package's face

@@ -13,6 +13,7 @@ user's file and says what failed, one line per check.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -239,23 +240,41 @@ def _failures(checks: CatalogChecks) -> tuple[list[str], dict[str, bool]]:
     return _failure_lines(failed), {name: ok for name, (ok, _) in results.items()}
 
 
-def check_file(path) -> list[str]:
-    """One line per failed check of the catalog at ``path`` (``name (reason)`` where there is
-    a reason), empty where it passes; a file that cannot be read is one line. For a user's
-    file (``covmocks validate``): writes nothing. Reads the file once, chunk by chunk."""
+@dataclasses.dataclass(frozen=True)
+class FileCheck:
+    """What one read of a catalog found: ``lines``, one per failed check (empty where it
+    passes); the ``sha256`` of its bytes and its root ``attrs`` (None where unreadable)."""
+
+    lines: list[str]
+    sha256: str | None = None
+    attrs: dict | None = None
+
+
+def inspect_file(path) -> FileCheck:
+    """Check the catalog at ``path`` and hash it, reading it once, chunk by chunk; a file
+    that cannot be read is one line. Writes nothing."""
     path = Path(path)
     try:
         found, is_dir = path.is_file(), path.is_dir()
     except (OSError, ValueError) as exc:  # a name too long, a NUL
-        return [f"readable_hdf5 ({reason(exc)}: {path})"]
+        return FileCheck([f"readable_hdf5 ({reason(exc)}: {path})"])
     if not found:
-        return [f"readable_hdf5 ({'a directory' if is_dir else 'no such file'}: {path})"]
+        return FileCheck([f"readable_hdf5 ({'a directory' if is_dir else 'no such file'}: {path})"])
     try:
         with HashingFile(path) as raw:
             lines, checks = _read(path, raw)
-            return lines or _failures(checks)[0]
+            if lines:
+                return FileCheck(lines)
+            return FileCheck(_failures(checks)[0], raw.hexdigest(), checks.attrs)
     except (OSError, CovmocksError, KeyError, ValueError) as exc:  # transient, or odd content
-        return [f"readable_hdf5 ({' '.join(str(exc).split())})"]
+        return FileCheck([f"readable_hdf5 ({' '.join(str(exc).split())})"])
+
+
+def check_file(path) -> list[str]:
+    """One line per failed check of the catalog at ``path`` (``name (reason)`` where there is
+    a reason), empty where it passes (``inspect_file``). For a user's file
+    (``covmocks validate``)."""
+    return inspect_file(path).lines
 
 
 def record_seconds(record: dict) -> float:

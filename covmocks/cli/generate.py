@@ -104,10 +104,15 @@ def box_spec(args: argparse.Namespace):
 
 def _campaign_box(args: argparse.Namespace):
     from covmocks.campaign import Campaign
+    from covmocks.workflow.metadata import refuse_if_released
     from covmocks.workflow.plan import find_task
 
     campaign = Campaign.load(args.campaign)
     spec = find_task(campaign, args.task)
+    root = campaign.layout.root.resolve()
+    written = (args.output, args.statistics, args.samples)
+    if any(p is not None and p.resolve().is_relative_to(root) for p in written):
+        refuse_if_released(campaign)  # nothing is written into a released version
     # the campaign's statistics and sample files stay the campaign's: only --statistics
     # and --samples write them
     return dataclasses.replace(spec, output=args.output, overwrite=args.overwrite,

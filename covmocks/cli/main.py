@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from covmocks.cli import rehearse
+from covmocks.cli import release as release_verbs
 from covmocks.cli.generate import (  # noqa: F401 (the generate verb; mpibox, generate use them)
     BOX_FIELDS,
     add_generate_arguments,
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     retry.set_defaults(func=run_retry)
     rehearse.add_parser(sub)
+    release_verbs.add_parsers(sub, _campaign_arguments, _positive)
     return parser
 
 

@@ -22,7 +22,11 @@ Every other module asks this one for a path; none spells out a directory name it
          report.html                the campaign report
       covariance.hdf5               the clustering covariance (``covmocks covariance``)
       logs/rNNNN_zZ.ZZZ.out, .err   the task's output; .timeout and .faults markers beside
-           driver.log, driver.console, parsl/, dry-run/
+           driver.log, driver.console, parsl/, dry-run/, htar/
+      release/<name>_<version>/     the release (``covmocks release``; ``ReleaseLayout``)
+    metadata/release.json           what was released, where and when: the version is frozen
+
+The payload of a release is every file under ``catalogs/`` and ``qa/`` (``RELEASED``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import re
 from pathlib import Path
 
 SUBDIRS = ("metadata", "catalogs", "logs", "qa")
+RELEASED = ("catalogs", "qa")  # the payload of a release: every file under these
 TASK_ID = re.compile(r"^r(\d{4,})_z(\d+\.\d{3})$")
 CATALOG = re.compile(r"^r(\d{4,})/mock_z(\d+\.\d{3})\.hdf5$")  # under catalogs/
 
@@ -137,6 +142,11 @@ class Layout:
     def dry_run(self) -> Path:
         return self.logs / "dry-run"
 
+    @property
+    def htar_logs(self) -> Path:
+        """The listings and done markers of a release's htar script."""
+        return self.logs / "htar"
+
     # one task
     @staticmethod
     def realization_dir_name(realization: int) -> str:
@@ -202,3 +212,50 @@ class Layout:
     def log_stem(self, task: str) -> Path:
         """Stem of a task's logs: ``.out``, ``.err``, ``.timeout`` and ``.faults`` follow."""
         return self.logs / task
+
+    # release
+    def payload(self) -> list[Path]:
+        """The directories whose every file a release holds (``RELEASED``)."""
+        return [self.root / name for name in RELEASED]
+
+    def release(self, name: str, version: str) -> Path:
+        """The default release directory of campaign ``name`` version ``version``."""
+        return self.root / "release" / f"{name}_{version}"
+
+    @property
+    def release_record(self) -> Path:
+        """The record that this version is released (and so frozen)."""
+        return self.metadata / "release.json"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReleaseLayout:
+    """The files of a release directory: a manifest-only BagIt bag whose payload is the
+    campaign directory's ``RELEASED`` files (``payload`` in ``record`` says where)::
+
+        bagit.txt, bag-info.txt       BagIt's declaration and the bag's description
+        manifest-sha256.txt           payload files: sha256 and path from the campaign directory
+        tagmanifest-sha256.txt        this directory's other files: sha256 and path
+        release.json                  what, when, where the payload is, sizes, missing boxes
+        boxes.csv                     one row per box
+        README.md, datamodel.md       the data card and the data model
+        campaign.yaml, config.json    the campaign file as given, and merged
+        science.json, provenance.json, thresholds.json, covariance.hdf5, report.html
+        htar/                         the plan to tape (``covmocks release --htar-plan``)
+    """
+
+    root: Path
+
+    bagit = property(lambda self: self.root / "bagit.txt")
+    bag_info = property(lambda self: self.root / "bag-info.txt")
+    manifest = property(lambda self: self.root / "manifest-sha256.txt")
+    tagmanifest = property(lambda self: self.root / "tagmanifest-sha256.txt")
+    record = property(lambda self: self.root / "release.json")
+    boxes = property(lambda self: self.root / "boxes.csv")
+    card = property(lambda self: self.root / "README.md")
+    datamodel = property(lambda self: self.root / "datamodel.md")
+    htar = property(lambda self: self.root / "htar")
+
+    def copy_of(self, source: Path) -> Path:
+        """Where the release keeps its copy of the campaign file ``source`` (same name)."""
+        return self.root / source.name

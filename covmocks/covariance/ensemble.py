@@ -323,7 +323,11 @@ def compute(campaign, plan=None, *, cache: dict | None = None) -> dict:
 
 
 def build(campaign, plan=None) -> Path:
-    """Write ``campaign.layout.covariance`` (atomically) from the boxes finished so far."""
+    """Write ``campaign.layout.covariance`` (atomically) from the boxes finished so far;
+    refuses a released version."""
+    from covmocks.workflow.metadata import refuse_if_released
+
+    refuse_if_released(campaign)
     t0 = time.perf_counter()
     tree = compute(campaign, plan)
     path = campaign.layout.covariance

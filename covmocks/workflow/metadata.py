@@ -115,6 +115,37 @@ def check_science(campaign: Campaign, record: dict) -> None:
     )
 
 
+def released(layout: Layout) -> dict | None:
+    """The record of this version's release (``covmocks release``), or None if unreleased.
+    A record that cannot be read still counts as a release (``{}``): frozen is the safe side."""
+    try:
+        record = json.loads(layout.release_record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def refuse_if_released(campaign: Campaign) -> None:
+    """One line naming the release where ``campaign``'s version is released (nothing in it
+    may change: the driver, retry, ``generate --campaign`` into it, covariance)."""
+    record = released(campaign.layout)
+    if record is None:
+        return
+    where = record.get("release", campaign.layout.release_record)
+    raise CovmocksError(
+        f"campaign {campaign.name} version {campaign.version} is released ({where}, "
+        f"{record.get('released_utc', 'time unknown')}): a released version does not change; "
+        "bump campaign.version for a new version"
+    )
+
+
+def record_release(layout: Layout, record: dict) -> None:
+    """Mark this version released (``metadata/release.json``): from now on it is frozen."""
+    _write_json(layout.release_record, record)
+
+
 def _write_metadata(campaign: Campaign, plan: Plan, record: dict) -> None:
     layout = campaign.layout
     files.write_text(layout.campaign_file, campaign.text)
@@ -148,7 +179,8 @@ def umask(value: str):
 def write_plan(campaign: Campaign) -> Plan:
     """``covmocks plan``: create the campaign directory, check the k bins against every
     snapshot's box (``covmocks.workflow.k_bins``), then (re)write its metadata and manifest. Never
-    touches catalogs, QA records or logs."""
+    touches catalogs, QA records or logs. Refuses a released version."""
+    refuse_if_released(campaign)
     layout = campaign.layout
     plan = make_plan(campaign, check_sizes=True)
     record = science_record(campaign, plan)

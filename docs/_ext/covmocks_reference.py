@@ -44,6 +44,8 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
+from covmocks.catalog.structure import layout_rows  # the walk a release's data model shares
+
 log = logging.getLogger(__name__)
 DOCS = Path(__file__).resolve().parents[1]
 GUIDE = DOCS / "campaigns.md"
@@ -385,55 +387,6 @@ def _annotation(field):
 
 
 # ---------------------------------------------------------------- file layouts
-
-
-def _shape_text(shape, symbols: dict[int, str]) -> str:
-    if shape is None:
-        return "scalar"
-    dims = [symbols.get(d, str(d)) for d in shape]
-    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-
-
-def layout_rows(path: Path, symbols: dict[int, str], rename: dict[str, str]):
-    """(rows of the table, names written) of an HDF5 file: every group and dataset with its
-    dtype, shape and attributes; group names standing for data (a snapshot, a sample) are
-    shown as ``rename`` says."""
-    import h5py
-
-    rows, names = [], set()
-
-    def label(name: str) -> str:
-        return "/".join(rename.get(p, p) for p in name.split("/"))
-
-    def attrs_text(obj) -> str:
-        parts = []
-        for key, value in obj.attrs.items():
-            names.add(key)
-            if key == "units":
-                parts.append(f"`units` = {value.decode() if isinstance(value, bytes) else value}")
-            else:
-                parts.append(f"`{key}`")
-        return ", ".join(parts)
-
-    seen = set()
-    with h5py.File(path, "r") as f:
-        rows.append(["`/`", "root", "", attrs_text(f)])
-
-        def visit(name, obj):
-            shown = label(name)
-            if shown in seen:
-                return
-            seen.add(shown)
-            names.update(p for p in shown.split("/") if not p.startswith(("z<", "<")))
-            if isinstance(obj, h5py.Dataset):
-                dtype = "text" if obj.dtype.kind in "OSU" else str(obj.dtype)
-                rows.append([f"`{shown}`", dtype, _shape_text(obj.shape, symbols),
-                             attrs_text(obj)])  # fmt: skip
-            else:
-                rows.append([f"`{shown}/`", "group", "", attrs_text(obj)])
-
-        f.visititems(visit)
-    return rows, names
 
 
 def _stand_in_catalog(tmp: Path) -> tuple[Path, dict]:

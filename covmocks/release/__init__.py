@@ -1,0 +1,1 @@
+"""Releasing a campaign version: verify, manifest, data card, read-only, plan to tape."""
