@@ -313,12 +313,16 @@ _SHARE_SCRIPT = textwrap.dedent(
     drawn, rows = [], []
     real_block, real_read = SyntheticSource._block, halos.HDF5Source._read
 
+    main = []  # the box's own source (the completeness probe opens another, read apart)
+
     def counted_block(self, b):
-        drawn.append(b)
+        if self is main[-1]:
+            drawn.append(b)
         return real_block(self, b)
 
     def counted_read(self, f, start, stop):
-        rows.append([start, stop])
+        if self is main[-1]:
+            rows.append([start, stop])
         return real_read(self, f, start, stop)
 
     SyntheticSource._block = counted_block
@@ -334,6 +338,7 @@ _SHARE_SCRIPT = textwrap.dedent(
     reads = {}
     for name, spec in specs.items():
         source = spec.open_source()
+        main.append(source)
         drawn.clear()
         rows.clear()
         mpibox.generate_box_mpi(comm, source, model, spec.resolved(source.header))

@@ -68,7 +68,6 @@ def _run(comm, argv) -> int:
     if status is not None:
         return status
     _setup_logging(args, rank, comm.size)
-    jaxenv.use_cache()
 
     guard = Guard(comm, name_rank=False)
     source = spec = None
@@ -78,6 +77,7 @@ def _run(comm, argv) -> int:
     try:
         guard.check()
         source, spec = comm.bcast((source, spec), root=0)
+        jaxenv.use_cache()  # once the inputs are known good: a bad one fails in one line
         guard = Guard(comm)
         with guard:
             model = get_model(spec.model, spec.model_params)
