@@ -325,6 +325,37 @@ def test_room_needed_counts_each_filesystem_once(tmpfs, make_campaign):
     assert SpaceWait(room_needed(layout, 1e3, 2), poll_s=0).ready()
 
 
+def test_a_driver_starts_with_room_for_one_box_not_for_every_box_in_flight(tmpfs, tmp_path):
+    """Before any box is made its size is the profile's estimate, made for production boxes:
+    the driver starts with room for Parsl's files and one box (a rehearsal of the production
+    profile on a small disk), and holds only when not even that is free."""
+    import threading
+
+    from covmocks.workflow.driver import Runner
+    from covmocks.workflow.space import RUN_BYTES
+    from tests.conftest import write_campaign
+
+    fs = tmpfs(RUN_BYTES + (24 << 20))
+    (tmp_path / "prof.yaml").write_text("cost: {seconds_per_task: 60, gigabytes_per_task: 0.02}\n")
+    campaign = write_campaign(
+        fs, LOCAL_RUN, execution={"profile": str(tmp_path / "prof.yaml"), "max_in_flight": 100}
+    )  # 2 GB in flight
+    started = threading.Event()
+    runner = Runner(campaign, progress=False, monitoring=False)
+    waiter = threading.Thread(target=lambda: (runner._room_to_start(), started.set()))
+    waiter.start()
+    waiter.join(timeout=30)
+    assert started.is_set()  # 20 MB for one box, and Parsl's 32 MiB, are free
+    ballast = _fill(fs, 1 << 20)
+    waiter = threading.Thread(target=lambda: (runner._room_to_start(), started.set()),
+                              daemon=True)  # fmt: skip
+    started.clear()
+    waiter.start()
+    waiter.join(timeout=2)
+    assert not started.is_set()  # 1 MiB left: it holds
+    ballast.unlink()
+
+
 @pytest.mark.slow
 def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, tmp_path):
     """The whole campaign directory (catalogs, metadata, Parsl's run directory, the

@@ -243,19 +243,22 @@ class Runner:
         notifier.finished(outcome)
         return outcome
 
-    def _space_wait(self, *also: Path) -> SpaceWait:
-        """A wait for the room ``room_needed`` asks (``also``: a directory a box failed to
-        write), boxes sized from this campaign's QA records, else its profile."""
+    def _space_wait(self, in_flight: int, *also: Path) -> SpaceWait:
+        """A wait for the room ``room_needed`` asks for ``in_flight`` boxes (``also``: a
+        directory a box failed to write), sized from this campaign's QA records, else its
+        profile."""
         layout = self.campaign.layout
         per_box = box_bytes(sorted(layout.qa.glob("r*.json")),
                             self.campaign.profile.cost.gigabytes_per_task * 1e9)  # fmt: skip
-        return SpaceWait(room_needed(layout, per_box, self.campaign.execution.max_in_flight,
-                                     *also))  # fmt: skip
+        return SpaceWait(room_needed(layout, per_box, in_flight, *also))
 
     def _room_to_start(self) -> None:
         """Before the plan is written and Parsl loaded: wait, saying so once, until the
-        campaign's filesystems have room to run (``workflow.space``)."""
-        wait = self._space_wait()
+        campaign's filesystems have room for Parsl's files and one box (``workflow.space``;
+        a box that then finds the disk full is held as any other). Not room for every box
+        in flight: before a box is made its size is the profile's estimate, made for
+        production boxes (a rehearsal's stand-ins are far smaller)."""
+        wait = self._space_wait(1)
         if not wait.short():
             return
         message = wait.describe()
@@ -273,7 +276,8 @@ class Runner:
             return False
         self.journal.write(task.task_id, "held", error=error_line(exc))
         if self.space is None:
-            self.space = self._space_wait(full_directory(exc, self.campaign.directory))
+            self.space = self._space_wait(self.campaign.execution.max_in_flight,
+                                          full_directory(exc, self.campaign.directory))  # fmt: skip
             message = self.space.describe()
             log.error("%s", message)
             notifier.send(f"covmocks campaign {self.campaign.name}: {message}")

@@ -6,10 +6,10 @@ submitting, says once where and how much space it waits for, alerts (``campaign.
 and polls the filesystem (``statvfs``) until that much is free. The boxes that failed
 meanwhile are then submitted again, with no retry charged (journal event ``held``).
 
-The driver looks before it starts, too (``room_needed``): Parsl cannot start on a full disk
-(its block's submit script cannot be written, so it fails every task; its monitoring
-database cannot create its tables, and dies), so a driver started on a full campaign
-directory holds before Parsl is loaded, in the same way.
+The driver looks before it starts, too (``room_needed`` for one box): Parsl cannot start on
+a full disk (its block's submit script cannot be written, so it fails every task; its
+monitoring database cannot create its tables, and dies), so a driver started on a full
+campaign directory holds before Parsl is loaded, in the same way.
 """
 
 from __future__ import annotations
