@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,12 +51,6 @@ STAGES = (
     ("stats", "statistics"),
     ("write", "writing (append + close)"),
 )
-
-
-def median(values: list[float]) -> float:
-    """The median (not ``statistics.median``: ``bench/statistics.py`` shadows that module)."""
-    v = sorted(values)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -249,7 +244,7 @@ def parent(args) -> None:
         cols = [", ".join(f"{w:.2f}" for w in walls[n]) for n in ("main", "this")]
         print(
             f"| {size:,} | {cols[0]} | {cols[1]} | {', '.join(f'{r:.2f}' for r in ratios)} "
-            f"| {median(ratios):.2f}x |"
+            f"| {statistics.median(ratios):.2f}x |"
         )
 
 

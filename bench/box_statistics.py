@@ -1,6 +1,6 @@
 """Benchmark: what the per-box statistics cost, as a fraction of the box.
 
-Usage: python bench/statistics.py [--n-hosts 100000] [--chunk-hosts 65536] [--repeat 2]
+Usage: python bench/box_statistics.py [--n-hosts 100000] [--chunk-hosts 65536] [--repeat 2]
 
 Generates one synthetic box at z = 0.5 per repeat (new seed each time, after one warm-up box
 that pays the compilation) and times, inside the same run, the whole ``generate_box`` and
