@@ -39,23 +39,23 @@ class Estimate:
     wall_s: float
 
 
-def _measured(tasks: list[Task]) -> tuple[dict[str, list[float]], list[float]]:
-    """QA records of done tasks -> (seconds by snapshot name, ``file_bytes``)."""
+def _measured(tasks: list[Task]) -> dict[str, list[float]]:
+    """QA records of done tasks -> seconds by snapshot name (records without readable
+    stages or ``wall_s`` and ``file_bytes`` left out; bytes are measured on disk,
+    ``storage``)."""
     wall: dict[str, list[float]] = {}
-    sizes: list[float] = []
     unreadable = 0
     for task in tasks:
         try:
             record = json.loads(task.qa_record.read_text(encoding="utf-8"))
-            seconds, size = record_seconds(record), float(record["file_bytes"])
+            seconds, _ = record_seconds(record), float(record["file_bytes"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             unreadable += 1
             continue
         wall.setdefault(redshift_label(task.redshift), []).append(seconds)
-        sizes.append(size)
     if unreadable:
         log.warning("%d QA records without readable wall_s and file_bytes; ignored", unreadable)
-    return wall, sizes
+    return wall
 
 
 SAMPLED = 50  # done boxes whose files are measured for the bytes of a box
@@ -105,12 +105,11 @@ def storage(layout, done: list[Task]) -> Storage | None:
         sum(_disk_bytes(p) for p in layout.box_files(t.realization, t.redshift))
         for t in done[::step]
     )
-    growing = sum(_disk_bytes(p) for p in (layout.monitoring_db, layout.journal))
-    growing += _disk_bytes(layout.parsl_runs)
+    in_metadata = _disk_bytes(layout.monitoring_db) + _disk_bytes(layout.journal)
+    growing = in_metadata + _disk_bytes(layout.parsl_runs)
     others = [layout.metadata, layout.report, layout.covariance, *layout.logs.glob("driver.*"),
               *layout.logs.glob("*.log")]  # fmt: skip
-    fixed = sum(_disk_bytes(p) for p in dict.fromkeys(others))
-    fixed -= _disk_bytes(layout.monitoring_db) + _disk_bytes(layout.journal)  # in metadata/
+    fixed = sum(_disk_bytes(p) for p in dict.fromkeys(others)) - in_metadata
     return Storage(per_box=own + growing / len(done), fixed=fixed, done=len(done))
 
 
@@ -142,7 +141,7 @@ def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estima
         nodes = provider.max_blocks * provider.nodes_per_block
     done = plan.select("done")
     remaining = [t for t in plan.tasks if t.state != "done"]
-    wall, sizes = _measured(done)
+    wall = _measured(done)
     held = storage(campaign.layout, done)
     measuring = measurement_seconds(campaign.layout, done) if campaign.clustering else {}
     for z, seconds in wall.items():
@@ -152,7 +151,7 @@ def estimate(campaign: Campaign, plan: Plan, nodes: int | None = None) -> Estima
         basis = f"measured: medians of {len(all_wall)} QA records of this campaign"
         overall = statistics.median(all_wall)
         by_z = {z: statistics.median(v) for z, v in wall.items()}
-        bytes_per_task = held.per_box if held else statistics.median(sizes)
+        bytes_per_task = held.per_box  # measured: some box is done
     else:
         basis = f"profile {campaign.profile.name}: cost figures ({campaign.profile.path})"
         overall = cost.seconds_per_task
