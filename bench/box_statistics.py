@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import timed
+
 from covmocks.box import populate
 from covmocks.box.spec import BoxSpec
 from covmocks.catalog.summary import BoxStatistics
@@ -28,19 +30,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     timer = {"add": 0.0, "write": 0.0}
-    add, write = BoxStatistics.add, BoxStatistics.write
 
-    def timed(name, fn):
-        def wrapper(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                timer[name] += time.perf_counter() - t0
-
-        return wrapper
-
-    BoxStatistics.add, BoxStatistics.write = timed("add", add), timed("write", write)
+    BoxStatistics.add = timed(timer, "add", BoxStatistics.add)
+    BoxStatistics.write = timed(timer, "write", BoxStatistics.write)
     galaxy_model = registry.get_model("diffsky_sfh", {})
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat + 1):

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import timed
 
 from covmocks.box import populate
 from covmocks.box.spec import BoxSpec
@@ -30,21 +31,10 @@ from covmocks.galaxies import registry
 RULES = (Rule("sfr_n1e-3", "sfr", density=1.5e-3), Rule("sfr_n5e-4", "sfr", density=7.5e-4))
 
 
-def _timed(timer: dict, name: str, fn):
-    def wrapper(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return fn(*a, **k)
-        finally:
-            timer[name] += time.perf_counter() - t0
-
-    return wrapper
-
-
 def extraction(n_hosts: int, repeat: int) -> None:
     timer = {"add": 0.0, "write": 0.0}
-    SampleCollector.add = _timed(timer, "add", SampleCollector.add)
-    SampleCollector.write = _timed(timer, "write", SampleCollector.write)
+    SampleCollector.add = timed(timer, "add", SampleCollector.add)
+    SampleCollector.write = timed(timer, "write", SampleCollector.write)
     galaxy_model = registry.get_model("diffsky_sfh", {})
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeat + 1):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from covmocks.cli import rehearse
 from covmocks.cli import release as release_verbs
+from covmocks.cli.arguments import campaign_arguments, positive, seconds
 from covmocks.cli.generate import (  # noqa: F401 (the generate verb; mpibox, generate use them)
     BOX_FIELDS,
     add_generate_arguments,
@@ -238,35 +239,6 @@ def run_retry(args: argparse.Namespace) -> int:
     return run_campaign(args, retry=args.tasks or ["all"])
 
 
-WATCH_MIN_S = 1.0
-
-
-def _seconds(text: str) -> float:
-    """A finite number of seconds, at least ``WATCH_MIN_S`` (``report --watch``: the report
-    is rebuilt, and the page reloads itself, this often)."""
-    import math
-
-    value = float(text)
-    if not (math.isfinite(value) and value >= WATCH_MIN_S):
-        raise argparse.ArgumentTypeError(
-            f"expected a number of seconds of at least {WATCH_MIN_S:g}, got {text}"
-        )
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _campaign_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("campaign", type=Path, help="campaign file (YAML)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
-
-
 DRY_RUN_HELP = "plan, write the batch scripts, print the Parsl configuration; start nothing"
 
 
@@ -277,13 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_arguments(gen)
     gen.set_defaults(func=run_generate)
     rep = sub.add_parser("report", help="write the campaign report qa/report.html")
-    _campaign_arguments(rep)
-    rep.add_argument("--watch", type=_seconds, metavar="SECONDS",
+    campaign_arguments(rep)
+    rep.add_argument("--watch", type=seconds, metavar="SECONDS",
                      help="rebuild it every SECONDS while the campaign runs")  # fmt: skip
     rep.set_defaults(func=run_report)
     cov = sub.add_parser("covariance", help="assemble the clustering covariance of the boxes "
                          "finished so far")  # fmt: skip
-    _campaign_arguments(cov)
+    campaign_arguments(cov)
     cov.set_defaults(func=run_covariance)
     val = sub.add_parser("validate", help="check galaxy catalogs: one line per failed check")
     val.add_argument("catalogs", nargs="+", type=Path, help="HDF5 galaxy catalogs")
@@ -291,27 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     val.set_defaults(func=run_validate)
     plan = sub.add_parser("plan", help="validate a campaign, write its directory and manifest")
-    _campaign_arguments(plan)
+    campaign_arguments(plan)
     plan.add_argument("--verify-inputs", action="store_true",
                       help="also check the CRC of every AbacusSummit file the boxes read against "
                       "its directory's checksums.crc32; exit status 1 on a mismatch")  # fmt: skip
     plan.set_defaults(func=run_plan)
     est = sub.add_parser("estimate", help="node-hours, GPU-hours, storage, wall-clock time")
-    _campaign_arguments(est)
-    est.add_argument("--nodes", type=_positive, help="nodes (default: the profile's maximum)")
+    campaign_arguments(est)
+    est.add_argument("--nodes", type=positive, help="nodes (default: the profile's maximum)")
     est.set_defaults(func=run_estimate)
     config = sub.add_parser("config", help="inspect a campaign's configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="merged values and where each came from")
-    _campaign_arguments(show)
+    campaign_arguments(show)
     show.set_defaults(func=run_config_show)
     runp = sub.add_parser("run", help="run a campaign through Parsl (= python -m covmocks.run)")
-    _campaign_arguments(runp)
+    campaign_arguments(runp)
     runp.add_argument("--no-monitoring", action="store_true", help="no Parsl monitoring database")
     runp.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     runp.set_defaults(func=run_campaign)
     status = sub.add_parser("status", help="counts by state, throughput, ETA, failed tasks")
-    _campaign_arguments(status)
+    campaign_arguments(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--outliers", action="store_true",
                         help="name boxes whose number density or stellar mass function "
@@ -319,13 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(snapshots of at least 5 boxes)")  # fmt: skip
     status.set_defaults(func=run_status)
     retry = sub.add_parser("retry", help="run failed tasks again (all, or the ones named)")
-    _campaign_arguments(retry)
+    campaign_arguments(retry)
     retry.add_argument("tasks", nargs="*", help="task ids such as r0003_z1.100 (default: all)")
     retry.add_argument("--no-monitoring", action="store_true", help="no Parsl monitoring database")
     retry.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     retry.set_defaults(func=run_retry)
     rehearse.add_parser(sub)
-    release_verbs.add_parsers(sub, _campaign_arguments, _positive)
+    release_verbs.add_parsers(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ import copy
 import os
 from pathlib import Path
 
+from covmocks.cli.arguments import fraction, positive
 from covmocks.core.errors import CovmocksError
 from covmocks.core.layout import redshift_label
 from covmocks.halos.synthetic import spawned
@@ -34,20 +35,6 @@ KEPT_EXECUTION = ("retries", "backoff_base_s", "backoff_cap_s", "task_walltime_s
 LOCAL_EXECUTOR = {"workers_per_node": 1}
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
-    return value
-
-
 def add_parser(sub) -> None:
     """Register ``rehearse`` on the ``covmocks`` subcommands ``sub``."""
     p = sub.add_parser(
@@ -58,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("campaign", type=Path, help="campaign file (YAML), e.g. a production one")
     p.add_argument(
         "--realizations",
-        type=_positive,
+        type=positive,
         default=DEFAULT_REALIZATIONS,
         metavar="N",
         help=f"the campaign's first N realizations (default {DEFAULT_REALIZATIONS})",
@@ -70,7 +57,7 @@ def add_parser(sub) -> None:
         metavar="Z",
         help="snapshots to run, each one of the campaign's (default: all)",
     )
-    p.add_argument("--hosts-fraction", type=_fraction, metavar="F",
+    p.add_argument("--hosts-fraction", type=fraction, metavar="F",
                    help="fraction of the mass function's hosts per box (default: about "
                    f"{TARGET_HOSTS:,} hosts per box at the first snapshot)")  # fmt: skip
     p.add_argument(

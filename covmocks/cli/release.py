@@ -6,14 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-GB = 10**9
-
-
-def _gigabytes(text: str) -> int:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of GB, got {text}")
-    return int(value * GB)
+from covmocks.cli.arguments import GB, campaign_arguments, gigabytes, positive
 
 
 def run_release(args: argparse.Namespace) -> int:
@@ -59,7 +52,7 @@ def run_verify(args: argparse.Namespace) -> int:
     return 1 if lines else 0
 
 
-def add_parsers(sub, campaign_arguments, positive) -> None:
+def add_parsers(sub) -> None:
     """The ``release`` and ``verify`` subcommands."""
     from covmocks.release import htar
 
@@ -93,14 +86,14 @@ def add_parsers(sub, campaign_arguments, positive) -> None:
     )
     rel.add_argument(
         "--bundle-min-gb",
-        type=_gigabytes,
+        type=gigabytes,
         default=htar.MIN_BYTES,
         metavar="GB",
         help=f"smallest htar bundle (default {htar.MIN_BYTES // GB})",
     )
     rel.add_argument(
         "--bundle-max-gb",
-        type=_gigabytes,
+        type=gigabytes,
         default=htar.MAX_BYTES,
         metavar="GB",
         help=f"largest htar bundle (default {htar.MAX_BYTES // GB})",
