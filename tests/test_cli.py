@@ -202,8 +202,8 @@ def test_a_second_sigterm_does_not_cut_the_driver_s_unwinding_short(tmp_path):
     import sys
 
     code = (  # as in the driver: Parsl's cleanup runs in a finally inside the block
-        "import time\nfrom covmocks.core.interrupts import sigterm_interrupts\n"
-        "with sigterm_interrupts():\n    try:\n        print('running', flush=True)\n"
+        "import time\nfrom covmocks.core.interrupts import sigterm_raises\n"
+        "with sigterm_raises():\n    try:\n        print('running', flush=True)\n"
         "        time.sleep(60)\n    except KeyboardInterrupt:\n"
         "        print('unwinding', flush=True)\n        time.sleep(1.0)\n"
         "        print('unwound', flush=True)\n"

@@ -26,13 +26,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from covmocks.apps import lifeline
 from covmocks.box.spec import BoxSpec
 from covmocks.core.errors import InputError, NoSpaceError, WalltimeExceeded
+from covmocks.core.interrupts import sigterm_raises
 from covmocks.core.oneline import error_line
 from covmocks.galaxies import jaxenv
 
@@ -170,42 +170,13 @@ class _Terminated(BaseException):
     """SIGTERM reached the worker while its ranks ran (the driver's shutdown)."""
 
 
-@contextlib.contextmanager
-def _sigterm_raises():
-    """While the worker waits for its ranks, SIGTERM (a driver that stops shuts its worker
-    pools down with it) raises ``_Terminated`` in the main thread, so that the ranks, in a
-    session of their own, are stopped and the temporaries removed; then the signal is
-    delivered again with the previous handler (by default the worker dies of it). A second
-    SIGTERM meanwhile is ignored. Off the main thread (no handlers there) nothing changes:
-    ``covmocks.apps.lifeline`` still ends the ranks once the worker is gone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    terminated = False
-    try:
-        yield
-    except _Terminated:
-        terminated = True
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if terminated:
-            signal.raise_signal(signal.SIGTERM)
-
-
 def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
     """Run ``covmocks.cli.generate_mpi`` on the task's ranks; raise on failure or when they are
     still running at ``deadline`` (``time.monotonic()``: the task's start plus its walltime).
 
     The launcher runs under ``covmocks.apps.lifeline`` (``group``): if this worker dies (kill -9,
     its node's OOM killer) the launcher and the ranks are stopped too. SIGTERM of the worker
-    stops them first (``_sigterm_raises``).
+    stops them first (``_Terminated``, raised by ``sigterm_raises``).
 
     Exit status 2 (bad input or output, on any rank) raises InputError: no retry; unless
     the catalog is there by now (another attempt of this task, e.g. orphaned ranks or a
@@ -225,7 +196,7 @@ def generate_mpi(job: BoxJob, out, err, deadline: float) -> None:
     }
     offset = err.tell()
     guarded = lifeline.command("group", str(MPI_GRACE_S), *cmd)
-    with _sigterm_raises():
+    with sigterm_raises(_Terminated, redeliver=True):
         proc = subprocess.Popen(guarded, stdout=out, stderr=err, env=env,
                                 start_new_session=True)  # fmt: skip
         try:

@@ -19,7 +19,7 @@ from covmocks.cli.generate import (  # noqa: F401 (the generate verb; mpibox, ge
     run_generate,
 )
 from covmocks.core.errors import ConfigError, CovmocksError
-from covmocks.core.interrupts import sigterm_interrupts
+from covmocks.core.interrupts import sigterm_raises
 from covmocks.core.oneline import OneLineParser, escape_breaks
 from covmocks.galaxies import jaxenv
 
@@ -224,7 +224,7 @@ def run_campaign(args: argparse.Namespace, retry: list[str] | None = None) -> in
     if not jaxenv.cache_usage(cache)[0]:
         log.info("compiling the model's kernels once (minutes on a small CPU): they are "
                  "cached in %s for every later box and campaign", cache)  # fmt: skip
-    with sigterm_interrupts():
+    with sigterm_raises():
         outcome = Runner(campaign, monitoring=not args.no_monitoring, retry=retry).run()
     status = campaign_status(campaign)
     print(" ".join(f"{k}={v}" for k, v in status.counts.items() if v))

@@ -298,12 +298,12 @@ def run_rehearse(args: argparse.Namespace) -> int:
 def _run(rehearsal, *, monitoring: bool) -> int:
     """Run the rehearsal (resuming), then judge its boxes and covariance."""
     from covmocks.catalog.validation import check_file
-    from covmocks.core.interrupts import sigterm_interrupts
+    from covmocks.core.interrupts import sigterm_raises
     from covmocks.workflow.driver import Runner
     from covmocks.workflow.plan import make_plan
     from covmocks.workflow.status import campaign_status
 
-    with sigterm_interrupts():
+    with sigterm_raises():
         Runner(rehearsal, monitoring=monitoring).run()
     plan = make_plan(rehearsal)
     failed = {f["task"]: f for f in campaign_status(rehearsal, plan).failed}
