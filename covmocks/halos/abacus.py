@@ -55,7 +55,8 @@ class AbacusSource:
         self.log10_mhost_min_msun = float(log10_mhost_min_msun)
         try:
             found = self.path.is_dir()
-            self.slab_files = sorted((self.path / "halo_info").glob("halo_info_*.asdf"))
+            slabs, prefix = box_dirs(self.path)[0]
+            self.slab_files = sorted(slabs.glob(f"{prefix}*.asdf"))
         except (OSError, ValueError) as exc:  # a name too long, a NUL
             raise InputError(f"cannot read halo catalog {self.path}: {reason(exc)}") from None
         if not found or not self.slab_files:

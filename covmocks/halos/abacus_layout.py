@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 # An AbacusSummit simulation's name as its directories spell it (AbacusSummit_small_c000_ph3000).
 SIM_NAME = re.compile(r"AbacusSummit_[A-Za-z0-9_]+")
+# A snapshot directory's halo slabs, halo_info/halo_info_NNN.asdf, and its cleaned catalog's.
+SLABS = "halo_info"
+CLEANED = "cleaned_halo_info"
 
 
 def cleaning_dir(halo_dir: Path, cleandir: Path) -> Path:
@@ -36,7 +39,7 @@ def cleaning_dir(halo_dir: Path, cleandir: Path) -> Path:
             "parent must contain the simulation directory (AbacusSummit's layout: "
             ".../cleaning/<sim>/zZ.ZZZ beside .../<sim>/halos/zZ.ZZZ)"
         ) from None
-    return cleandir / rel / "cleaned_halo_info"
+    return cleandir / rel / CLEANED
 
 
 # --- checksums.crc32: is a directory all there? -------------------------------------------
@@ -53,9 +56,9 @@ def box_dirs(halo_dir, cleandir=None) -> list[tuple[Path, str]]:
     (``<prefix>NNN.asdf``): the slabs ``halo_info/halo_info_*``, and with a cleaning root the
     cleaned catalog's ``cleaned_halo_info_*`` (``cleaning_dir``). Other files those
     directories list (other catalog types) are not the box's."""
-    dirs = [(Path(halo_dir) / "halo_info", "halo_info_")]
+    dirs = [(Path(halo_dir) / SLABS, f"{SLABS}_")]
     if cleandir is not None:
-        dirs.append((cleaning_dir(Path(halo_dir), Path(cleandir)), "cleaned_halo_info_"))
+        dirs.append((cleaning_dir(Path(halo_dir), Path(cleandir)), f"{CLEANED}_"))
     return dirs
 
 

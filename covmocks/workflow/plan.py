@@ -22,6 +22,7 @@ from covmocks.core.errors import CovmocksError
 from covmocks.core.layout import Layout, parse_task_id, redshift_label, task_id
 from covmocks.halos.abacus_layout import (
     CHECKSUMS,
+    CLEANED,
     box_dirs,
     cleaning_dir,
     describe,
@@ -144,7 +145,8 @@ class _InputCheck:
     def _check(self, path: str) -> bool:
         if self.source == "hdf5":
             return self._isdir(os.path.dirname(path)) and os.path.isfile(path)
-        return self._has(os.path.join(path, "halo_info"), "halo_info_")
+        directory, prefix = box_dirs(path)[0]
+        return self._has(str(directory), prefix)
 
     def _has(self, directory: str, prefix: str) -> bool:
         """Whether ``directory`` holds any ``<prefix>*.asdf``."""
@@ -162,7 +164,7 @@ class _InputCheck:
         """Whether a cleaned catalog directory holds its ``cleaned_halo_info_*`` files."""
         key = str(cleaned)
         if key not in self._ready:
-            self._ready[key] = self._has(key, "cleaned_halo_info_")
+            self._ready[key] = self._has(key, f"{CLEANED}_")
         return self._ready[key]
 
     def lacks(self, directory: Path, prefix: str) -> str | None:
