@@ -101,6 +101,30 @@ def test_campaign_task_by_id(tmp_path, make_campaign):
         _parse([*args, "--seed", "3"])
 
 
+def test_campaign_box_uses_the_campaigns_compilation_cache(tmp_path, make_campaign, monkeypatch):
+    """``generate --campaign --task`` compiles into (and loads from) the cache the campaign's
+    tasks use, ``execution.compilation_cache``, not the per-user default."""
+    from covmocks.galaxies import jaxenv
+
+    campaign = make_campaign(BOX_CAMPAIGN, execution={"compilation_cache": "kernels"})
+    enabled = []
+
+    class Enabled(Exception):
+        pass
+
+    def enable(cache_dir):
+        enabled.append(Path(cache_dir))
+        raise Enabled
+
+    monkeypatch.delenv(jaxenv.CACHE_VARIABLE, raising=False)
+    monkeypatch.setattr(jaxenv, "enable_compilation_cache", enable)
+    argv = ["generate", "--campaign", str(campaign.path), "--task", "r0003_z0.500",
+            "--output", str(tmp_path / "one.hdf5")]  # fmt: skip
+    with pytest.raises(Enabled):
+        main.main(argv)
+    assert enabled == [campaign.path.parent / "kernels"] == [campaign.compilation_cache]
+
+
 @pytest.mark.slow
 def test_regenerated_box_is_bit_identical_to_the_campaigns(tmp_path, make_campaign):
     """A box of a campaign run through Parsl, made again by id with ``covmocks generate``."""

@@ -79,9 +79,19 @@ def test_campaign_schema_knows_every_parameter():
     assert list(model_params.MEANINGS) == list(model_params.DEFAULTS)
 
 
-def test_bucket_sizes_are_few():
-    sizes = {batching.bucket_size(n, 1024, 65536) for n in range(1, 200000, 37)}
-    assert sizes == {1024 * 2**k for k in range(7)}
+def test_batch_shapes_are_few_and_padding_bounded():
+    """Three lengths per kernel whatever the number of objects (powers of two gave up to
+    seven), every object once, fewer than ``smallest`` padded rows."""
+    assert batching.batch_lengths(1024, 65536) == [65536, 8192, 1024]
+    assert batching.batch_lengths(256, 512) == [512, 256]
+    assert batching.batch_lengths(4, 4) == [4]
+    seen = set()
+    for n in range(0, 300000, 37):
+        batches = batching.batch_sizes(n, 1024, 65536)
+        assert sum(count for count, _ in batches) == n
+        assert sum(size - count for count, size in batches) < 1024
+        seen |= {size for _, size in batches}
+    assert seen == {1024, 8192, 65536}
 
 
 def test_padded_map_trims_and_splits():

@@ -127,13 +127,22 @@ def generate_parser(prog: str, description: str | None = None) -> argparse.Argum
     return parser
 
 
+def compilation_cache(args: argparse.Namespace) -> Path | None:
+    """The compilation cache a box of ``args`` uses: with ``--campaign``, the campaign's
+    ``execution.compilation_cache`` (the one its tasks use, so a box made again by id loads
+    their kernels); None otherwise (``jaxenv.cache_dir`` chooses)."""
+    from covmocks.campaign import Campaign
+
+    return Campaign.load(args.campaign).compilation_cache if args.campaign else None
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from covmocks.box import populate
     from covmocks.galaxies import jaxenv, registry
 
     spec = box_spec(args)
     check_outputs(spec)
-    jaxenv.use_cache()
+    jaxenv.use_cache(compilation_cache(args))
     source = spec.open_source()
     spec = spec.resolved(source.header)
     with kept_aside(spec) as fresh:

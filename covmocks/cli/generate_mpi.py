@@ -42,16 +42,16 @@ def build_parser():
 
 
 def _open_box(args):
-    """Rank 0: the box spec of ``args``, its source opened and the spec resolved; the model
-    name is checked here, once."""
-    from covmocks.cli.generate import box_spec
+    """Rank 0: the box spec of ``args``, its source opened and the spec resolved, and its
+    compilation cache (``generate.compilation_cache``); the model name is checked here, once."""
+    from covmocks.cli.generate import box_spec, compilation_cache
     from covmocks.galaxies.registry import get_model
 
     spec = box_spec(args)
     source = spec.open_source()
     spec = spec.resolved(source.header)
     get_model(spec.model, spec.model_params)
-    return source, spec
+    return source, spec, compilation_cache(args)
 
 
 def _run(comm, argv) -> int:
@@ -70,14 +70,14 @@ def _run(comm, argv) -> int:
     _setup_logging(args, rank, comm.size)
 
     guard = Guard(comm, name_rank=False)
-    source = spec = None
+    source = spec = cache = None
     with guard:
         if rank == 0:
-            source, spec = _open_box(args)
+            source, spec, cache = _open_box(args)
     try:
         guard.check()
-        source, spec = comm.bcast((source, spec), root=0)
-        jaxenv.use_cache()  # once the inputs are known good: a bad one fails in one line
+        source, spec, cache = comm.bcast((source, spec, cache), root=0)
+        jaxenv.use_cache(cache)  # once the inputs are known good: a bad one fails in one line
         guard = Guard(comm)
         with guard:
             model = get_model(spec.model, spec.model_params)

@@ -1,43 +1,45 @@
 """Padded batches: run a vmapped kernel over any number of objects with a few fixed shapes.
 
-A kernel compiles once per input shape, so objects are fed in batches whose length is a power
-of two between ``smallest`` and ``largest``: a new seed, hence a new number of satellites,
-reuses the shapes already compiled. ``batch_sizes`` cuts n objects into full ``largest``
-batches and the rest into its binary digits (down to ``smallest``, the last one padded), so
-at most ``smallest - 1`` padded rows are computed for nothing (rounding the rest up to one
-power of two wasted up to half of it).
+A kernel compiles once per input shape (seconds to tens of seconds each on a small CPU), so
+objects are fed in batches of a few fixed lengths (``batch_lengths``): ``largest``, and
+``smallest`` times a power of ``STEP`` below it (1,024, 8,192 and 65,536 by default: three
+shapes per kernel whatever the number of objects). A new seed, hence a new number of
+satellites, reuses the shapes already compiled. ``batch_sizes`` cuts n objects into as many
+batches of each length as fit, largest first, and pads what is left (fewer than ``smallest``)
+to ``smallest``: at most ``smallest - 1`` padded rows are computed for nothing, at the price
+of up to ``STEP - 1`` calls per length (each a few milliseconds of dispatch at most).
+Powers of two (``STEP`` 2) compiled up to seven shapes per kernel, one per binary digit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+# Ratio of successive batch lengths below ``largest``.
+STEP = 8
 
-def bucket_size(n: int, smallest: int, largest: int) -> int:
-    """The padded batch length for ``n`` objects: a power of two in [smallest, largest]."""
+
+def batch_lengths(smallest: int, largest: int) -> list[int]:
+    """The padded lengths, largest first: ``largest``, then ``smallest * STEP**k`` below it."""
+    below = []
     size = smallest
-    while size < n and size < largest:
-        size *= 2
-    return min(size, largest)
+    while size < largest:
+        below.append(size)
+        size *= STEP
+    return [largest, *below[::-1]]
 
 
 def batch_sizes(n: int, smallest: int, largest: int) -> list[tuple[int, int]]:
-    """(objects, padded length) of each batch for ``n`` objects: as many of the largest
-    shape as fit, then each smaller shape (``bucket_size``'s) that fits, largest first; what
-    is left, fewer than ``smallest``, padded to ``smallest``."""
-    shapes = [largest]
-    while shapes[-1] > smallest:
-        shapes.append(max(bucket_size(shapes[-1] // 2, smallest, largest), smallest))
-        if shapes[-1] == shapes[-2]:
-            shapes.pop()
-            break
+    """(objects, padded length) of each batch for ``n`` objects: as many of each length
+    (``batch_lengths``) as fit, largest first; what is left, fewer than ``smallest``, padded
+    to ``smallest``."""
     out, rest = [], n
-    for size in shapes:
+    for size in batch_lengths(smallest, largest):
         while rest >= size:
             out.append((size, size))
             rest -= size
     if rest:
-        out.append((rest, bucket_size(rest, smallest, largest)))
+        out.append((rest, smallest))
     return out
 
 
