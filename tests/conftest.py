@@ -162,8 +162,6 @@ LOCAL_RUN = {
         "executor": {"workers_per_node": 1, "mpi_tasks_per_block": 1},
     },
 }
-# A layer for tests that kill workers: Parsl looks for dead workers every second, not every 5.
-QUICK_LOSS = {"execution": {"executor": {"heartbeat_period_s": 1}}}
 
 
 def deep_merge(base: dict, override: dict) -> dict:

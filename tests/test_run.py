@@ -19,9 +19,11 @@ from covmocks.workflow.driver_lock import DriverLock, driver_alive
 from covmocks.workflow.journal import Journal
 from covmocks.workflow.plan import make_plan
 from covmocks.workflow.status import campaign_status
-from tests.conftest import LOCAL_RUN, QUICK_LOSS
+from tests.conftest import LOCAL_RUN
 
 pytestmark = pytest.mark.slow
+# A layer for runs that kill workers: Parsl looks for dead workers every second, not every 5.
+QUICK_LOSS = {"execution": {"executor": {"heartbeat_period_s": 1}}}
 
 
 def write_faults(campaign, faults: dict):
