@@ -157,6 +157,8 @@ def test_executor_provider_launcher_are_typed_sections_with_sources(tmp_path):
         available_accelerators=None,
         mpi_tasks_per_block=2,
         cpu_affinity="none",
+        heartbeat_period_s=5,
+        heartbeat_threshold_s=30,
     )
     assert config["launcher"] == {"kind": "srun", "mpi_launcher": "srun"}
 
@@ -374,6 +376,10 @@ def test_section_level_problems(tmp_path):
         "campaign.yaml:9 execution.backoff_base_s: 100.0 s exceeds backoff_cap_s "
         "(10.0 s, campaign file campaign.yaml:9)"
     ]
+    # the profile's heartbeat period (5 s) and the campaign's threshold, merged
+    heartbeat = MINIMAL + "execution: {executor: {heartbeat_threshold_s: 3}}\n"
+    (found,) = problems(tmp_path, heartbeat)
+    assert "execution.executor.heartbeat_threshold_s: must exceed heartbeat_period_s (5)" in found
 
 
 def test_realization_range_is_inclusive_minus_exclusions(tmp_path):

@@ -49,9 +49,11 @@ def test_readers_and_a_second_driver_while_a_campaign_runs(make_campaign):
     campaign = make_campaign(LOCAL_RUN, science={"realizations": list(range(8))})
     layout = campaign.layout
     layout.metadata.mkdir(parents=True, exist_ok=True)
-    # the last box sleeps first: the run lasts long enough for a second driver to start, and
-    # the readers read the other boxes' files meanwhile
-    layout.faults.write_text(json.dumps({"r0007_z0.000": {"action": "sleep", "seconds": 30}}))
+    # the last box waits at its start (a fault) until the test lets it go: the run lasts until
+    # a second driver has been refused and the readers have read through the making of the
+    # other seven boxes
+    go = campaign.path.parent / "go"
+    layout.faults.write_text(json.dumps({"r0007_z0.000": {"action": "wait", "until": str(go)}}))
     cmd = [sys.executable, "-m", "covmocks.run", str(campaign.path), "--no-monitoring"]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = {"catalogs": 0, "qa_records": 0, "statistics": 0, "status": 0, "report": 0}
@@ -65,7 +67,9 @@ def test_readers_and_a_second_driver_while_a_campaign_runs(make_campaign):
         refused = (second.returncode, second.stderr.strip().splitlines()[-1:])
         while driver.poll() is None and time.monotonic() < deadline:
             bad += _read_everything(layout, seen)
-            counts_seen.add(campaign_status(campaign).counts.get("done", 0))
+            counts_seen.add(done := campaign_status(campaign).counts.get("done", 0))
+            if done >= 7:
+                go.touch()
             seen["status"] += 1
             page.build_report(campaign, workers=1)
             seen["report"] += 1

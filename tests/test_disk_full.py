@@ -370,7 +370,8 @@ def test_campaign_on_a_disk_that_fills_up_carries_on_once_space_is_freed(tmpfs, 
 
     fs = tmpfs(64 << 20)
     science = {"realizations": list(range(N_BOXES)), "redshifts": [0.5]}
-    campaign = write_campaign(fs, LOCAL_RUN, science=science)
+    # the driver looks at the free space every second (production: 10 s)
+    campaign = write_campaign(fs, LOCAL_RUN, science=science, execution={"space_poll_s": 1})
     layout = campaign.layout
     tids = [t.task_id for t in write_plan(campaign).tasks]
     # the first run makes two boxes: the others failed before, so only a retry runs them

@@ -22,6 +22,8 @@ from covmocks.workflow.status import campaign_status
 from tests.conftest import LOCAL_RUN
 
 pytestmark = pytest.mark.slow
+# A layer for runs that kill workers: Parsl looks for dead workers every second, not every 5.
+QUICK_LOSS = {"execution": {"executor": {"heartbeat_period_s": 1}}}
 
 
 def write_faults(campaign, faults: dict):
@@ -75,22 +77,26 @@ def test_campaign_end_to_end_and_rerun_skips_finished_work(demo):
 
 def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(make_campaign):
     faults = {
-        "r0000_z0.000": {"action": "kill"},
-        "r0001_z0.000": {"action": "raise", "times": 2},
-        "r0001_z1.000": {"action": "hang"},
+        "r0000_z1.000": {"action": "hang"},
+        "r0001_z0.000": {"action": "kill"},
+        "r0001_z1.000": {"action": "raise", "times": 2},
     }
-    # The hung box's snapshot has a walltime of its own, waited out in full: 60 s, which covers
-    # a fresh worker's box (seconds with the kernels in the test run's compilation cache; 20 to
-    # 50 s cold on a loaded 2-core machine). The other snapshot keeps LOCAL_RUN's 600 s.
-    campaign = make_campaign(LOCAL_RUN, science={"realizations": [0, 1], "redshifts": [0.0, 1.0]},
+    # Two workers: the hung box, submitted first, holds one of them while the other makes
+    # r0000_z0.000 (compiling the kernels into the cache) and then the faulty boxes. The hung
+    # box's snapshot has a walltime of its own, waited out in full: 60 s, which covers a
+    # fresh worker's box (seconds with the kernels in the compilation cache; 20 to 50 s cold
+    # on a loaded 2-core machine). The other snapshot keeps LOCAL_RUN's 600 s.
+    campaign = make_campaign(LOCAL_RUN, QUICK_LOSS,
+                             science={"realizations": [0, 1], "redshifts": [0.0, 1.0]},
+                             execution={"executor": {"workers_per_node": 2}},
                              resources={"by_redshift": {1.0: {"walltime_s": 60}}})  # fmt: skip
     write_faults(campaign, faults)
     assert Runner(campaign, progress=False).run() == {"done": 4, "failed": 0}
     # a killed worker: re-run without charging the retry budget
-    kinds = [e["event"] for e in events_of(campaign, "r0000_z0.000")]
+    kinds = [e["event"] for e in events_of(campaign, "r0001_z0.000")]
     assert kinds == ["submitted", "lost", "submitted", "done"]
     # a transient failure twice: retried after real, growing delays
-    ev = events_of(campaign, "r0001_z0.000")
+    ev = events_of(campaign, "r0001_z1.000")
     retries = [e for e in ev if e["event"] == "retry"]
     assert [e["delay_s"] for e in retries] == [1.0, 2.0]
     submits = [e["t"] for e in ev if e["event"] == "submitted"]
@@ -98,7 +104,7 @@ def test_faults_retried_with_growing_delays_lost_workers_rerun_for_free(make_cam
     assert gaps[0] >= 1.0 and gaps[1] >= 2.0
     assert ev[-1]["event"] == "done"
     # a hung task: killed at its walltime, recorded as a timeout, then retried
-    ev = events_of(campaign, "r0001_z1.000")
+    ev = events_of(campaign, "r0000_z1.000")
     assert [e["event"] for e in ev] == ["submitted", "timeout", "submitted", "done"]
     assert "walltime 60" in ev[1]["error"]
 

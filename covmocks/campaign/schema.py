@@ -238,6 +238,8 @@ class ExecutionValues(_Section):
     umask: Annotated[str, Field(pattern=r"^0?[0-7]{3}$")] = "0022"
     # JAX's compilation cache, shared by campaigns ("": the user's, covmocks.galaxies.jaxenv)
     compilation_cache: str = ""
+    # a driver holding boxes for want of disk space looks at the free space this often
+    space_poll_s: Seconds = 10.0
 
     @field_validator("umask")
     @classmethod
@@ -261,6 +263,19 @@ class ExecutorValues(_Section):
     cpu_affinity: Annotated[
         str, Field(pattern=r"^(none|block|block-reverse|alternating|list:.+)$")
     ] = "none"
+    # Parsl's heartbeats (whole seconds): a dead worker is seen within one period; a block
+    # (its worker pool) silent for the threshold is lost and its tasks re-run
+    heartbeat_period_s: PosInt = 5
+    heartbeat_threshold_s: PosInt = 30
+
+    @field_validator("heartbeat_threshold_s")
+    @classmethod
+    def _threshold_over_period(cls, value, info: ValidationInfo):
+        period = info.data.get("heartbeat_period_s")
+        if period is not None and value <= period:
+            raise ValueError(f"must exceed heartbeat_period_s ({period}): a block is lost "
+                             "only once heartbeats it should have sent are missing")  # fmt: skip
+        return value
 
 
 class ProviderValues(_Section):

@@ -250,7 +250,8 @@ class Runner:
         layout = self.campaign.layout
         per_box = box_bytes(sorted(layout.qa.glob("r*.json")),
                             self.campaign.profile.cost.gigabytes_per_task * 1e9)  # fmt: skip
-        return SpaceWait(room_needed(layout, per_box, in_flight, *also))
+        return SpaceWait(room_needed(layout, per_box, in_flight, *also),
+                         self.campaign.execution.space_poll_s)  # fmt: skip
 
     def _room_to_start(self) -> None:
         """Before the plan is written and Parsl loaded: wait, saying so once, until the

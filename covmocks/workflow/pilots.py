@@ -123,8 +123,10 @@ def build_executor(execution: Execution, label: str = "covmocks", *, mpi: bool =
     common = dict(
         label=label,
         address="127.0.0.1" if provider.kind == "local" else None,
-        heartbeat_period=5,
-        heartbeat_threshold=30,  # a lost block's tasks re-run after 30 s, not 120
+        # a dead worker is seen within a period; a silent block's tasks re-run after the
+        # threshold (30 s by default, not Parsl's 120)
+        heartbeat_period=executor.heartbeat_period_s,
+        heartbeat_threshold=executor.heartbeat_threshold_s,
         # CurveZMQ, with keys made per run (in its run directory): an interchange or worker
         # pool left by an earlier driver cannot talk to this driver or its interchange,
         # whatever ports they share

@@ -25,7 +25,6 @@ from covmocks.core.errors import NoSpaceError
 
 log = logging.getLogger(__name__)
 
-POLL_S = 10.0  # seconds between two looks at the filesystem's free space
 RECORDS_READ = 20  # QA records read for the size of a box
 # Bytes a run needs on the campaign directory's filesystem besides its boxes: Parsl's run
 # directory (submit scripts, logs), the monitoring database, the journal, the plan's metadata,
@@ -91,9 +90,10 @@ def _size(n: float) -> str:
 
 
 class SpaceWait:
-    """The driver's wait for ``needs`` (bytes by directory, ``room_needed``) to be free."""
+    """The driver's wait for ``needs`` (bytes by directory, ``room_needed``) to be free,
+    looking every ``poll_s`` seconds (the campaign's ``execution.space_poll_s``)."""
 
-    def __init__(self, needs: dict[Path, float], poll_s: float = POLL_S):
+    def __init__(self, needs: dict[Path, float], poll_s: float):
         self.needs = {Path(d): need for d, need in needs.items()}
         self.poll_s = poll_s
         self.since = time.monotonic()
