@@ -18,7 +18,7 @@ from covmocks.cli import main, rehearse
 from covmocks.halos import blocks
 from covmocks.halos.abacus_layout import SIM_NAME
 from covmocks.workflow.plan import make_plan
-from tests.conftest import DATA, campaign_file, require_or_skip
+from tests.conftest import DATA, LOCAL_RUN, campaign_file, require_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = sorted((REPO / "campaigns").glob("*.yaml"))
@@ -65,35 +65,16 @@ def _rehearse(argv, env, cwd) -> subprocess.CompletedProcess:
                           timeout=1500)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def rehearsed(tmp_path_factory, rehearsal_env):
-    """``rehearsed(path) -> (directory, options, run)``: a shipped campaign file rehearsed
-    with its small options (``OPTIONS``, default 2 realizations at the first snapshot), once
-    for the module, so that the rerun test reruns a finished rehearsal rather than making one;
-    ``require_or_skip("data", why)`` where its box size needs an absent input catalog."""
-    done = {}
-
-    def rehearse(path: Path):
-        if path not in done:
-            production = _loaded(path, rehearsal_env)
-            _skip_without_input(production)
-            options = OPTIONS.get(path.stem) or [
-                "--realizations", "2", "--redshifts", production.science.redshifts[0],
-            ]  # fmt: skip
-            cwd = tmp_path_factory.mktemp(path.stem)
-            directory = cwd / "rehearsal"
-            run = _rehearse([path, "--directory", directory, *options], rehearsal_env, cwd)
-            done[path] = directory, options, run
-        return done[path]
-
-    return rehearse
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CAMPAIGNS, ids=lambda p: p.stem)
-def test_shipped_campaign_rehearses(path, rehearsed, rehearsal_env):
-    directory, _, done = rehearsed(path)
+def test_shipped_campaign_rehearses(path, tmp_path, rehearsal_env):
     production = _loaded(path, rehearsal_env)
+    _skip_without_input(production)
+    options = OPTIONS.get(path.stem)
+    if options is None:
+        options = ["--realizations", "2", "--redshifts", production.science.redshifts[0]]
+    directory = tmp_path / "rehearsal"
+    done = _rehearse([path, "--directory", directory, *options], rehearsal_env, tmp_path)
     out = done.stdout + done.stderr[-3000:]
     assert done.returncode == 0, out
     assert "rehearsal passed" in done.stdout, out
@@ -117,24 +98,23 @@ def test_shipped_campaign_rehearses(path, rehearsed, rehearsal_env):
 
 
 @pytest.mark.slow
-def test_rerun_resumes_and_redoes_nothing(tmp_path, rehearsed, rehearsal_env):
-    """A second rehearsal of mini_abacus with the same options (the module's, above) finds its
-    boxes done and makes nothing again; with one more realization it grows (a campaign
-    version may), its first boxes untouched."""
-    path = REPO / "campaigns" / "mini_abacus.yaml"
-    directory, options, first = rehearsed(path)
+def test_rerun_resumes_and_redoes_nothing(tmp_path, rehearsal_env):
+    """A second rehearsal with the same options finds its box done and makes nothing again;
+    with more realizations it grows (a campaign version may), its first box untouched."""
+    path = campaign_file(tmp_path, LOCAL_RUN, campaign={"name": "again"})
+    args = [path, "--directory", tmp_path / "r", "--realizations", "1"]
+    first = _rehearse(args, rehearsal_env, tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert "rehearsal passed (no clustering section: no covariance)" in first.stdout
-    tasks = make_plan(Campaign.load(directory / "campaign.yaml")).tasks
-    stamps = [task.output.stat().st_mtime_ns for task in tasks]
-    args = [path, "--directory", directory, *options]
+    rehearsal = Campaign.load(tmp_path / "r" / "campaign.yaml")
+    (task,) = make_plan(rehearsal).tasks
+    stamp = task.output.stat().st_mtime_ns
     again = _rehearse(args, rehearsal_env, tmp_path)
     assert again.returncode == 0 and "rehearsal passed" in again.stdout, again.stderr[-3000:]
-    assert "0 tasks to run" in again.stderr
-    assert [task.output.stat().st_mtime_ns for task in tasks] == stamps
-    grown = _rehearse([*args, "--realizations", len(tasks) + 1], rehearsal_env, tmp_path)
+    assert "0 tasks to run" in again.stderr and task.output.stat().st_mtime_ns == stamp
+    grown = _rehearse([*args, "--realizations", "2"], rehearsal_env, tmp_path)
     assert grown.returncode == 0 and "1 tasks to run" in grown.stderr, grown.stderr[-3000:]
-    assert [task.output.stat().st_mtime_ns for task in tasks] == stamps
+    assert task.output.stat().st_mtime_ns == stamp
 
 
 def _error(argv, capsys) -> str:
