@@ -15,7 +15,8 @@
 #   3. mpi4py built from source against /usr/bin/mpicc;
 #   4. h5py built from source with CC=/usr/bin/mpicc HDF5_MPI=ON HDF5_PKGCONFIG_NAME=hdf5-mpich
 #      and --no-build-isolation;
-#   5. `pip install -e <repo>` (covmocks and its other dependencies, NOT the `mpi` extra);
+#   5. `pip install -e <repo>` (covmocks and its other dependencies, NOT the `mpi` extra),
+#      holding a lock on <repo>/pyproject.toml (.ci/run installs the main venv meanwhile);
 #   6. a check: h5py.get_config().mpi, mpi4py on the system MPICH, no `mpich` wheel, and
 #      two ranks of /usr/bin/mpiexec writing one file with driver='mpio'.
 #
@@ -124,7 +125,8 @@ STEP="covmocks"
 want_stamp="$REPO $(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want_stamp" ]; then
     say "pip install -e $REPO"
-    pip install -q -e "$REPO"
+    # the lock .ci/run's editable install holds too (both write covmocks.egg-info into $REPO)
+    flock "$REPO/pyproject.toml" "$PY" -m pip install -q -e "$REPO"
     # An upgrade of h5py or an `mpich` wheel pulled in would undo steps 3 and 4.
     h5py_ok || die "installing covmocks replaced the parallel h5py; pin h5py in pyproject.toml?"
     if "$PY" -c 'import importlib.metadata as m; m.distribution("mpich")' 2>/dev/null; then

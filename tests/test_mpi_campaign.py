@@ -42,7 +42,18 @@ def _assert_same_catalogs(a: Campaign, b: Campaign) -> None:
                 np.testing.assert_array_equal(fa[name][:], fb[name][:], err_msg=name)
 
 
-def test_two_rank_boxes_through_mpiexecutor_equal_single_process_boxes(make_campaign):
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Campaign:
+    """The reference for the MPI campaigns below: their two boxes (LOCAL_RUN, 300 hosts, the
+    same seeds) made by the single-process runner, once for the module."""
+    campaign = write_campaign(tmp_path_factory.mktemp("single"), LOCAL_RUN,
+                              campaign={"name": "single"}, science={"n_hosts": 300})  # fmt: skip
+    assert not uses_mpi(campaign)
+    assert Runner(campaign, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
+    return campaign
+
+
+def test_two_rank_boxes_through_mpiexecutor_equal_single_process_boxes(make_campaign, single):
     mpi = make_campaign(LOCAL_RUN, TWO_RANKS, campaign={"name": "mpi"}, science={"n_hosts": 300})
     assert uses_mpi(mpi)
     assert Runner(mpi, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
@@ -52,10 +63,7 @@ def test_two_rank_boxes_through_mpiexecutor_equal_single_process_boxes(make_camp
         assert_qa_passed(task)
         assert _ranks_of(task) == 2
         assert "launching: mpiexec -n 2" in open(f"{task.log_stem}.err").read()
-    single = make_campaign(LOCAL_RUN, campaign={"name": "single"}, science={"n_hosts": 300})
     assert single.directory != mpi.directory
-    assert not uses_mpi(single)
-    assert Runner(single, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
     _assert_same_catalogs(mpi, single)
 
 
@@ -122,7 +130,9 @@ def slurm_mpi(cluster) -> dict:
 
 
 @pytest.mark.slurm
-def test_two_rank_boxes_through_srun_in_a_slurm_pilot_block(slurm_cluster, tmp_path, monkeypatch):
+def test_two_rank_boxes_through_srun_in_a_slurm_pilot_block(
+    slurm_cluster, tmp_path, monkeypatch, single
+):
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     campaign = write_campaign(tmp_path, LOCAL_RUN, slurm_mpi(slurm_cluster))
     assert campaign.execution.provider.kind == "slurm"
@@ -135,7 +145,4 @@ def test_two_rank_boxes_through_srun_in_a_slurm_pilot_block(slurm_cluster, tmp_p
         assert _ranks_of(task) == 2
         assert "launching: srun --ntasks 2" in open(f"{task.log_stem}.err").read()
     # the same boxes as the single-process runner's (local profile, same seeds)
-    single = write_campaign(tmp_path, LOCAL_RUN, campaign={"name": "single"},
-                            science={"n_hosts": 300})  # fmt: skip
-    assert Runner(single, progress=False, monitoring=False).run() == {"done": 2, "failed": 0}
     _assert_same_catalogs(campaign, single)
