@@ -71,12 +71,35 @@ def test_schema_tables_match_the_stand_in_files(tmp_path):
     assert set(files) == {"catalog", "statistics", "samples", "clustering", "covariance"}
     from covmocks.catalog.hdf5 import SCHEMA
 
+    problems = []
     for kind, (path, _, rename) in files.items():
-        written, problems = schema.hdf5_names(path, rename)
+        written, found = schema.hdf5_names(path, rename)
         if kind == "catalog":
             assert set(SCHEMA) <= set(written) and {"@seed", "@n_galaxies"} <= set(written)
-        problems += schema.schema_problems(kind, written, json_both_ways=False)
-        assert problems == [], problems
+        problems += found + schema.schema_problems(kind, written, json_both_ways=False)
+    assert problems == [], problems
+
+
+def test_schema_check_rejects_loose_json(tmp_path):
+    """The check itself: JSON with -Infinity in it, and JSON text not marked JSON, fail."""
+    import h5py
+
+    from covmocks.catalog.attrs import write_attrs
+
+    schema = schema_module()
+    path = tmp_path / "f.hdf5"
+    with h5py.File(path, "w") as f:
+        write_attrs(f, {"floors": {"all": float("-inf")}, "rules": "[]", "n": 1})
+    page = ("<!-- schema: k -->\n| name | type | units | meaning |\n|---|---|---|---|\n"
+            "| `@floors`, `@rules`, `@json_attributes` | JSON | | |\n"
+            "| `@n`, `@gone` | int | | |\n")  # fmt: skip
+    written, problems = schema.hdf5_names(path, {})
+    problems += schema.schema_problems("k", written, page)
+    assert problems == [
+        "`@floors`: not strict JSON: -Infinity",
+        "k: `@rules` is typed JSON on the page but is not marked JSON in the file",
+        "k: the row `@gone` is not written",
+    ], problems
 
 
 @pytest.mark.slow
