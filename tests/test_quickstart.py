@@ -27,7 +27,6 @@ import pytest
 
 from covmocks.campaign import Campaign
 from covmocks.workflow.plan import make_plan
-from tests.test_docs import reference_module
 from tests.test_run import assert_qa_passed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,21 +149,3 @@ def check_the_demo(root: Path, page: str):
     runs = re.findall(r"run finished: .*", campaign.layout.driver_log.read_text())
     finished = re.search(r"ends with `(run finished: [^`]+)`", page.replace("\n", " "))
     assert finished and runs and finished.group(1) in runs[0], runs
-    check_formats_are_documented(campaign, plan)
-
-
-def check_formats_are_documented(campaign, plan):
-    """Every dataset, group and attribute of the demo's real files is described on the
-    catalog-format page (the page's own check uses files written from stand-in inputs)."""
-    ref = reference_module()
-    documented = ref.documented_names((REPO / "docs" / "schema.md").read_text())
-    samples = {s.name: "<sample>" for s in campaign.clustering.samples}
-    labels = {f"z{z:.3f}": "z<label>" for z in campaign.science.redshifts}
-    task = plan.tasks[0].task_id
-    layout = campaign.layout
-    files = [plan.tasks[0].output, layout.statistics(task), layout.clustering(task),
-             layout.samples(task), layout.covariance]  # fmt: skip
-    for path in files:
-        assert path.is_file(), path
-        _, names = ref.layout_rows(path, {}, samples | labels)
-        assert names <= documented, (path.name, sorted(names - documented))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import logging
 import math
 from pathlib import Path
@@ -103,7 +102,7 @@ def _measure(job: ClusteringJob) -> dict:
     power.write_record(job.record, results, {
         **{k: attrs[k] for k in IDENTITY if k in attrs},
         "samples_file": str(job.samples),
-        "estimator": json.dumps(job.settings.describe()),
+        "estimator": job.settings.describe(),  # JSON, in json_attributes
     })  # fmt: skip
     return {name: {"n_objects": int(r["n_objects"]),
                    "below_completeness": r["selection"]["below_completeness"]}

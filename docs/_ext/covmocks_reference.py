@@ -9,11 +9,8 @@ Directives:
   type, default, constraints and description. The description is the field's
   ``description``, else the comment on the field's line in the model's source, else the
   meaning given for the key in the guide's tables (``docs/campaigns.md``).
-- ``covmocks-file-layout`` (argument ``catalog``, ``statistics``, ``samples``,
-  ``clustering`` or ``covariance``): the datasets, groups and attributes of a file as the
-  package's own writers lay it out, written into a temporary directory from stand-in
-  inputs (no model run). The page that holds the directive must name every dataset and
-  attribute in backquotes; one it does not name is a build warning (an error under ``-W``).
+- ``covmocks-file-layout``: in ``covmocks_schema`` (the format page's tables, checked both
+  ways against files the package's writers wrote).
 - ``covmocks-profiles``: the machine profiles shipped in ``covmocks/configs/``.
 - ``covmocks-model-parameters``: every registered model's parameters, defaults and meanings.
 - ``covmocks-api``: ``automodule`` of every module of the package (for an ``.rst`` page).
@@ -25,26 +22,20 @@ default that differs, is a warning.
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import pkgutil
 import re
-import tempfile
 import types
 import typing
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 from docutils import nodes
 from docutils.statemachine import StringList
 from pydantic import BaseModel
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
-
-from covmocks.catalog.structure import layout_rows  # the walk a release's data model shares
 
 log = logging.getLogger(__name__)
 DOCS = Path(__file__).resolve().parents[1]
@@ -386,142 +377,6 @@ def _annotation(field):
     return typing.Annotated[tp, *field.metadata] if field.metadata else tp
 
 
-# ---------------------------------------------------------------- file layouts
-
-
-def _stand_in_catalog(tmp: Path) -> tuple[Path, dict]:
-    """An empty catalog laid out by ``covmocks.catalog.hdf5`` with every attribute the generator
-    writes: ``generator.catalog_attrs`` (its keys, read from its source), ``totals``, the
-    completeness attributes and ``halo_cleaning`` that ``generate_box`` adds, and the writer's
-    ``n_galaxies``."""
-    import h5py
-
-    from covmocks.box import populate
-    from covmocks.catalog import hdf5 as catalog
-
-    tree = ast.parse(inspect.getsource(populate.catalog_attrs))
-    (ret,) = [n for n in ast.walk(tree) if isinstance(n, ast.Return)]
-    keys = [k.value for k in ret.value.keys]
-    attrs = dict.fromkeys(keys, 0)
-    attrs |= populate.totals([{"n_hosts": 0, "n_satellites": 0}])
-    attrs |= dict.fromkeys(populate.COMPLETENESS_ATTRS, 0)
-    attrs |= {"halo_cleaning": {"applied": False}, "n_galaxies": 0}  # JSON, as written
-    path = tmp / "catalog.hdf5"
-    with h5py.File(path, "w") as f:
-        catalog.create_datasets(f, 0, catalog.compression_args("gzip"))
-        catalog.write_attrs(f, attrs)
-    return path, {0: "n"}
-
-
-def _stand_in_box_files(tmp: Path):
-    """The statistics and samples files of an empty box, through ``generator.write_statistics``
-    (the generator's own path) with a stand-in spec."""
-    from covmocks.box import populate
-    from covmocks.catalog.summary import BoxStatistics
-    from covmocks.clustering.samples import SampleCollector
-
-    stats = BoxStatistics()
-    summary = stats.summary(box_size=100.0, h=0.7, log10_mhost_min_msun=11.0,
-                            log10_msub_min_msun=10.5, probe_fraction=1.0)  # fmt: skip
-    attrs = dict.fromkeys(populate.IDENTITY, 0)
-    spec = SimpleNamespace(statistics=tmp / "box.stats.hdf5", samples=tmp / "box.samples.hdf5",
-                           output=tmp / "box.hdf5", task_id="r0000_z0.500")  # fmt: skip
-    populate.write_statistics(spec, stats, summary, attrs, SampleCollector((), 100.0))
-    return spec.statistics, spec.samples
-
-
-NK, N_BOXES = 7, 4  # stand-in sizes, shown as symbols
-
-
-def _stand_in_records(tmp: Path):
-    """Clustering records written by ``covmocks.clustering.power.write_record`` with the root
-    attributes ``covmocks.clustering.measure`` gives them, then the covariance of four such boxes
-    through ``covmocks.covariance.ensemble`` (``read_box``, ``assemble``, ``write``)."""
-    from covmocks.clustering import measure, power
-    from covmocks.covariance import ensemble
-
-    cut = SimpleNamespace(select="sfr", threshold=0.5, origin="number_density",
-                          number_density=1e-3, name="<sample>")  # fmt: skip
-    boxes = []
-    for r in range(N_BOXES):
-        sample = {key: np.ones((3, NK)) for key in power.ARRAYS if key.startswith("redshift")}
-        sample |= {"k_mid": np.ones(NK), "k_avg": np.ones(NK), "n_modes": np.ones(NK, int),
-                   "real": np.ones((3, NK)) + r, "n_objects": 10, "number_density": 1e-3,
-                   "shot_noise": 1e3, "selection": measure._selection(cut, {})}  # fmt: skip
-        sample["redshift"] = sample["redshift"] + r
-        attrs = dict.fromkeys(measure.IDENTITY, 0) | {"model_name": "m", "model_version": "1"}
-        attrs |= {"samples_file": "x", "estimator": json.dumps({"nmesh": 32, "dk_fundamentals": 1})}
-        path = tmp / f"r{r}.pk.hdf5"
-        power.write_record(path, {"sample": sample, "sample_b": sample}, attrs)
-        task = SimpleNamespace(task_id=f"r{r:04d}_z0.500", realization=r, redshift=0.5)
-        boxes.append((task, ensemble.read_box(path)))
-    cov = tmp / "covariance.hdf5"
-    ensemble.write(cov, ensemble.assemble(boxes))
-    return tmp / "r0.pk.hdf5", cov
-
-
-LAYOUTS = {  # kind -> the writer that lays the file out
-    "catalog": "covmocks.catalog.hdf5.create_datasets, covmocks.box.populate.catalog_attrs",
-    "statistics": (
-        "covmocks.box.populate.write_statistics, covmocks.catalog.summary.BoxStatistics.write"
-    ),
-    "samples": (
-        "covmocks.box.populate.write_statistics, covmocks.clustering.samples.SampleCollector.write"
-    ),
-    "clustering": "covmocks.clustering.power.write_record",
-    "covariance": "covmocks.covariance.ensemble.assemble, covmocks.covariance.ensemble.write",
-}
-
-
-def stand_in_files(tmp: Path) -> dict[str, tuple[Path, dict, dict]]:
-    """kind -> (file, size symbols, group renames): every layout, written by the package."""
-    catalog, symbols = _stand_in_catalog(tmp)
-    stats, samples = _stand_in_box_files(tmp)
-    record, cov = _stand_in_records(tmp)
-    p = 3 * NK
-    return {
-        "catalog": (catalog, symbols, {}),
-        "statistics": (stats, {}, {}),
-        "samples": (samples, {0: "n"}, {}),
-        "clustering": (record, {NK: "nk"}, {"sample": "<sample>", "sample_b": "<sample B>"}),
-        "covariance": (
-            cov,
-            {NK: "nk", p: "p", N_BOXES: "N"},
-            {"z0.500": "z<label>", "sample": "<sample>", "sample_b": "<sample B>"},
-        ),
-    }
-
-
-class FileLayout(SphinxDirective):
-    """The layout of one of the package's files, written by its own writer."""
-
-    required_arguments = 1
-
-    def run(self):
-        kind = self.arguments[0]
-        with tempfile.TemporaryDirectory() as tmp:
-            path, symbols, rename = stand_in_files(Path(tmp))[kind]
-            rows, names = layout_rows(path, symbols, rename)
-        mentioned = documented_names(Path(self.env.doc2path(self.env.docname)).read_text())
-        for name in sorted(names - mentioned):
-            log.warning(f"{kind} file: `{name}` (written by {LAYOUTS[kind]}) is not described "
-                        f"on this page", location=(self.env.docname, self.lineno),
-                        type="covmocks", subtype="layout")  # fmt: skip
-        caption = nodes.paragraph("", "", *_inline(
-            f"Generated at build time from `{LAYOUTS[kind]}`; sizes: "
-            + (", ".join(f"`{s}`" for s in dict.fromkeys(symbols.values())) or "fixed")
-            + "."))  # fmt: skip
-        return [caption, _table(["path", "dtype", "shape", "attributes"], rows, [3, 1, 1, 6])]
-
-
-def documented_names(text: str) -> set[str]:
-    """The names a page gives in backquotes (``a`` and, in ``a.b(c)``, also ``b`` and ``c``);
-    code fences left out."""
-    text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
-    mentioned = set(re.findall(r"`([^`\n]+)`", text))
-    return mentioned | {w for m in mentioned for w in re.findall(r"\w+", m)}
-
-
 # ---------------------------------------------------------------- profiles, API
 
 
@@ -636,7 +491,6 @@ def plain_docstring(app, what, name, obj, options, lines) -> None:
 def setup(app):
     app.connect("autodoc-process-docstring", plain_docstring)
     app.add_directive("covmocks-campaign-reference", CampaignReference)
-    app.add_directive("covmocks-file-layout", FileLayout)
     app.add_directive("covmocks-profiles", Profiles)
     app.add_directive("covmocks-model-parameters", ModelParameters)
     app.add_directive("covmocks-api", Api)
