@@ -12,13 +12,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from covmocks.campaign.realizations import Realizations, _Section
 from covmocks.campaign.templates import check_template
@@ -36,6 +30,7 @@ from covmocks.galaxies.registry import MODELS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 WALLTIME_PATTERN = r"^\d+:\d{2}:\d{2}$"
+AFFINITY_PATTERN = r"^(none|block|block-reverse|alternating|list:.+)$"  # Parsl's cpu_affinity
 
 
 def record_problem(info: ValidationInfo, path: tuple, message: str) -> None:
@@ -260,9 +255,7 @@ class ExecutorValues(_Section):
     mpi_tasks_per_block: PosInt = 1  # MPI executor: MPI tasks a block runs at once
     # htex: Parsl's cpu_affinity: "block" gives each worker its own cores (a node's cores over
     # its workers) and OMP_NUM_THREADS to match; "none": every worker sees every core
-    cpu_affinity: Annotated[
-        str, Field(pattern=r"^(none|block|block-reverse|alternating|list:.+)$")
-    ] = "none"
+    cpu_affinity: Annotated[str, Field(pattern=AFFINITY_PATTERN)] = "none"
     # Parsl's heartbeats (whole seconds): a dead worker is seen within one period; a block
     # (its worker pool) silent for the threshold is lost and its tasks re-run
     heartbeat_period_s: PosInt = 5
