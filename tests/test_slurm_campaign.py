@@ -39,9 +39,13 @@ def jax_cache(tmp_path_factory):
 
 
 def slurm_campaign(cluster, tmp_path, jax_cache, *, n=3, walltime="00:10:00", polling=2,
-                   faults=None):  # fmt: skip
+                   faults=None, lost_after=None):  # fmt: skip
     """``n`` boxes on the generic slurm profile: one pilot block of the local cluster at a
-    time, a worker per CPU, one retry; the module's JAX cache; ``faults`` planned."""
+    time, a worker per CPU, one retry; the module's JAX cache; ``faults`` planned;
+    ``lost_after``: the heartbeat threshold (s) after which a silent block counts as lost
+    (the profile's 30 s when None)."""
+    heartbeats = {} if lost_after is None else {
+        "heartbeat_period_s": 2, "heartbeat_threshold_s": lost_after}  # fmt: skip
     campaign = write_campaign(tmp_path, LOCAL_RUN, {
         "campaign": {"name": "slurmdemo", "seed": 11},
         "science": {"realizations": list(range(n))},
@@ -50,7 +54,7 @@ def slurm_campaign(cluster, tmp_path, jax_cache, *, n=3, walltime="00:10:00", po
             "compilation_cache": str(jax_cache),
             "max_in_flight": 4,
             "retries": 1,
-            "executor": {"workers_per_node": cluster.cpus},
+            "executor": {"workers_per_node": cluster.cpus, **heartbeats},
             "provider": {
                 "partition": cluster.partition,
                 "walltime": walltime,
@@ -170,7 +174,7 @@ def test_block_killed_by_walltime_mid_campaign(slurm_cluster, tmp_path, jax_cach
 
     Timing: slurmctld checks time limits every 30 s, so a "00:01:00" block dies 60 to 90 s
     after it starts (+ KillWait 5 s); the interchange declares its manager lost after
-    heartbeat_threshold (30 s, build_executor), and the provider's squeue poll (2 s here) lets
+    heartbeat_threshold (10 s here), and the provider's squeue poll (2 s here) lets
     the strategy submit the replacement block.
 
     The replacement block has the same one-minute walltime. On a loaded machine the first box
@@ -180,8 +184,9 @@ def test_block_killed_by_walltime_mid_campaign(slurm_cluster, tmp_path, jax_cach
     """
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     hung = ["r0000_z0.000", "r0001_z0.000"]
+    faults = {t: {"action": "hang"} for t in hung}
     campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache, walltime="00:01:00",
-                             faults={t: {"action": "hang"} for t in hung})  # fmt: skip
+                             lost_after=10, faults=faults)  # fmt: skip
     assert Runner(campaign, progress=False).run() == {"done": 3, "failed": 0}
     first_job = attempt_jobs(campaign, hung[0])[0]
     assert_lost_and_rerun(campaign, slurm_cluster, hung, first_job, "TIMEOUT")
@@ -192,7 +197,7 @@ def test_block_scancelled_mid_campaign(slurm_cluster, tmp_path, jax_cache, monke
     """scancel the block while two boxes run in it: they are lost, re-run in a new block."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     hung = ["r0000_z0.000", "r0001_z0.000"]
-    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache,
+    campaign = slurm_campaign(slurm_cluster, tmp_path, jax_cache, lost_after=10,
                              faults={t: {"action": "hang"} for t in hung})  # fmt: skip
 
     def cancel_block():
