@@ -1,6 +1,7 @@
 """The documentation site (docs/) builds with every warning an error, as CI requires, and
 its generated pages agree with the code: the campaign-file guide with the pydantic models."""
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,13 @@ DOCS = REPO / "docs"
 pytestmark = pytest.mark.docs
 
 
-def reference_module():
+def extension(name: str):
+    """The site's Sphinx extension ``docs/_ext/<name>.py``, imported."""
     sys.path.insert(0, str(DOCS / "_ext"))
     try:
-        import covmocks_reference
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(DOCS / "_ext"))
-    return covmocks_reference
 
 
 @pytest.mark.slow
@@ -50,23 +51,14 @@ def test_site_builds_without_warnings(tmp_path):
 def test_campaign_guide_agrees_with_the_models():
     """Every key of the guide's tables is a key of the models, every key of the models is in
     the guide, and the defaults the guide gives are the models'."""
-    assert reference_module().check_guide() == []
-
-
-def schema_module():
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        import covmocks_schema
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
-    return covmocks_schema
+    assert extension("covmocks_reference").check_guide() == []
 
 
 def test_schema_tables_match_the_stand_in_files(tmp_path):
     """Each HDF5 file type's table on the format page against the file its writer writes
     from stand-in inputs (what the site's build checks): every name written is a row, every
     row is written, JSON attributes are strict and typed JSON."""
-    schema = schema_module()
+    schema = extension("covmocks_schema")
     files = schema.stand_in_files(tmp_path)
     assert set(files) == {"catalog", "statistics", "samples", "clustering", "covariance"}
     from covmocks.catalog.hdf5 import SCHEMA
@@ -86,7 +78,7 @@ def test_schema_check_rejects_loose_json(tmp_path):
 
     from covmocks.catalog.attrs import write_attrs
 
-    schema = schema_module()
+    schema = extension("covmocks_schema")
     path = tmp_path / "f.hdf5"
     with h5py.File(path, "w") as f:
         write_attrs(f, {"floors": {"all": float("-inf")}, "rules": "[]", "n": 1})
@@ -111,7 +103,7 @@ def test_schema_tables_match_the_demo_files(demo, tmp_path):
     demo's directory is left as it was (the quickstart writes its own)."""
     from covmocks.covariance import ensemble
 
-    schema = schema_module()
+    schema = extension("covmocks_schema")
     campaign = demo.campaign
     layout = campaign.layout
     samples = {s.name: "<sample>" for s in campaign.clustering.samples}
