@@ -83,7 +83,7 @@ def test_the_least_recently_used_kernels_go_past_the_bound(tmp_path):
     assert jaxenv.prune(tmp_path, max_bytes=300) == 0
     assert jaxenv.prune(tmp_path, max_bytes=150) == 200
     assert [p.name for p in tmp_path.iterdir()] == ["jit_new-cache"]
-    assert jaxenv.cache_usage(tmp_path) == (1, 100)
+    assert jaxenv.cache_usage(tmp_path) == (1, 0, 100)
     assert jaxenv.prune(tmp_path / "absent") == 0
 
 
@@ -139,10 +139,10 @@ def test_a_run_with_an_empty_cache_says_the_kernels_are_compiled_once(
     assert main.main(["run", path, "--no-monitoring"]) == 0
     said = "compiling the model's kernels once (minutes on a small CPU): they are cached in"
     assert f"{said} {cache} for every later box and campaign" in caplog.text
-    assert f"kernels   {cache}: 0 kernels, 0 MB" in capsys.readouterr().out
+    assert f"kernels   {cache}: 0 kernels, 0 exported, 0 MB" in capsys.readouterr().out
     cache.mkdir()
     (cache / "jit_f-0123-cache").write_bytes(b"x" * 2000)
     caplog.clear()
     assert main.main(["run", path, "--no-monitoring"]) == 0
     assert said not in caplog.text
-    assert f"kernels   {cache}: 1 kernels, 0.002 MB" in capsys.readouterr().out
+    assert f"kernels   {cache}: 1 kernels, 0 exported, 0.002 MB" in capsys.readouterr().out

@@ -158,6 +158,7 @@ class DiffskySFH:
         batch_max: int = model_params.DEFAULTS["batch_max"],
     ):
         import jax
+        from jax import numpy as jnp
 
         # Importing diffsky switches jax_enable_x64 on. Switch it on before any population
         # parameter array exists, so the arrays' dtypes (and the output's last bits) never
@@ -175,8 +176,13 @@ class DiffskySFH:
         self.log10_msub_min_msun = p["log10_msub_min_msun"]
         self.n_t_table, self.precision = p["n_t_table"], p["precision"]
         self.batch_min, self.batch_max = p["batch_min"], p["batch_max"]
-        self.mahpop = DEFAULT_DIFFMAHPOP_PARAMS._replace(**p["diffmahpop"])
-        self.sfhpop = DEFAULT_DIFFSTARPOP_PARAMS._replace(**p["diffstarpop"])
+        # the population parameters as the kernels see them (weakly typed scalars), once
+        self.mahpop = jax.tree.map(
+            jnp.asarray, DEFAULT_DIFFMAHPOP_PARAMS._replace(**p["diffmahpop"])
+        )
+        self.sfhpop = jax.tree.map(
+            jnp.asarray, DEFAULT_DIFFSTARPOP_PARAMS._replace(**p["diffstarpop"])
+        )
         self.params = {k: p[k] for k in model_params.RECORDED}
         draw_kernels = kernels.build_draw_kernels()
         self._central, self._subhalo_cdf, self._satellite_uniform, self._satellite = draw_kernels

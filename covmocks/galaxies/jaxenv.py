@@ -68,13 +68,18 @@ def enable_compilation_cache(cache_dir) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def prune(cache_dir, max_bytes: int = CACHE_MAX_BYTES) -> int:
-    """Remove the least recently used files of ``cache_dir`` (last access or change, whichever
-    is later) until it holds at most ``max_bytes``; returns the bytes removed. A process that
-    meanwhile misses a removed kernel compiles it again."""
+def _entries(cache_dir) -> list[Path]:
+    """The files of ``cache_dir``: compiled kernels and the exported ones in ``exported/``."""
     path = Path(cache_dir)
-    files = [(max(s.st_atime, s.st_mtime), s.st_size, p) for p in path.iterdir()
-             if p.is_file() and (s := p.stat())] if path.is_dir() else []  # fmt: skip
+    return [p for d in (path, path / "exported") if d.is_dir() for p in d.iterdir() if p.is_file()]
+
+
+def prune(cache_dir, max_bytes: int = CACHE_MAX_BYTES) -> int:
+    """Remove the least recently used files of ``cache_dir`` and its ``exported/`` (last access
+    or change, whichever is later) until they hold at most ``max_bytes``; returns the bytes
+    removed. A process that meanwhile misses a removed kernel compiles or exports it again."""
+    files = [(max(s.st_atime, s.st_mtime), s.st_size, p) for p in _entries(cache_dir)
+             if (s := p.stat())]  # fmt: skip
     excess, removed = sum(size for _, size, _ in files) - max_bytes, 0
     for _, size, p in sorted(files):
         if removed >= excess:
@@ -84,17 +89,20 @@ def prune(cache_dir, max_bytes: int = CACHE_MAX_BYTES) -> int:
     return removed
 
 
-def cache_usage(cache_dir) -> tuple[int, int]:
-    """(kernels, bytes) held in ``cache_dir`` (0, 0 where it does not exist)."""
-    path = Path(cache_dir)
-    files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else []
-    return sum(p.name.endswith("-cache") for p in files), sum(p.stat().st_size for p in files)
+def cache_usage(cache_dir) -> tuple[int, int, int]:
+    """(compiled kernels, exported kernels, bytes) held in ``cache_dir`` (zeros where it does
+    not exist)."""
+    files = _entries(cache_dir)
+    compiled = sum(p.name.endswith("-cache") for p in files)
+    exported = sum(p.name.endswith(".jaxexport") for p in files)
+    return compiled, exported, sum(p.stat().st_size for p in files)
 
 
 def describe(cache_dir) -> str:
-    """``DIR: N kernels, X MB`` (what a run's last lines and ``covmocks status`` say)."""
-    kernels, size = cache_usage(cache_dir)
-    return f"{cache_dir}: {kernels} kernels, {size / 1e6:.3g} MB"
+    """``DIR: N kernels, M exported, X MB`` (what a run's last lines and ``covmocks status``
+    say)."""
+    compiled, exported, size = cache_usage(cache_dir)
+    return f"{cache_dir}: {compiled} kernels, {exported} exported, {size / 1e6:.3g} MB"
 
 
 def use_cache(configured=None) -> str:

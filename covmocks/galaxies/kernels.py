@@ -29,6 +29,8 @@ import functools
 
 import numpy as np
 
+from covmocks.galaxies.exported import StoredKernel
+
 # The parameters a galaxy's history needs, in the ``sfh`` kernel's order.
 MAH_FIELDS = 5  # DiffmahParams: logm0, logtc, early_index, late_index, t_peak
 SFH_FIELDS = 8  # diffstar params: lgmcrit, lgy_at_mcrit, indx_lo, indx_hi, lg_qt, qlglgdt, ...
@@ -54,7 +56,7 @@ def argus_inverse_cdf_table(chi: float, n: int = 4096):
 def build_draw_kernels():
     """(central, subhalo_cdf, satellite_uniform, satellite): jitted, vmapped per-object draw
     kernels, shared by every model instance of the process (each padded batch shape compiles
-    once per process)."""
+    once per process), each a ``StoredKernel`` (a fresh process loads its exported form)."""
     import jax
     from diffmah.diffmah_kernels import DiffmahParams, _log_mah_kern
     from diffmah.diffmahpop_kernels.mc_bimod_cens import mc_diffmah_params_singlecen
@@ -147,12 +149,16 @@ def build_draw_kernels():
             n_vel=jran.normal(k_vel, (3,)),
         )
 
-    central_batch = jax.jit(jax.vmap(central, in_axes=(0, 0, 0, None, None, None, None)))
-    subhalo_cdf_batch = jax.jit(jax.vmap(subhalo_cdf, in_axes=(0, None)))
-    uniform_batch = jax.jit(jax.vmap(satellite_uniform))
-    satellite_in = (0, 0, 0, 0, 0, None, None, None)
-    satellite_batch = jax.jit(jax.vmap(satellite, in_axes=satellite_in))
-    return central_batch, subhalo_cdf_batch, uniform_batch, satellite_batch
+    central_batch = jax.vmap(central, in_axes=(0, 0, 0, None, None, None, None))
+    subhalo_cdf_batch = jax.vmap(subhalo_cdf, in_axes=(0, None))
+    uniform_batch = jax.vmap(satellite_uniform)
+    satellite_batch = jax.vmap(satellite, in_axes=(0, 0, 0, 0, 0, None, None, None))
+    return (
+        StoredKernel("central", jax.jit(central_batch)),
+        StoredKernel("subhalo_cdf", jax.jit(subhalo_cdf_batch)),
+        StoredKernel("satellite_uniform", jax.jit(uniform_batch)),
+        StoredKernel("satellite", jax.jit(satellite_batch)),
+    )
 
 
 def subhalo_lgmu(u, host_row, cdf, lgmu_cutoff) -> np.ndarray:
@@ -229,7 +235,8 @@ def build_sfh_kernel(n_t: int, precision: str):
             surviving = surviving + weights[k + 1] * sfh[k]
         return jnp.log10(mstar), jnp.log10(surviving * YEAR_PER_GYR), jnp.log10(sfh[-1])
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
+    kernel = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
+    return StoredKernel(f"sfh/{n_t}/{precision}", kernel)
 
 
 def evaluate_sfh(n_t: int, precision: str, mah, sfh_params, t_obs, lgt0, fb):
