@@ -36,6 +36,15 @@ def pytest_configure(config):
         os.environ["JAX_COMPILATION_CACHE_DIR"] = config._covmocks_jax_cache = path
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """What the run's compilation cache holds at the end (issue 25 asks for its size)."""
+    path = getattr(config, "_covmocks_jax_cache", None)
+    if path:
+        from covmocks.galaxies import jaxenv
+
+        terminalreporter.write_line(f"compilation cache {jaxenv.describe(path)}")
+
+
 def pytest_unconfigure(config):
     path = getattr(config, "_covmocks_jax_cache", None)
     if path:
