@@ -134,3 +134,25 @@ def test_the_models_draws_are_the_same_bits_loaded_or_traced(store):
         stored = exported.StoredKernel(central.name, central.fn)(*args)
         assert all(np.array_equal(stored[k], plain[k]) for k in plain)
     assert len(list(store.iterdir())) == 1
+
+
+def test_a_store_it_cannot_write_runs_the_kernel_unstored(store, caplog, monkeypatch):
+    """A full disk (or a read-only shared cache): a warning, the kernel runs, nothing lost."""
+
+    def full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(exported, "_write_atomically", full)
+    out = _fresh()(np.ones(4), 1.0, {"offset": 0.0})
+    assert np.array_equal(out["y"], _kernel(np.ones(4), 1.0, {"offset": 0.0})["y"])
+    assert "not stored" in caplog.text and "No space left" in caplog.text
+
+
+def test_a_kernel_that_cannot_be_exported_is_traced(store, caplog, monkeypatch):
+    def refuse(fn):
+        raise ValueError("custom call target without compatibility guarantees")
+
+    monkeypatch.setattr(jax.export, "export", refuse)
+    out = _fresh()(np.ones(4), 1.0, {"offset": 0.0})
+    assert np.array_equal(out["y"], _kernel(np.ones(4), 1.0, {"offset": 0.0})["y"])
+    assert "cannot be exported" in caplog.text and not store.exists()

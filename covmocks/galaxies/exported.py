@@ -19,7 +19,9 @@ signature, the jax and jaxlib versions, the backend, the JAX settings that chang
 precision) and a SHA-256 of the source of every module a kernel can run (``source_digest``:
 ``covmocks.galaxies`` and the diffmah, diffstar, diffsky and dsps packages). Editing any of
 them, or installing another version, makes new files; stale ones are never loaded. Without a
-compilation cache (``jax_compilation_cache_dir`` unset) kernels are plain jitted functions.
+compilation cache (``jax_compilation_cache_dir`` unset), or for a kernel ``jax.export`` cannot
+serialize, kernels are plain jitted functions; a file that cannot be written (a read-only
+shared cache, a full disk) is said in a warning and the kernel runs unstored.
 """
 
 from __future__ import annotations
@@ -140,7 +142,15 @@ class StoredKernel:
         if exported is None:
             flat_fn = jax.jit(lambda *flat: self._unflattened(in_tree, flat))
             avals = [jax.ShapeDtypeStruct(s, d, weak_type=w) for s, d, w in map(_aval, leaves)]
-            exported = jax.export.export(flat_fn)(*avals)
-            _write_atomically(path, bytes(exported.serialize()))
-            log.debug("exported kernel %s to %s", self.name, path)
+            try:
+                exported = jax.export.export(flat_fn)(*avals)
+            except ValueError as err:  # e.g. a backend's custom call jax.export cannot keep
+                log.warning("kernel %s cannot be exported (%s): every process traces it",
+                            self.name, err)  # fmt: skip
+                return lambda *flat: self._unflattened(in_tree, flat)
+            try:
+                _write_atomically(path, bytes(exported.serialize()))
+                log.debug("exported kernel %s to %s", self.name, path)
+            except OSError as err:  # a read-only shared cache, a full disk: run it unstored
+                log.warning("exported kernel %s not stored (%s)", path, err)
         return jax.jit(exported.call)
