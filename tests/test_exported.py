@@ -4,6 +4,7 @@ made from other code, settings or shapes."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def test_other_source_makes_other_files(store, monkeypatch):
     x = np.zeros(8)
     _fresh()(x, 1.0, {"offset": 0.0})
     monkeypatch.setattr(exported, "source_digest", lambda: "edited")
+    monkeypatch.setattr(exported, "version_prefix", exported.version_prefix.__wrapped__)
     _fresh()(x, 1.0, {"offset": 0.0})
     assert len(TRACES) == 2 and len(list(store.iterdir())) == 2
 
@@ -117,9 +119,11 @@ def test_the_cache_counts_and_prunes_exported_kernels(tmp_path):
     assert jaxenv.cache_usage(tmp_path) == (1, 0, 100)
 
 
-def test_the_models_draws_are_the_same_bits_loaded_or_traced(store):
-    """The centrals' draw of 1,024 hosts through a stored kernel, exported then loaded as a
-    new process does, against the plain jitted kernel: every output identical."""
+def test_the_models_draws_are_the_same_bits_loaded_or_traced(store, monkeypatch):
+    """The centrals' draw of 1,024 hosts through a stored kernel, exported, then loaded as a
+    new process does, then preloaded, against the plain jitted kernel: every output
+    identical."""
+    monkeypatch.setattr(exported, "_PRELOADED", {})
     model = diffsky.DiffskySFH()
     central = kernels.build_draw_kernels()[0]
     header = blocks.SimulationHeader(100.0, 0.5, blocks.SYNTHETIC_COSMOLOGY, "t", "m", "p", "r")
@@ -130,7 +134,8 @@ def test_the_models_draws_are_the_same_bits_loaded_or_traced(store):
     lgm = rng.uniform(11, 14, 1024).astype(np.float32)
     args = (*keys, lgm, model.mahpop, model.sfhpop, ctx, root)
     plain = central.fn(*args)
-    for _ in range(2):
+    for preload in (False, False, True):  # exported, loaded, preloaded in the background
+        assert not preload or exported.preload() == 1
         stored = exported.StoredKernel(central.name, central.fn)(*args)
         assert all(np.array_equal(stored[k], plain[k]) for k in plain)
     assert len(list(store.iterdir())) == 1
@@ -156,3 +161,33 @@ def test_a_kernel_that_cannot_be_exported_is_traced(store, caplog, monkeypatch):
     out = _fresh()(np.ones(4), 1.0, {"offset": 0.0})
     assert np.array_equal(out["y"], _kernel(np.ones(4), 1.0, {"offset": 0.0})["y"])
     assert "cannot be exported" in caplog.text and not store.exists()
+
+
+def test_preloaded_kernels_are_taken_compiled(store, monkeypatch):
+    """A fresh process preloads this version's stored kernels in the background; the kernel
+    then takes the compiled one (nothing deserialized on the call) and gives the same bits.
+    Files of another version (jax, source, backend) are not preloaded."""
+    x = np.linspace(-1, 1, 8)
+    expected = _fresh()(x, 2.0, {"offset": np.float32(0.5)})
+    (stale := store / f"0123456789abcdef-1-{'0' * 64}{exported.SUFFIX}").write_bytes(b"old")
+    monkeypatch.setattr(exported, "_PRELOADED", {})
+    assert exported.preload() == 1
+    assert str(stale) not in exported._PRELOADED
+    (future,) = exported._PRELOADED.values()
+    future.result(timeout=60)
+    deserialized = []
+    monkeypatch.setattr(jax.export, "deserialize", lambda b: deserialized.append(b))
+    out = _fresh()(x, 2.0, {"offset": np.float32(0.5)})
+    assert not deserialized and not exported._PRELOADED
+    assert all(np.array_equal(out[k], expected[k]) for k in expected)
+
+
+def test_a_failed_preload_is_loaded_on_the_call(store, monkeypatch, caplog):
+    x = np.ones(8)
+    expected = _fresh()(x, 1.0, {"offset": 0.0})["y"]
+    (path,) = store.iterdir()
+    failed = concurrent.futures.Future()
+    failed.set_exception(RuntimeError("broken"))
+    monkeypatch.setattr(exported, "_PRELOADED", {str(path): failed})
+    assert np.array_equal(_fresh()(x, 1.0, {"offset": 0.0})["y"], expected)
+    assert "preloading" in caplog.text and "broken" in caplog.text

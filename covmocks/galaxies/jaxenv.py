@@ -106,12 +106,16 @@ def describe(cache_dir) -> str:
 
 
 def use_cache(configured=None) -> str:
-    """Enable the compilation cache ``cache_dir(configured)`` in this process, ``prune`` it, and
-    log what it holds (an empty one: the kernels are compiled now, once); returns it."""
+    """Enable the compilation cache ``cache_dir(configured)`` in this process, ``prune`` it, start
+    preloading its exported kernels (``exported.preload``) and log what it holds (an empty one:
+    the kernels are compiled now, once); returns it."""
     import logging
+
+    from covmocks.galaxies import exported
 
     cache = cache_dir(configured)
     prune(cache)
     enable_compilation_cache(cache)
-    logging.getLogger(__name__).info("compilation cache %s", describe(cache))
+    logging.getLogger(__name__).info("compilation cache %s (%d kernels preloading)",
+                                     describe(cache), exported.preload())  # fmt: skip
     return cache
