@@ -10,7 +10,8 @@ kernels are the same, filled by the first one's cold run):
 
 - a split child (``--tree``; PYTHONPATH names the tree, the child checks ``covmocks.__file__``)
   times its imports (covmocks, the box and model modules, jax), the model's set-up (the
-  cache enabled, ``registry.get_model``, the synthetic source opened: a mass-function draw),
+  cache enabled (``jaxenv.use_cache``: exported kernels preload in a background thread, whose
+  JAX events count where they fall), ``registry.get_model``, the synthetic source opened),
   a first ``populate.generate_box`` (every kernel traced, lowered, and compiled or loaded from
   the cache) and a second one with another seed (the box itself, warm). JAX's monitoring
   events split the first call's overhead into tracing, lowering to StableHLO, XLA compiling
@@ -64,7 +65,7 @@ def child(tree: str, n_hosts: int, cache: str, work: str) -> dict:
             events[EVENTS[name]] = events.get(EVENTS[name], 0.0) + seconds
 
     jax.monitoring.register_event_duration_secs_listener(listen)
-    jaxenv.enable_compilation_cache(cache)
+    jaxenv.use_cache(cache)  # as every box does: enabled, pruned, preloading
     model = registry.get_model("diffsky_sfh", {})
     spec = BoxSpec(source="synthetic", n_hosts=n_hosts, redshift=0.5, seed=1,
                    output=Path(work) / "first.hdf5")  # fmt: skip

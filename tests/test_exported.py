@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
 from pathlib import Path
 
 import jax
@@ -124,6 +125,7 @@ def test_the_models_draws_are_the_same_bits_loaded_or_traced(store, monkeypatch)
     new process does, then preloaded, against the plain jitted kernel: every output
     identical."""
     monkeypatch.setattr(exported, "_PRELOADED", {})
+    monkeypatch.setattr(exported, "_started", threading.Event())
     model = diffsky.DiffskySFH()
     central = kernels.build_draw_kernels()[0]
     header = blocks.SimulationHeader(100.0, 0.5, blocks.SYNTHETIC_COSMOLOGY, "t", "m", "p", "r")
@@ -135,7 +137,7 @@ def test_the_models_draws_are_the_same_bits_loaded_or_traced(store, monkeypatch)
     args = (*keys, lgm, model.mahpop, model.sfhpop, ctx, root)
     plain = central.fn(*args)
     for preload in (False, False, True):  # exported, loaded, preloaded in the background
-        assert not preload or exported.preload() == 1
+        assert not preload or exported.preload([1024]) == 1
         stored = exported.StoredKernel(central.name, central.fn)(*args)
         assert all(np.array_equal(stored[k], plain[k]) for k in plain)
     assert len(list(store.iterdir())) == 1
@@ -166,12 +168,16 @@ def test_a_kernel_that_cannot_be_exported_is_traced(store, caplog, monkeypatch):
 def test_preloaded_kernels_are_taken_compiled(store, monkeypatch):
     """A fresh process preloads this version's stored kernels in the background; the kernel
     then takes the compiled one (nothing deserialized on the call) and gives the same bits.
-    Files of another version (jax, source, backend) are not preloaded."""
+    Files of another version (jax, source, backend) or batch length are not preloaded."""
     x = np.linspace(-1, 1, 8)
     expected = _fresh()(x, 2.0, {"offset": np.float32(0.5)})
-    (stale := store / f"0123456789abcdef-1-{'0' * 64}{exported.SUFFIX}").write_bytes(b"old")
+    (stale := store / f"0123456789abcdef-1-8-{'0' * 64}{exported.SUFFIX}").write_bytes(b"old")
     monkeypatch.setattr(exported, "_PRELOADED", {})
-    assert exported.preload() == 1
+    monkeypatch.setattr(exported, "_started", threading.Event())
+    assert exported.preload([1024]) == 0  # none of that length
+    monkeypatch.setattr(exported, "_started", threading.Event())
+    assert exported.preload([8]) == 1
+    assert exported.preload([8]) == 0  # once per process
     assert str(stale) not in exported._PRELOADED
     (future,) = exported._PRELOADED.values()
     future.result(timeout=60)
@@ -191,3 +197,18 @@ def test_a_failed_preload_is_loaded_on_the_call(store, monkeypatch, caplog):
     monkeypatch.setattr(exported, "_PRELOADED", {str(path): failed})
     assert np.array_equal(_fresh()(x, 1.0, {"offset": 0.0})["y"], expected)
     assert "preloading" in caplog.text and "broken" in caplog.text
+
+
+def test_a_box_preloads_the_batch_lengths_it_will_call():
+    from covmocks.box.spec import BoxSpec
+
+    def lengths(**kw):
+        return BoxSpec(source="synthetic", output=Path("x.hdf5"), **kw).batch_lengths()
+
+    assert lengths(n_hosts=1000) == [1024]
+    assert lengths(n_hosts=10) == [1024]  # the smallest is always called
+    assert lengths(n_hosts=100_000) == [65536, 8192, 1024]
+    assert lengths(n_hosts=100_000, chunk_hosts=1000) == [1024]
+    assert lengths(n_hosts=2000, model_params={"batch_min": 256, "batch_max": 4096}) == [
+        4096, 2048, 256]  # fmt: skip
+    assert lengths(box_size=50.0) == [65536, 8192, 1024]  # hosts not known yet: by chunk

@@ -228,7 +228,7 @@ def _generate_here(job: BoxJob) -> None:
     from covmocks.core.files import OutputExistsError
     from covmocks.galaxies import registry
 
-    jaxenv.use_cache(job.jax_cache)
+    jaxenv.use_cache(job.jax_cache, job.box.batch_lengths())
     source = job.box.open_source()
     box = job.box.resolved(source.header)
     try:

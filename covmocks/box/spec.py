@@ -218,6 +218,17 @@ class BoxSpec:
             raise CovmocksError(f"host_fraction goes with box_size and is in (0, 1], got "
                                 f"{fraction}")  # fmt: skip
 
+    def batch_lengths(self) -> list[int]:
+        """The padded batch lengths (``galaxies.batching``) this box's kernels are likely to be
+        called with, for preloading them: the model's, up to 8 objects per host of its largest
+        chunk (satellites and histories of a host stay below that), the smallest always."""
+        from covmocks.galaxies import batching, params
+
+        p = {**params.DEFAULTS, **self.model_params}
+        lengths = batching.batch_lengths(p["batch_min"], p["batch_max"])
+        rows = min(n for n in (self.n_hosts, self.host_limit, self.chunk_hosts) if n)
+        return [n for n in lengths if n <= 8 * rows or n == lengths[-1]]
+
     def open_source(self):
         """The halo source of this box (opened: header read, no halos read yet)."""
         from covmocks.halos import sources

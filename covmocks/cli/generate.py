@@ -142,7 +142,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     spec = box_spec(args)
     check_outputs(spec)
-    jaxenv.use_cache(compilation_cache(args))
+    jaxenv.use_cache(compilation_cache(args), spec.batch_lengths())
     source = spec.open_source()
     spec = spec.resolved(source.header)
     with kept_aside(spec) as fresh:

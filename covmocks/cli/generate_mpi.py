@@ -77,7 +77,8 @@ def _run(comm, argv) -> int:
     try:
         guard.check()
         source, spec, cache = comm.bcast((source, spec, cache), root=0)
-        jaxenv.use_cache(cache)  # once the inputs are known good: a bad one fails in one line
+        # once the inputs are known good: a bad one fails in one line
+        jaxenv.use_cache(cache, spec.batch_lengths())
         guard = Guard(comm)
         with guard:
             model = get_model(spec.model, spec.model_params)

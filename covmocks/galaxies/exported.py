@@ -75,15 +75,17 @@ def version_prefix() -> str:
 
 def signature_key(name: str, leaves, in_tree) -> str:
     """The stored file's name for kernel ``name`` called with ``leaves`` (the flattened
-    arguments) of structure ``in_tree``: ``version_prefix``, 64-bit mode (0 or 1) and a SHA-256
-    of the rest, ``<prefix>-<x64>-<sha256>``."""
+    arguments) of structure ``in_tree``: ``version_prefix``, 64-bit mode (0 or 1), the batch
+    length (the first array argument's leading axis) and a SHA-256 of the rest,
+    ``<prefix>-<x64>-<length>-<sha256>``."""
     import jax
 
     parts = [name, str(in_tree), version_prefix(),
              *(f"{k}={getattr(jax.config, k)}" for k in TRACE_SETTINGS),
              *map(str, map(_aval, leaves))]  # fmt: skip
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
-    return f"{version_prefix()}-{int(jax.config.jax_enable_x64)}-{digest}"
+    rows = next((x.shape[0] for x in leaves if len(x.shape)), 0)  # the padded batch length
+    return f"{version_prefix()}-{int(jax.config.jax_enable_x64)}-{rows}-{digest}"
 
 
 def _aval(x) -> tuple:
@@ -116,22 +118,28 @@ def _write_atomically(path: Path, data: bytes) -> None:
 _PRELOADED: dict[str, concurrent.futures.Future] = {}
 # Most files preloaded: a 1e5-host box with the default batches uses 14 shapes.
 PRELOAD_MAX = 16
+_started = threading.Event()
 
 
-def preload(limit: int = PRELOAD_MAX) -> int:
-    """Load the ``limit`` most recently used exported kernels of this version from the store
-    and compile them (from the compilation cache) in a background thread, while the process
-    goes on importing and setting up; a ``StoredKernel`` whose file is among them takes the
-    compiled kernel instead of loading it. Returns how many are queued.
+def preload(lengths, limit: int = PRELOAD_MAX) -> int:
+    """Load the ``limit`` most recently used exported kernels of this version whose batch
+    length is one of ``lengths`` (what the process's boxes will call) and compile them (from
+    the compilation cache) in a background thread, while the process goes on importing and
+    setting up; a ``StoredKernel`` whose file is among them takes the compiled kernel instead
+    of loading it. Once per process (a warm worker has its kernels); returns how many are
+    queued.
 
     Loading a compiled kernel (about 0.16 s each on a small CPU) runs in XLA without Python's
     lock, so it overlaps the imports and set-up of a fresh process. At exit the thread stops
     after the kernel it is loading."""
     directory = store_dir()
-    if directory is None or not directory.is_dir():
+    if _started.is_set() or directory is None or not directory.is_dir():
         return 0
+    _started.set()
+    wanted = {str(n) for n in lengths}
     files = [(max(s.st_atime, s.st_mtime), p) for p in directory.glob(f"{version_prefix()}-*")
-             if p.name.endswith(SUFFIX) and (s := p.stat())]  # fmt: skip
+             if p.name.endswith(SUFFIX) and p.name.split("-")[2] in wanted
+             and (s := p.stat())]  # fmt: skip
     queued = [p for _, p in sorted(files, reverse=True)[:limit]]
     futures = [_PRELOADED.setdefault(str(p), concurrent.futures.Future()) for p in queued]
     stop = threading.Event()

@@ -105,10 +105,11 @@ def describe(cache_dir) -> str:
     return f"{cache_dir}: {compiled} kernels, {exported} exported, {size / 1e6:.3g} MB"
 
 
-def use_cache(configured=None) -> str:
+def use_cache(configured=None, lengths=()) -> str:
     """Enable the compilation cache ``cache_dir(configured)`` in this process, ``prune`` it, start
-    preloading its exported kernels (``exported.preload``) and log what it holds (an empty one:
-    the kernels are compiled now, once); returns it."""
+    preloading its exported kernels of batch ``lengths`` (``exported.preload``; a box's
+    ``BoxSpec.batch_lengths``) and log what it holds (an empty one: the kernels are compiled now,
+    once); returns it."""
     import logging
 
     from covmocks.galaxies import exported
@@ -117,5 +118,5 @@ def use_cache(configured=None) -> str:
     prune(cache)
     enable_compilation_cache(cache)
     logging.getLogger(__name__).info("compilation cache %s (%d kernels preloading)",
-                                     describe(cache), exported.preload())  # fmt: skip
+                                     describe(cache), exported.preload(lengths))  # fmt: skip
     return cache
