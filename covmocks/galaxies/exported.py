@@ -7,7 +7,7 @@ generate``, a new pilot block's worker, an MPI rank) still traces each kernel's 
 lowers it to StableHLO before it can look the compiled kernel up: about 0.3 s per padded shape
 of the draw kernels on a small CPU, 14 shapes in a 1e5-host box. ``StoredKernel`` wraps a
 jitted kernel: the first call with a new signature (argument structure, shapes and dtypes)
-loads ``<cache>/exported/<key>.jaxexport`` where it exists, else exports the kernel and writes
+loads ``<cache>/exported/<signature_key>.jaxexport`` where it exists, else exports the kernel and writes
 that file (atomically: a concurrent writer's file is whole or absent). Every call then runs the
 exported program (``Exported.call``), whose compiled form the compilation cache keeps; the
 first process and every later one run the same program, so catalogs are the same bits.
@@ -22,6 +22,9 @@ them, or installing another version, makes new files; stale ones are never loade
 compilation cache (``jax_compilation_cache_dir`` unset), or for a kernel ``jax.export`` cannot
 serialize, kernels are plain jitted functions; a file that cannot be written (a read-only
 shared cache, a full disk) is said in a warning and the kernel runs unstored.
+
+What is left of a fresh process's first box is loading the compiled kernels from the cache:
+``preload`` does that in a background thread while the process imports and sets up.
 """
 
 from __future__ import annotations
@@ -132,10 +135,12 @@ def preload(lengths, limit: int = PRELOAD_MAX) -> int:
     Loading a compiled kernel (about 0.16 s each on a small CPU) runs in XLA without Python's
     lock, so it overlaps the imports and set-up of a fresh process. At exit the thread stops
     after the kernel it is loading."""
-    directory = store_dir()
-    if _started.is_set() or directory is None or not directory.is_dir():
+    if _started.is_set():  # the process's kernels are loaded, or it exported them itself
         return 0
     _started.set()
+    directory = store_dir()
+    if directory is None or not directory.is_dir():
+        return 0
     wanted = {str(n) for n in lengths}
     files = [(max(s.st_atime, s.st_mtime), p) for p in directory.glob(f"{version_prefix()}-*")
              if p.name.endswith(SUFFIX) and p.name.split("-")[2] in wanted
