@@ -7,10 +7,11 @@ generate``, a new pilot block's worker, an MPI rank) still traces each kernel's 
 lowers it to StableHLO before it can look the compiled kernel up: about 0.3 s per padded shape
 of the draw kernels on a small CPU, 14 shapes in a 1e5-host box. ``StoredKernel`` wraps a
 jitted kernel: the first call with a new signature (argument structure, shapes and dtypes)
-loads ``<cache>/exported/<signature_key>.jaxexport`` where it exists, else exports the kernel and writes
-that file (atomically: a concurrent writer's file is whole or absent). Every call then runs the
-exported program (``Exported.call``), whose compiled form the compilation cache keeps; the
-first process and every later one run the same program, so catalogs are the same bits.
+loads ``<cache>/exported/<signature_key>.jaxexport`` where it exists, else exports the kernel
+and writes that file (atomically: a concurrent writer's file is whole or absent). Every call
+then runs the exported program (``Exported.call``), whose compiled form the compilation cache
+keeps; the first process and every later one run the same program, so catalogs are the same
+bits.
 
 The file's key (``signature_key``) holds what the exported program depends on and JAX's own
 cache key cannot see, since no tracing happens: the kernel's name and build arguments, the
