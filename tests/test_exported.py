@@ -212,3 +212,6 @@ def test_a_box_preloads_the_batch_lengths_it_will_call():
     assert lengths(n_hosts=2000, model_params={"batch_min": 256, "batch_max": 4096}) == [
         4096, 2048, 256]  # fmt: skip
     assert lengths(box_size=50.0) == [65536, 8192, 1024]  # hosts not known yet: by chunk
+    for refused in ({"batch_min": "x"}, {"batch_min": None}, {"batch_min": 9, "batch_max": 8},
+                    [1], {"batch_max": True}):  # fmt: skip
+        assert lengths(n_hosts=1000, model_params=refused) == [1024]  # the model says why

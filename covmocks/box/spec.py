@@ -221,11 +221,15 @@ class BoxSpec:
     def batch_lengths(self) -> list[int]:
         """The padded batch lengths (``galaxies.batching``) this box's kernels are likely to be
         called with, for preloading them: the model's, up to 8 objects per host of its largest
-        chunk (satellites and histories of a host stay below that), the smallest always."""
+        chunk (satellites and histories of a host stay below that), the smallest always. A hint
+        only: batch parameters the model will refuse (``galaxies.params``) give the defaults'."""
         from covmocks.galaxies import batching, params
 
-        p = {**params.DEFAULTS, **self.model_params}
-        lengths = batching.batch_lengths(p["batch_min"], p["batch_max"])
+        given = self.model_params if isinstance(self.model_params, dict) else {}
+        sizes = [given.get(k, params.DEFAULTS[k]) for k in ("batch_min", "batch_max")]
+        if not all(type(n) is int and 1 <= n <= 2**24 for n in sizes) or sizes[0] > sizes[1]:
+            sizes = [params.DEFAULTS["batch_min"], params.DEFAULTS["batch_max"]]
+        lengths = batching.batch_lengths(*sizes)
         rows = min(n for n in (self.n_hosts, self.host_limit, self.chunk_hosts) if n)
         return [n for n in lengths if n <= 8 * rows or n == lengths[-1]]
 
