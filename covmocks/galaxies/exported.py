@@ -36,10 +36,10 @@ import functools
 import hashlib
 import importlib.util
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
+
+from covmocks.core import files
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +107,8 @@ def store_dir() -> Path | None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with files.replaced(path) as tmp:
+        tmp.write_bytes(data)
 
 
 # Compiled kernels the preloader holds, by file path, until a StoredKernel takes them.

@@ -27,6 +27,8 @@ persistent compilation cache entry").
 import os
 from pathlib import Path
 
+from covmocks.galaxies import exported
+
 SAFE_XLA_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
@@ -71,7 +73,8 @@ def enable_compilation_cache(cache_dir) -> None:
 def _entries(cache_dir) -> list[Path]:
     """The files of ``cache_dir``: compiled kernels and the exported ones in ``exported/``."""
     path = Path(cache_dir)
-    return [p for d in (path, path / "exported") if d.is_dir() for p in d.iterdir() if p.is_file()]
+    stored = path / exported.SUBDIR
+    return [p for d in (path, stored) if d.is_dir() for p in d.iterdir() if p.is_file()]
 
 
 def prune(cache_dir, max_bytes: int = CACHE_MAX_BYTES) -> int:
@@ -94,15 +97,15 @@ def cache_usage(cache_dir) -> tuple[int, int, int]:
     not exist)."""
     files = _entries(cache_dir)
     compiled = sum(p.name.endswith("-cache") for p in files)
-    exported = sum(p.name.endswith(".jaxexport") for p in files)
-    return compiled, exported, sum(p.stat().st_size for p in files)
+    stored = sum(p.name.endswith(exported.SUFFIX) for p in files)
+    return compiled, stored, sum(p.stat().st_size for p in files)
 
 
 def describe(cache_dir) -> str:
     """``DIR: N kernels, M exported, X MB`` (what a run's last lines and ``covmocks status``
     say)."""
-    compiled, exported, size = cache_usage(cache_dir)
-    return f"{cache_dir}: {compiled} kernels, {exported} exported, {size / 1e6:.3g} MB"
+    compiled, stored, size = cache_usage(cache_dir)
+    return f"{cache_dir}: {compiled} kernels, {stored} exported, {size / 1e6:.3g} MB"
 
 
 def use_cache(configured=None, lengths=()) -> str:
@@ -111,8 +114,6 @@ def use_cache(configured=None, lengths=()) -> str:
     ``BoxSpec.batch_lengths``) and log what it holds (an empty one: the kernels are compiled now,
     once); returns it."""
     import logging
-
-    from covmocks.galaxies import exported
 
     cache = cache_dir(configured)
     prune(cache)
