@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from jax import numpy as jnp
 
+from covmocks.core import remembered
 from covmocks.galaxies import diffsky, exported, jaxenv, kernels
 from covmocks.halos import blocks
 
@@ -32,7 +33,7 @@ def _fresh(name="toy"):
         TRACES.append(x.shape)  # Python runs only when the function is traced
         return _kernel(x, scale, table)
 
-    return exported.StoredKernel(name, jax.jit(kernel))
+    return exported.StoredKernel(name, lambda: jax.jit(kernel))
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_other_source_makes_other_files(store, monkeypatch):
 
 
 def test_the_source_digest_covers_the_model_packages():
-    exported.source_digest.cache_clear()
+    remembered.package_digest.cache_clear()
     digest = exported.source_digest()
     assert len(digest) == 64 and digest == exported.source_digest()
     assert set(exported.TRACED_PACKAGES) == {"covmocks.galaxies", "diffmah", "diffstar",
@@ -135,10 +136,10 @@ def test_the_models_draws_are_the_same_bits_loaded_or_traced(store, monkeypatch)
     keys = rng.integers(0, 2**32, (2, 1024), dtype=np.uint32)
     lgm = rng.uniform(11, 14, 1024).astype(np.float32)
     args = (*keys, lgm, model.mahpop, model.sfhpop, ctx, root)
-    plain = central.fn(*args)
+    plain = central.build()(*args)
     for preload in (False, False, True):  # exported, loaded, preloaded in the background
         assert not preload or exported.preload([1024]) == 1
-        stored = exported.StoredKernel(central.name, central.fn)(*args)
+        stored = exported.StoredKernel(central.name, central.build)(*args)
         assert all(np.array_equal(stored[k], plain[k]) for k in plain)
     assert len(list(store.iterdir())) == 1
 

@@ -5,8 +5,9 @@ import inspect
 import numpy as np
 import pytest
 
+from covmocks.core import nfw
 from covmocks.core.errors import InputError
-from covmocks.galaxies import batching, diffsky, kernels, phase_space, registry
+from covmocks.galaxies import batching, diffsky, kernels, registry
 from covmocks.galaxies import params as model_params
 
 
@@ -57,17 +58,11 @@ def test_resolved_parameters_are_recorded():
     mdl = registry.get_model("diffsky_sfh", {"batch_min": 256, "batch_max": 4096})
     assert set(mdl.params) == set(model_params.RECORDED)
     assert (mdl.params["n_t_table"], mdl.params["precision"]) == (36, "float32")  # the defaults
+    defaults = model_params.population_defaults()
     custom = model_params.resolve({"n_t_table": 100.0, "precision": "float64"},
-                                  *_population_defaults())  # fmt: skip
+                                  defaults["diffmahpop"], defaults["diffstarpop"])  # fmt: skip
     assert custom["n_t_table"] == 100 and isinstance(custom["n_t_table"], int)
     assert custom["precision"] == "float64"
-
-
-def _population_defaults():
-    from diffmah.diffmahpop_kernels.bimod_censat_params import DEFAULT_DIFFMAHPOP_PARAMS
-    from diffstar.diffstarpop import DEFAULT_DIFFSTARPOP_PARAMS
-
-    return DEFAULT_DIFFMAHPOP_PARAMS, DEFAULT_DIFFSTARPOP_PARAMS
 
 
 def test_campaign_schema_knows_every_parameter():
@@ -117,7 +112,7 @@ def test_argus_table_matches_scipy():
 
 
 def test_concentration_decreases_with_mass():
-    c = phase_space.concentration_dm14(np.array([11.0, 12.0, 13.0, 14.0]), 0.0)
+    c = nfw.concentration_dm14(np.array([11.0, 12.0, 13.0, 14.0]), 0.0)
     assert np.all(np.diff(c) < 0)
     assert c[1] == pytest.approx(10**0.905, rel=1e-6)
 

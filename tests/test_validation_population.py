@@ -143,3 +143,22 @@ def test_nfw_quantiles_are_the_models():
                                atol=1e-5)  # fmt: skip
     p = np.random.default_rng(0).random(200)
     np.testing.assert_allclose(nfw.radius_fraction_quantile(p, c), _qnfw(p.copy(), c), atol=1e-12)
+
+
+def test_the_phase_space_functions_are_diffskys_bits():
+    """``core.nfw`` writes out diffsky's fake_sats functions so that a fresh process need not
+    import diffsky: they must give its bits, on satellites' own range of inputs."""
+    from diffsky.fake_sats.ellipsoidal_velocities import calculate_virial_velocity
+    from diffsky.fake_sats.nfw_config_space import _qnfw, _random_spherical_position
+
+    rng = np.random.default_rng(7)
+    u = rng.random(100_000)
+    u[:3] = 0.0, 1.0, 0.5
+    c = 10 ** rng.uniform(-0.5, 2.5, u.size)
+    kept = u.copy()
+    assert np.array_equal(nfw.radius_fraction(u, c), _qnfw(u.copy(), c), equal_nan=True)
+    assert np.array_equal(u, kept)  # diffsky's scales its input in place; this one does not
+    assert all(map(np.array_equal, nfw.spherical_directions(u), _random_spherical_position(u)))
+    mass, radius = 10 ** rng.uniform(10, 15.5, 1000), 10 ** rng.uniform(-2, 0.5, 1000)
+    expected = calculate_virial_velocity(mass, radius)
+    assert np.array_equal(nfw.virial_velocity(mass, radius), expected)

@@ -1,9 +1,14 @@
-"""The NFW profile the model places satellites on, in NumPy (no JAX): its concentration and
-the quantiles of its truncated radial distribution.
+"""The NFW profile the model places satellites on, in NumPy (no JAX): its concentration, the
+quantiles of its truncated radial distribution, isotropic directions and the virial velocity.
 
 A satellite's radius is r = x r_host with x in [0, 1] drawn from the NFW mass profile truncated
-at the host radius: P(< x) = mu(c x) / mu(c), mu(y) = ln(1 + y) - y / (1 + y) (diffsky's
-``fake_sats._qnfw``, which ``covmocks.galaxies.phase_space`` calls).
+at the host radius: P(< x) = mu(c x) / mu(c), mu(y) = ln(1 + y) - y / (1 + y).
+
+``radius_fraction``, ``spherical_directions`` and ``virial_velocity`` are diffsky's
+``fake_sats`` functions (``_qnfw``, ``_random_spherical_position``,
+``calculate_virial_velocity``) written out operation for operation, so that they give its bits
+(``tests/test_nfw.py`` holds them to it) without importing diffsky, which costs a fresh process
+about 2.7 s (``covmocks.core.remembered``).
 """
 
 from __future__ import annotations
@@ -48,3 +53,34 @@ def median_radius_fraction(concentration) -> np.ndarray:
     (within 1e-5 of the exact median)."""
     log_c = np.log10(np.asarray(concentration, dtype=np.float64))
     return np.interp(log_c, _LOG10_C, _MEDIAN_TABLE)
+
+
+# diffsky's fake_sats.ellipsoidal_velocities.NEWTON_G, (Mpc / Msun) (km/s)^2
+NEWTON_G = 4.3e-09
+
+
+def radius_fraction(u, concentration) -> np.ndarray:
+    """x = r / r_host (shape of ``u``) with P(< x) = ``u`` for NFW ``concentration``: the
+    closed-form quantile through Lambert's W (diffsky's ``_qnfw``; ``u`` is not modified)."""
+    from scipy import special
+
+    y = 1 * np.asarray(concentration)
+    p = np.asarray(u) * (np.log(1.0 + y) - y / (1.0 + y))
+    return (-(1.0 / np.real(special.lambertw(-np.exp(-p - 1)))) - 1) / concentration
+
+
+def spherical_directions(u) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors (x, y, z), each of shape (n,), isotropic, from uniforms ``u`` of shape
+    (2 n,): the first half gives cos(theta), the second phi (diffsky's
+    ``_random_spherical_position``)."""
+    nhalf = u.size // 2
+    cos_t = 2 * u[:nhalf] - 1
+    phi = 2 * np.pi * u[nhalf:]
+    sin_t = np.sqrt(1.0 - cos_t * cos_t)
+    return sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t
+
+
+def virial_velocity(mass_msun, radius_mpc) -> np.ndarray:
+    """V_vir = sqrt(G M / R) in km/s of halos of mass ``mass_msun`` (Msun) and radius
+    ``radius_mpc`` (physical Mpc) (diffsky's ``calculate_virial_velocity``)."""
+    return np.sqrt(NEWTON_G * mass_msun / radius_mpc)

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from covmocks.core import units
+from covmocks.core.remembered import remembered
 from covmocks.galaxies import params as model_params
 from covmocks.galaxies.batching import padded_map
 from covmocks.galaxies.registry import MODELS
@@ -45,11 +46,18 @@ class CosmicTimes:
 
     @classmethod
     def from_header(cls, header: SimulationHeader) -> CosmicTimes:
-        from dsps.cosmology.flat_wcdm import _age_at_z_kern, age_at_z0
-
         c = header.cosmology
-        cosmo = (c.Om0, c.w0, c.wa, c.h)
-        return cls(header, float(_age_at_z_kern(header.redshift, *cosmo)), float(age_at_z0(*cosmo)))
+        args = tuple(map(float, (header.redshift, c.Om0, c.w0, c.wa, c.h)))
+        times = remembered("dsps/cosmic_times", _cosmic_times, *args)
+        return cls(header, float(times["t_obs"]), float(times["t0"]))
+
+
+def _cosmic_times(redshift, *cosmo) -> dict:
+    """DSPS's ages (Gyr) at ``redshift`` and today of the flat wCDM cosmology ``cosmo``
+    (Om0, w0, wa, h)."""
+    from dsps.cosmology.flat_wcdm import _age_at_z_kern, age_at_z0
+
+    return {"t_obs": _age_at_z_kern(redshift, *cosmo), "t0": age_at_z0(*cosmo)}
 
 
 # A galaxy is quenched at the snapshot where its specific star formation rate is below this
@@ -164,24 +172,21 @@ class DiffskySFH:
         # parameter array exists, so the arrays' dtypes (and the output's last bits) never
         # depend on whether a halo source happened to import diffsky first.
         jax.config.update("jax_enable_x64", True)
-        from diffmah.diffmahpop_kernels.bimod_censat_params import DEFAULT_DIFFMAHPOP_PARAMS
-        from diffstar.diffstarpop import DEFAULT_DIFFSTARPOP_PARAMS
-
         from covmocks.galaxies import kernels
 
         given = dict(log10_msub_min_msun=log10_msub_min_msun, n_t_table=n_t_table,
                      precision=precision, diffmahpop=diffmahpop, diffstarpop=diffstarpop,
                      batch_min=batch_min, batch_max=batch_max)  # fmt: skip
-        p = model_params.resolve(given, DEFAULT_DIFFMAHPOP_PARAMS, DEFAULT_DIFFSTARPOP_PARAMS)
+        defaults = model_params.population_defaults()
+        p = model_params.resolve(given, defaults["diffmahpop"], defaults["diffstarpop"])
         self.log10_msub_min_msun = p["log10_msub_min_msun"]
         self.n_t_table, self.precision = p["n_t_table"], p["precision"]
         self.batch_min, self.batch_max = p["batch_min"], p["batch_max"]
-        # the population parameters as the kernels see them (weakly typed scalars), once
-        self.mahpop = jax.tree.map(
-            jnp.asarray, DEFAULT_DIFFMAHPOP_PARAMS._replace(**p["diffmahpop"])
-        )
-        self.sfhpop = jax.tree.map(
-            jnp.asarray, DEFAULT_DIFFSTARPOP_PARAMS._replace(**p["diffstarpop"])
+        # the population parameters as the kernels take them: tuples of weakly typed scalars
+        # (what jnp.asarray makes of a Python float) in the namedtuples' field order, once
+        self.mahpop, self.sfhpop = (
+            tuple(jnp.asarray(v) for v in (defaults[pop] | p[pop]).values())
+            for pop in ("diffmahpop", "diffstarpop")
         )
         self.params = {k: p[k] for k in model_params.RECORDED}
         draw_kernels = kernels.build_draw_kernels()

@@ -34,36 +34,26 @@ import atexit
 import concurrent.futures
 import functools
 import hashlib
-import importlib.util
 import logging
 import threading
 from pathlib import Path
 
-from covmocks.core import files
+from covmocks.core import files, remembered
 
 log = logging.getLogger(__name__)
 
 SUBDIR = "exported"
 SUFFIX = ".jaxexport"
 # Packages whose Python a kernel runs while it is traced.
-TRACED_PACKAGES = ("covmocks.galaxies", "diffmah", "diffstar", "diffsky", "dsps")
+TRACED_PACKAGES = ("covmocks.galaxies", *remembered.STACK)
 # JAX settings that change what a trace produces.
 TRACE_SETTINGS = ("jax_enable_x64", "jax_default_prng_impl", "jax_threefry_partitionable",
                   "jax_numpy_dtype_promotion", "jax_default_matmul_precision")  # fmt: skip
 
 
-@functools.cache
 def source_digest() -> str:
-    """SHA-256 of the path and bytes of every ``.py`` file of ``TRACED_PACKAGES`` (their tests
-    excluded), in path order (about 400 files, 50 ms)."""
-    digest = hashlib.sha256()
-    for package in TRACED_PACKAGES:
-        root = Path(importlib.util.find_spec(package).origin).parent
-        for path in sorted(root.rglob("*.py")):
-            if "tests" not in path.relative_to(root).parts:
-                digest.update(f"{package}/{path.relative_to(root)}\0".encode())
-                digest.update(path.read_bytes())
-    return digest.hexdigest()
+    """SHA-256 of every ``.py`` file of ``TRACED_PACKAGES`` (``remembered.package_digest``)."""
+    return remembered.package_digest(TRACED_PACKAGES)
 
 
 @functools.cache
@@ -166,11 +156,13 @@ def _load_files(paths, futures, stop) -> None:
 class StoredKernel:
     """A jitted kernel whose exported form is stored per signature (module docstring).
 
-    ``name`` names the kernel and its build arguments (e.g. ``sfh/36/float32``); calls take
-    and return what the jitted ``fn`` does."""
+    ``name`` names the kernel and its build arguments (e.g. ``sfh/36/float32``); ``build()``
+    returns the jitted kernel, and is called only to trace it (it may import the model stack,
+    which a process whose kernels are all stored never needs); calls take and return what the
+    jitted kernel does."""
 
-    def __init__(self, name: str, fn):
-        self.name, self.fn = name, fn
+    def __init__(self, name: str, build):
+        self.name, self.build = name, build
         self._loaded = {}  # signature -> jitted Exported.call
 
     def __call__(self, *args, **kwargs):
@@ -185,11 +177,18 @@ class StoredKernel:
             call = self._loaded[signature] = self._load(leaves, in_tree)
         return call(*leaves)
 
-    def _unflattened(self, in_tree, flat):
+    def _traced(self, in_tree):
+        """The jitted kernel as a function of the flattened arguments (built here, outside
+        any trace: a kernel's build makes constant arrays)."""
         import jax
 
-        args, kwargs = jax.tree.unflatten(in_tree, flat)
-        return self.fn(*args, **kwargs)
+        fn = self.build()
+
+        def unflattened(*flat):
+            args, kwargs = jax.tree.unflatten(in_tree, flat)
+            return fn(*args, **kwargs)
+
+        return unflattened
 
     def _load(self, leaves, in_tree):
         """A jitted callable of the flattened arguments: the stored export, or a new one."""
@@ -197,7 +196,7 @@ class StoredKernel:
 
         directory = store_dir()
         if directory is None:
-            return lambda *flat: self._unflattened(in_tree, flat)
+            return self._traced(in_tree)
         path = directory / f"{signature_key(self.name, leaves, in_tree)}{SUFFIX}"
         future = _PRELOADED.pop(str(path), None)
         if future is not None and not future.cancel():
@@ -212,14 +211,14 @@ class StoredKernel:
             except Exception as err:  # a file this jax cannot read: export it again
                 log.warning("exported kernel %s unreadable (%s): exporting it again", path, err)
         if exported is None:
-            flat_fn = jax.jit(lambda *flat: self._unflattened(in_tree, flat))
+            flat_fn = jax.jit(self._traced(in_tree))
             avals = [jax.ShapeDtypeStruct(s, d, weak_type=w) for s, d, w in map(_aval, leaves)]
             try:
                 exported = jax.export.export(flat_fn)(*avals)
             except ValueError as err:  # e.g. a backend's custom call jax.export cannot keep
                 log.warning("kernel %s cannot be exported (%s): every process traces it",
                             self.name, err)  # fmt: skip
-                return lambda *flat: self._unflattened(in_tree, flat)
+                return self._traced(in_tree)
             try:
                 _write_atomically(path, bytes(exported.serialize()))
                 log.debug("exported kernel %s to %s", self.name, path)

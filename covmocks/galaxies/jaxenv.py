@@ -27,6 +27,7 @@ persistent compilation cache entry").
 import os
 from pathlib import Path
 
+from covmocks.core import remembered
 from covmocks.galaxies import exported
 
 SAFE_XLA_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
@@ -71,14 +72,15 @@ def enable_compilation_cache(cache_dir) -> None:
 
 
 def _entries(cache_dir) -> list[Path]:
-    """The files of ``cache_dir``: compiled kernels and the exported ones in ``exported/``."""
+    """The files of ``cache_dir``: compiled kernels, the exported ones in ``exported/`` and the
+    model stack's values in ``remembered/`` (``core.remembered``)."""
     path = Path(cache_dir)
-    stored = path / exported.SUBDIR
-    return [p for d in (path, stored) if d.is_dir() for p in d.iterdir() if p.is_file()]
+    dirs = (path, path / exported.SUBDIR, path / remembered.SUBDIR)
+    return [p for d in dirs if d.is_dir() for p in d.iterdir() if p.is_file()]
 
 
 def prune(cache_dir, max_bytes: int = CACHE_MAX_BYTES) -> int:
-    """Remove the least recently used files of ``cache_dir`` and its ``exported/`` (last access
+    """Remove the least recently used files of ``cache_dir`` (``_entries``; last access
     or change, whichever is later) until they hold at most ``max_bytes``; returns the bytes
     removed. A process that meanwhile misses a removed kernel compiles or exports it again."""
     files = [(max(s.st_atime, s.st_mtime), s.st_size, p) for p in _entries(cache_dir)

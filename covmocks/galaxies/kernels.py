@@ -29,6 +29,7 @@ import functools
 
 import numpy as np
 
+from covmocks.core.remembered import remembered
 from covmocks.galaxies.exported import StoredKernel
 
 # The parameters a galaxy's history needs, in the ``sfh`` kernel's order.
@@ -52,13 +53,26 @@ def argus_inverse_cdf_table(chi: float, n: int = 4096):
     return cdf_x, x
 
 
+DRAW_KERNELS = ("central", "subhalo_cdf", "satellite_uniform", "satellite")
+
+
 @functools.cache
 def build_draw_kernels():
     """(central, subhalo_cdf, satellite_uniform, satellite): jitted, vmapped per-object draw
     kernels, shared by every model instance of the process (each padded batch shape compiles
-    once per process), each a ``StoredKernel`` (a fresh process loads its exported form)."""
+    once per process), each a ``StoredKernel`` (a fresh process loads its exported form and
+    imports none of the model stack). The population parameters are passed as plain tuples
+    of their values, in the namedtuples' field order."""
+    return tuple(StoredKernel(name, functools.partial(lambda i: _draw_functions()[i], i))
+                 for i, name in enumerate(DRAW_KERNELS))  # fmt: skip
+
+
+@functools.cache
+def _draw_functions():
+    """The jitted draw kernels of ``build_draw_kernels`` (imports the model stack)."""
     import jax
     from diffmah.diffmah_kernels import DiffmahParams, _log_mah_kern
+    from diffmah.diffmahpop_kernels.bimod_censat_params import DEFAULT_DIFFMAHPOP_PARAMS
     from diffmah.diffmahpop_kernels.mc_bimod_cens import mc_diffmah_params_singlecen
     from diffmah.diffmahpop_kernels.mc_bimod_sats import mc_diffmah_params_singlesat
     from diffsky.mass_functions.ccshmf_model import DEFAULT_CCSHMF_PARAMS, predict_ccshmf
@@ -66,6 +80,7 @@ def build_draw_kernels():
     from diffsky.mass_functions.mc_tinfall import ARGUS_CHI, _get_dt_argus
     from diffsky.mass_functions.measure_ccshmf import get_lgmu_cutoff
     from diffstar.defaults import T_TABLE_MIN
+    from diffstar.diffstarpop import DEFAULT_DIFFSTARPOP_PARAMS
     from diffstar.diffstarpop.mc_diffstarpop_mgash import mc_diffstar_params_singlegal
     from jax import numpy as jnp
     from jax import random as jran
@@ -91,7 +106,11 @@ def build_draw_kernels():
                   zip(res.diffstar_params_ms, res.diffstar_params_q, strict=True)]  # fmt: skip
         return jnp.array(params), res.mc_is_q
 
+    def populations(mahpop, sfhpop):  # the tuples of values as the namedtuples diffsky takes
+        return DEFAULT_DIFFMAHPOP_PARAMS._make(mahpop), DEFAULT_DIFFSTARPOP_PARAMS._make(sfhpop)
+
     def central(key_hi, key_lo, lgm_obs, mahpop, sfhpop, ctx, root):
+        mahpop, sfhpop = populations(mahpop, sfhpop)
         key = jran.fold_in(jran.fold_in(root, key_hi), key_lo)
         k_mah, k_early, k_nsat, k_sats, k_sfh = jran.split(key, 5)
         t_obs, lgt0 = ctx["t_obs"], ctx["lgt0"]
@@ -120,6 +139,7 @@ def build_draw_kernels():
         return dict(u_mu=jran.uniform(jran.split(jran.fold_in(sat_key, j), 7)[0]))
 
     def satellite(sat_key, j, host_lgm, host_mah, lgmu, mahpop, sfhpop, ctx):
+        mahpop, sfhpop = populations(mahpop, sfhpop)
         key = jran.fold_in(sat_key, j)
         _, k_inf, k_mah, k_early, k_sfh, k_pos, k_vel = jran.split(key, 7)
         t_obs, lgt0 = ctx["t_obs"], ctx["lgt0"]
@@ -153,12 +173,7 @@ def build_draw_kernels():
     subhalo_cdf_batch = jax.vmap(subhalo_cdf, in_axes=(0, None))
     uniform_batch = jax.vmap(satellite_uniform)
     satellite_batch = jax.vmap(satellite, in_axes=(0, 0, 0, 0, 0, None, None, None))
-    return (
-        StoredKernel("central", jax.jit(central_batch)),
-        StoredKernel("subhalo_cdf", jax.jit(subhalo_cdf_batch)),
-        StoredKernel("satellite_uniform", jax.jit(uniform_batch)),
-        StoredKernel("satellite", jax.jit(satellite_batch)),
-    )
+    return tuple(map(jax.jit, (central_batch, subhalo_cdf_batch, uniform_batch, satellite_batch)))
 
 
 def subhalo_lgmu(u, host_row, cdf, lgmu_cutoff) -> np.ndarray:
@@ -167,8 +182,7 @@ def subhalo_lgmu(u, host_row, cdf, lgmu_cutoff) -> np.ndarray:
     ``generate_subhalopop_kern``, i.e. ``jnp.interp(u, cdf, U_TABLE * cutoff)``, vectorized
     over satellites with a binary search in each one's own row (float64, jnp.interp's
     formula; constant beyond the ends)."""
-    from diffsky.mass_functions.mc_subs import U_TABLE
-
+    u_table = remembered("diffsky/u_table", _u_table)["u_table"]
     u = np.asarray(u, np.float64)
     n_table = cdf.shape[1]
     lo = np.zeros(len(u), np.int64)  # searchsorted(row, u, side="right")
@@ -180,13 +194,19 @@ def subhalo_lgmu(u, host_row, cdf, lgmu_cutoff) -> np.ndarray:
     i = np.clip(lo, 1, n_table - 1)
     xp0, xp1 = cdf[host_row, i - 1], cdf[host_row, i]
     cutoff = lgmu_cutoff[host_row]
-    fp0, fp1 = U_TABLE[i - 1] * cutoff, U_TABLE[i] * cutoff
+    fp0, fp1 = u_table[i - 1] * cutoff, u_table[i] * cutoff
     dx, df, delta = xp1 - xp0, fp1 - fp0, u - xp0
     dx0 = np.abs(dx) <= np.spacing(np.finfo(np.float64).eps)
     with np.errstate(invalid="ignore", divide="ignore"):
         f = np.where(dx0, fp0, fp0 + (delta / np.where(dx0, 1.0, dx)) * df)
-    f = np.where(u < cdf[host_row, 0], U_TABLE[0] * cutoff, f)
-    return np.where(u > cdf[host_row, -1], U_TABLE[-1] * cutoff, f)
+    f = np.where(u < cdf[host_row, 0], u_table[0] * cutoff, f)
+    return np.where(u > cdf[host_row, -1], u_table[-1] * cutoff, f)
+
+
+def _u_table() -> dict:
+    from diffsky.mass_functions.mc_subs import U_TABLE
+
+    return {"u_table": U_TABLE}
 
 
 def time_table(t_obs, n_t: int, dtype):
@@ -213,6 +233,12 @@ def build_sfh_kernel(n_t: int, precision: str):
     ``mass_loss.surviving_weights`` (SFR_MIN's weight first), in time order; SFR: the history
     at t_obs, the last time of the table.
     """
+    return StoredKernel(f"sfh/{n_t}/{precision}", lambda: _sfh_function(n_t))
+
+
+@functools.cache
+def _sfh_function(n_t: int):
+    """``build_sfh_kernel``'s jitted kernel (imports the model stack)."""
     import jax
     from diffmah.diffmah_kernels import DiffmahParams
     from diffstar.defaults import SFR_MIN, T_BIRTH_MIN
@@ -235,8 +261,7 @@ def build_sfh_kernel(n_t: int, precision: str):
             surviving = surviving + weights[k + 1] * sfh[k]
         return jnp.log10(mstar), jnp.log10(surviving * YEAR_PER_GYR), jnp.log10(sfh[-1])
 
-    kernel = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
-    return StoredKernel(f"sfh/{n_t}/{precision}", kernel)
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
 
 
 def evaluate_sfh(n_t: int, precision: str, mah, sfh_params, t_obs, lgt0, fb):

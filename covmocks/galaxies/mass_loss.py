@@ -17,9 +17,9 @@ and every galaxy's surviving mass is one dot product.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+
+from covmocks.core.remembered import remembered
 
 AGE_MIN_YR = 1.0  # the fraction is evaluated at ages of at least this (0.995 below ~1e5 yr)
 N_FINE = 20001  # points of each fine grid (linear in time, geometric in age) of the quadrature
@@ -36,15 +36,19 @@ def surviving_fraction(age_gyr) -> np.ndarray:
         return np.asarray(surviving_mstar(np.log10(age_yr)), np.float64)
 
 
-@functools.lru_cache(maxsize=64)
 def surviving_weights(t_obs: float, n_t: int) -> np.ndarray:
-    """Weights w (Gyr), shape (n_t + 1,), such that the surviving mass at ``t_obs`` (Gyr) is
-    1e9 * (w[0] * SFR_MIN + sum_k w[k + 1] * sfr[k]) Msun, sfr (Msun/yr) on
+    """Weights w (Gyr), shape (n_t + 1,), read-only, such that the surviving mass at ``t_obs``
+    (Gyr) is 1e9 * (w[0] * SFR_MIN + sum_k w[k + 1] * sfr[k]) Msun, sfr (Msun/yr) on
     ``kernels.time_table(t_obs, n_t)``: the integral of each node's piecewise-linear hat
-    function times the surviving fraction at the age t_obs - t."""
+    function times the surviving fraction at the age t_obs - t. Remembered per (t_obs, n_t)
+    (``core.remembered``: a fresh process need not import DSPS)."""
+    args = (float(t_obs), int(n_t))
+    return remembered("mass_loss/surviving_weights", _surviving_weights, *args)["weights"]
+
+
+def _surviving_weights(t_obs: float, n_t: int) -> dict:
     from diffstar.defaults import T_BIRTH_MIN, T_TABLE_MIN
 
-    t_obs = float(t_obs)
     nodes = np.concatenate([[T_BIRTH_MIN], np.linspace(T_TABLE_MIN, t_obs, n_t)])
     # fine grid: the nodes, linear steps, and geometric steps in age (the fraction falls
     # by 30% in the first 0.3 Gyr, most of it in the first 100 Myr)
@@ -57,4 +61,4 @@ def surviving_weights(t_obs: float, n_t: int) -> np.ndarray:
     for j in range(len(nodes)):
         hat = np.interp(t, nodes, np.eye(len(nodes))[j]) * f
         weights[j] = np.sum(0.5 * dt * (hat[1:] + hat[:-1]))
-    return weights
+    return {"weights": weights}

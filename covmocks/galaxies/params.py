@@ -83,15 +83,38 @@ def _overrides(key, value, defaults) -> dict:
         return {}
     if not isinstance(value, dict):
         _fail(key, f"expected a mapping of parameter names to numbers, got {value!r}")
-    unknown = sorted(set(value) - set(defaults._fields), key=str)
+    unknown = sorted(set(value) - set(defaults), key=str)
     if unknown:
         raise InputError(f"unknown {key} parameter(s): {', '.join(map(str, unknown))}")
     return {name: _real(f"{key}.{name}", v) for name, v in value.items()}
 
 
+def population_defaults() -> dict[str, dict[str, float]]:
+    """{"diffmahpop": {name: value}, "diffstarpop": {name: value}}: the population
+    parameters' defaults (Python floats) in the namedtuples' field order (``DiffmahPop_Params``,
+    ``DiffstarPopParams``), remembered (``core.remembered``: no import of diffmah or diffstar
+    where they are stored)."""
+    from covmocks.core.remembered import remembered
+
+    stored = remembered("diffstarpop/population_defaults", _population_defaults)
+    names = {"diffmahpop": stored["diffmahpop_names"], "diffstarpop": stored["diffstarpop_names"]}
+    return {pop: dict(zip(map(str, names[pop]), map(float, stored[pop]), strict=True))
+            for pop in names}  # fmt: skip
+
+
+def _population_defaults() -> dict:
+    from diffmah.diffmahpop_kernels.bimod_censat_params import DEFAULT_DIFFMAHPOP_PARAMS
+    from diffstar.diffstarpop import DEFAULT_DIFFSTARPOP_PARAMS
+
+    pops = {"diffmahpop": DEFAULT_DIFFMAHPOP_PARAMS, "diffstarpop": DEFAULT_DIFFSTARPOP_PARAMS}
+    return {**{pop: [float(v) for v in t] for pop, t in pops.items()},
+            **{f"{pop}_names": list(t._fields) for pop, t in pops.items()}}  # fmt: skip
+
+
 def resolve(params: dict | None, mahpop_defaults, sfhpop_defaults) -> dict:
     """``params`` checked and completed with ``DEFAULTS``; population overrides checked
-    against the population parameter namedtuples. Raises ``InputError`` naming the key."""
+    against the population parameters' names (``mahpop_defaults`` and ``sfhpop_defaults``:
+    mappings by name, ``population_defaults``). Raises ``InputError`` naming the key."""
     params = dict(params or {})
     unknown = sorted(set(params) - set(DEFAULTS), key=str)
     if unknown:

@@ -10,6 +10,7 @@ import numpy as np
 from covmocks.core import units
 from covmocks.core.errors import InputError
 from covmocks.core.limits import SYNTHETIC_MHOST_RANGE
+from covmocks.core.remembered import remembered
 from covmocks.halos.blocks import (
     SYNTHETIC_COSMOLOGY,
     Cosmology,
@@ -170,11 +171,18 @@ def synthetic_hosts(box_size: float, log10_mhost_min_msun: float, redshift: floa
 
 
 def _hmf_tables(log10_mhost_min_msun: float, redshift: float):
-    """CDF tables of the host mass function above the cut, and n(>M) in Mpc^-3."""
+    """CDF tables of the host mass function above the cut, and n(>M) in Mpc^-3; remembered
+    (``core.remembered``: a fresh process need not import diffsky)."""
+    args = (float(log10_mhost_min_msun), float(redshift))
+    t = remembered("diffsky/hmf_tables", _diffsky_hmf_tables, *args)
+    return t["lgm"], t["cdf"], float(t["density"])
+
+
+def _diffsky_hmf_tables(mmin: float, redshift: float) -> dict:
     from diffsky.mass_functions.hmf_model import DEFAULT_HMF_PARAMS
     from diffsky.mass_functions.mc_hosts import _compute_nhalos_tot, _get_hmf_cdf_interp_tables
 
-    params, mmin = DEFAULT_HMF_PARAMS, log10_mhost_min_msun
-    lgm, cdf = _get_hmf_cdf_interp_tables(params, mmin, redshift)
-    density = float(_compute_nhalos_tot(params, mmin, redshift, 1.0))
-    return np.asarray(lgm, dtype=np.float64), np.asarray(cdf, dtype=np.float64), density
+    lgm, cdf = _get_hmf_cdf_interp_tables(DEFAULT_HMF_PARAMS, mmin, redshift)
+    density = _compute_nhalos_tot(DEFAULT_HMF_PARAMS, mmin, redshift, 1.0)
+    return {"lgm": np.asarray(lgm, np.float64), "cdf": np.asarray(cdf, np.float64),
+            "density": np.float64(density)}  # fmt: skip
