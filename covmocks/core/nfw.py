@@ -7,8 +7,8 @@ at the host radius: P(< x) = mu(c x) / mu(c), mu(y) = ln(1 + y) - y / (1 + y).
 ``radius_fraction``, ``spherical_directions`` and ``virial_velocity`` are diffsky's
 ``fake_sats`` functions (``_qnfw``, ``_random_spherical_position``,
 ``calculate_virial_velocity``) written out operation for operation, so that they give its bits
-(``tests/test_nfw.py`` holds them to it) without importing diffsky, which costs a fresh process
-about 2.7 s (``covmocks.core.remembered``).
+(``tests/test_validation_population.py`` holds them to it) without importing diffsky, which
+costs a fresh process about 2.7 s (``covmocks.core.remembered``).
 """
 
 from __future__ import annotations
