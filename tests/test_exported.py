@@ -80,7 +80,7 @@ def test_other_source_makes_other_files(store, monkeypatch):
 
 
 def test_the_source_digest_covers_the_model_packages():
-    remembered.package_digest.cache_clear()
+    remembered._source_digest.cache_clear()
     digest = exported.source_digest()
     assert len(digest) == 64 and digest == exported.source_digest()
     assert set(exported.TRACED_PACKAGES) == {"covmocks.galaxies", "diffmah", "diffstar",

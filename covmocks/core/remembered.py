@@ -40,17 +40,23 @@ SUBDIR = "remembered"
 SUFFIX = ".npz"
 
 
-@functools.cache
 def package_digest(packages: tuple[str, ...]) -> str:
-    """SHA-256 of the path and bytes of every ``.py`` file of ``packages`` (their tests
-    excluded), in path order; found without importing them (about 400 files, 50 ms)."""
+    """SHA-256 of the ``_source_digest`` of each of ``packages``, in order; found without
+    importing them (the stack: about 400 files, 35 ms once per process)."""
+    parts = (f"{package}={_source_digest(package)}" for package in packages)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@functools.cache
+def _source_digest(package: str) -> str:
+    """SHA-256 of the path and bytes of every ``.py`` file of ``package`` (its tests excluded),
+    in path order: once per process, whichever digests ask for it."""
     digest = hashlib.sha256()
-    for package in packages:
-        root = Path(importlib.util.find_spec(package).origin).parent
-        for path in sorted(root.rglob("*.py")):
-            if "tests" not in path.relative_to(root).parts:
-                digest.update(f"{package}/{path.relative_to(root)}\0".encode())
-                digest.update(path.read_bytes())
+    root = Path(importlib.util.find_spec(package).origin).parent
+    for path in sorted(root.rglob("*.py")):
+        if "tests" not in path.relative_to(root).parts:
+            digest.update(f"{path.relative_to(root)}\0".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
