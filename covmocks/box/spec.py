@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covmocks.core.errors import CovmocksError
+from covmocks.core.errors import CovmocksError, InputError
 from covmocks.core.layout import task_id
 from covmocks.core.limits import (
     CHUNK_HOSTS,
@@ -225,10 +225,11 @@ class BoxSpec:
         only: batch parameters the model will refuse (``galaxies.params``) give the defaults'."""
         from covmocks.galaxies import batching, params
 
-        given = self.model_params if isinstance(self.model_params, dict) else {}
-        sizes = [given.get(k, params.DEFAULTS[k]) for k in ("batch_min", "batch_max")]
-        if not all(type(n) is int and 1 <= n <= 2**24 for n in sizes) or sizes[0] > sizes[1]:
-            sizes = [params.DEFAULTS["batch_min"], params.DEFAULTS["batch_max"]]
+        given = self.model_params if isinstance(self.model_params, dict) else None
+        try:
+            sizes = params.batch_sizes(given)
+        except InputError:  # values the model will refuse, saying why
+            sizes = params.batch_sizes(None)
         lengths = batching.batch_lengths(*sizes)
         rows = min(n for n in (self.n_hosts, self.host_limit, self.chunk_hosts) if n)
         return [n for n in lengths if n <= 8 * rows or n == lengths[-1]]

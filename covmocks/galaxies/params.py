@@ -129,14 +129,22 @@ def resolve(params: dict | None, mahpop_defaults, sfhpop_defaults) -> dict:
         "precision": p["precision"],
         "diffmahpop": _overrides("diffmahpop", p["diffmahpop"], mahpop_defaults),
         "diffstarpop": _overrides("diffstarpop", p["diffstarpop"], sfhpop_defaults),
-        "batch_min": _integer("batch_min", p["batch_min"], 1, 2**24),
-        "batch_max": _integer("batch_max", p["batch_max"], 1, 2**24),
     }
+    out["batch_min"], out["batch_max"] = batch_sizes(p)
     if out["precision"] not in PRECISIONS:
         _fail("precision", f"expected one of {', '.join(PRECISIONS)}, got {p['precision']!r}")
-    if out["batch_min"] > out["batch_max"]:
+    return out
+
+
+def batch_sizes(params: dict | None) -> tuple[int, int]:
+    """(batch_min, batch_max) of model parameters ``params``, completed with ``DEFAULTS`` and
+    checked (``resolve``'s checks of them: InputError naming the key)."""
+    p = DEFAULTS | dict(params or {})
+    low = _integer("batch_min", p["batch_min"], 1, 2**24)
+    high = _integer("batch_max", p["batch_max"], 1, 2**24)
+    if low > high:
         raise InputError(
             f"model parameters 'batch_min' and 'batch_max': batch sizes must satisfy "
-            f"batch_min <= batch_max, got {out['batch_min']} > {out['batch_max']}"
+            f"batch_min <= batch_max, got {low} > {high}"
         )
-    return out
+    return low, high
